@@ -1,0 +1,55 @@
+# The two commands (README): `make serve` and `make test`. Both bootstrap .venv on a fresh Debian.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NATIVE_SRC := $(wildcard native/src/*.c native/include/*.h) native/build.py
+ASAN_DIR := build/asan
+
+.PHONY: serve test lint typecheck layers unit native asan bench clean
+
+# Install the package (which compiles native/ through cffi) whenever the C sources or the
+# dependencies change.
+$(VENV)/.installed: pyproject.toml setup.py $(NATIVE_SRC)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+serve: $(VENV)/.installed
+	@echo "store: the service (S3 + NBD gateway) is not built yet; this checkout has the native" >&2
+	@echo "library only. Try: $(VENV)/bin/store native-info" >&2
+	@exit 1
+
+test: $(VENV)/.installed lint layers typecheck asan
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check store tests bench native/build.py
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+layers: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
+
+# The native tests again, against an AddressSanitizer + UBSan build of the library: first the C
+# self-check (exact-size allocations), then the Python property tests through the same library.
+asan: $(VENV)/.installed
+	mkdir -p build
+	gcc -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Inative/include \
+	    -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+	    native/src/*.c native/tests/check.c -o build/native-check -lpthread
+	./build/native-check
+	$(PY) native/build.py --sanitize build/asan-obj >/dev/null
+	$(PY) native/asan_tree.py build/asan-obj $(ASAN_DIR)
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	PYTHONMALLOC=malloc STORE_EXPECT_SANITIZED=1 HYPOTHESIS_PROFILE=asan \
+	    sh -c 'cd $(ASAN_DIR) && ../../$(PY) -m pytest -q -p no:cacheprovider tests/native'
+
+bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/ec.py
+
+clean:
+	rm -rf build $(VENV) store/_native*.so store/_native.c *.egg-info

@@ -1,0 +1,123 @@
+/* CRC32C: the slicing-by-8 table oracle, the one-stream crc32 instruction path, the kernel choice,
+ * and the folding constants the PCLMUL kernels use.
+ *
+ * Kernels work on the raw CRC state (the bitwise inverse of the published CRC). The public
+ * functions do the inversions, so results chain: crc32c(b, crc32c(a)) == crc32c(a || b). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define POLY_REFLECTED 0x82F63B78u
+#define POLY_NORMAL 0x1EDC6F41u
+
+static uint32_t sw_table[8][256];
+static pthread_once_t sw_once = PTHREAD_ONCE_INIT;
+
+static void sw_build(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int b = 0; b < 8; b++) c = (c >> 1) ^ (POLY_REFLECTED & (0u - (c & 1)));
+        sw_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            sw_table[t][i] = (sw_table[t - 1][i] >> 8) ^ sw_table[0][sw_table[t - 1][i] & 0xff];
+}
+
+uint32_t store_crc_sw(uint32_t c, const uint8_t *p, size_t len) {
+    pthread_once(&sw_once, sw_build);
+    while (len && ((uintptr_t)p & 7)) {
+        c = (c >> 8) ^ sw_table[0][(c ^ *p++) & 0xff];
+        len--;
+    }
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= c; /* little-endian: the state meets the first four bytes */
+        c = sw_table[7][w & 0xff] ^ sw_table[6][(w >> 8) & 0xff] ^ sw_table[5][(w >> 16) & 0xff] ^
+            sw_table[4][(w >> 24) & 0xff] ^ sw_table[3][(w >> 32) & 0xff] ^
+            sw_table[2][(w >> 40) & 0xff] ^ sw_table[1][(w >> 48) & 0xff] ^
+            sw_table[0][(w >> 56) & 0xff];
+        p += 8;
+        len -= 8;
+    }
+    while (len--) c = (c >> 8) ^ sw_table[0][(c ^ *p++) & 0xff];
+    return c;
+}
+
+/* The folding kernels keep 128-bit lanes in which register bit i is the coefficient of x^(127-i)
+ * (the CRC's reflected order). A 64x64 carry-less product of two such halves comes out one bit
+ * short, i.e. multiplied by x^-1, so the constant that folds a half of degree offset d forward by
+ * T bits is x^(T + d - 1) mod P, stored reflected in 64 bits: this function gives it for n. */
+uint64_t store_crc_fold_const(unsigned n) {
+    uint64_t r = 1; /* x^0, normal order, bit d <-> x^d */
+    for (unsigned i = 0; i < n; i++) {
+        r <<= 1;
+        if (r & (1ull << 32)) r ^= (1ull << 32) | POLY_NORMAL;
+    }
+    uint64_t out = 0;
+    for (int d = 0; d < 32; d++)
+        if (r & (1ull << d)) out |= 1ull << (63 - d);
+    return out;
+}
+
+static const char *const crc_names[STORE_CRC_COUNT] = {"sw", "sse42", "clmul", "vpclmul"};
+
+const char *store_crc_name(int kernel) {
+    return (kernel >= 0 && kernel < STORE_CRC_COUNT) ? crc_names[kernel] : NULL;
+}
+
+int store_crc_supported(int kernel) {
+    __builtin_cpu_init();
+    switch (kernel) {
+    case STORE_CRC_SW: return 1;
+    case STORE_CRC_SSE42: return __builtin_cpu_supports("sse4.2");
+    case STORE_CRC_CLMUL:
+        return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul");
+    case STORE_CRC_VPCLMUL:
+        return store_crc_supported(STORE_CRC_CLMUL) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("vpclmulqdq");
+    default: return 0;
+    }
+}
+
+typedef uint32_t (*crc_kernel)(uint32_t, const uint8_t *, size_t);
+static const crc_kernel crc_kernels[STORE_CRC_COUNT] = {store_crc_sw, store_crc_sse42,
+                                                        store_crc_clmul, store_crc_vpclmul};
+static int crc_default = STORE_CRC_SW;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+/* STORE_NATIVE_ISA also pins the CRC kernel to the matching generation (ref: the table oracle). */
+static void choose_crc(void) {
+    int isa = store_isa_default();
+    int best = STORE_CRC_SW;
+    for (int i = STORE_CRC_COUNT - 1; i > 0; i--) {
+        if (store_crc_supported(i)) {
+            best = i;
+            break;
+        }
+    }
+    if (isa == STORE_ISA_REF) best = STORE_CRC_SW;
+    else if (isa == STORE_ISA_AVX2 && best > STORE_CRC_CLMUL) best = STORE_CRC_CLMUL;
+    crc_default = best;
+}
+
+int store_crc_default(void) {
+    pthread_once(&crc_once, choose_crc);
+    return crc_default;
+}
+
+uint32_t store_crc32c(uint32_t crc, const uint8_t *buf, size_t len) {
+    return ~crc_kernels[store_crc_default()](~crc, buf, len);
+}
+
+uint32_t store_crc32c_with(int kernel, uint32_t crc, const uint8_t *buf, size_t len, int *status) {
+    if (!store_crc_supported(kernel)) {
+        if (status) *status = STORE_ENOTSUP;
+        return 0;
+    }
+    if (status) *status = STORE_OK;
+    return ~crc_kernels[kernel](~crc, buf, len);
+}

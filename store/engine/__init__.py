@@ -1,0 +1,1 @@
+"""Object (buckets, objects, multipart, versions) and volume (block) semantics."""

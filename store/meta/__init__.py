@@ -1,0 +1,1 @@
+"""Metadata as an ordered key-value store: sqlite (embedded), etcd (cluster), memory (tests)."""

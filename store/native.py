@@ -1,0 +1,349 @@
+"""The native library: Reed-Solomon erasure coding over GF(2^8) and CRC32C.
+
+This is the only module that imports the compiled cffi module (``store._native``, built from
+``native/`` by ``pip install``). Every size, count and buffer is checked here before a call, so a
+wrong call raises ValueError and can never reach C with a bad pointer or length. Buffers pass
+zero-copy: anything exporting a C-contiguous buffer (bytes, bytearray, memoryview, numpy arrays,
+mmap) works, at any alignment. cffi releases the GIL during calls, so large stripes can run in
+worker threads beside the event loop.
+
+The code is systematic (data shards are stored as they are) and uses ISA-L's Cauchy matrix, so any
+k of the k + m shards rebuild the others and parity is bit-identical to ISA-L's.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from store import _native  # type: ignore[attr-defined]
+from store.errors import TooFewShards
+
+ffi = _native.ffi
+lib = _native.lib
+
+MAX_SHARDS: int = lib.STORE_EC_MAX_SHARDS
+ISAS: tuple[str, ...] = tuple(
+    ffi.string(lib.store_isa_name(i)).decode() for i in range(lib.STORE_ISA_COUNT)
+)
+CRC_KERNELS: tuple[str, ...] = tuple(
+    ffi.string(lib.store_crc_name(i)).decode() for i in range(lib.STORE_CRC_COUNT)
+)
+
+Buffer = Any  # anything with the buffer protocol (typing.Buffer needs Python 3.12)
+
+_NULL = ffi.NULL
+
+
+class NativeConfigError(RuntimeError):
+    """STORE_NATIVE_ISA names a kernel that is unknown or that this CPU cannot run."""
+
+
+def supported_isas() -> list[str]:
+    """The erasure-coding kernels this CPU can run, slowest first."""
+    return [name for i, name in enumerate(ISAS) if lib.store_isa_supported(i)]
+
+
+def supported_crc_kernels() -> list[str]:
+    """The CRC32C kernels this CPU can run, slowest first."""
+    return [name for i, name in enumerate(CRC_KERNELS) if lib.store_crc_supported(i)]
+
+
+def active_isa() -> str:
+    """The kernel codecs use by default: the best this CPU runs, or STORE_NATIVE_ISA's choice."""
+    isa = lib.store_isa_default()
+    if isa < 0:
+        forced = os.environ.get("STORE_NATIVE_ISA", "")
+        why = "is not a kernel" if forced not in ISAS else "is not supported by this CPU"
+        raise NativeConfigError(
+            f"STORE_NATIVE_ISA={forced!r} {why}; this CPU supports: {', '.join(supported_isas())}"
+        )
+    return ISAS[isa]
+
+
+def active_crc_kernel() -> str:
+    """The CRC32C kernel crc32c() uses."""
+    active_isa()  # a bad STORE_NATIVE_ISA is an error here too
+    return CRC_KERNELS[lib.store_crc_default()]
+
+
+def _isa_id(isa: str | None) -> int:
+    if isa is None:
+        return ISAS.index(active_isa())
+    if isa not in ISAS:
+        raise ValueError(f"unknown kernel {isa!r}; kernels are {', '.join(ISAS)}")
+    if not lib.store_isa_supported(ISAS.index(isa)):
+        raise ValueError(f"kernel {isa!r} is not supported by this CPU")
+    return ISAS.index(isa)
+
+
+def _view(buf: Buffer, what: str, index: int = -1) -> Any:
+    """A cffi view of a contiguous buffer, without copying. Messages are built only on error."""
+    try:
+        return ffi.from_buffer("uint8_t[]", buf)
+    except (TypeError, ValueError, BufferError) as e:
+        name = what if index < 0 else f"{what} {index}"
+        raise ValueError(f"{name}: needs a C-contiguous buffer ({e})") from None
+
+
+def _writable(buf: Buffer, what: str, index: int = -1) -> Any:
+    try:
+        return ffi.from_buffer("uint8_t[]", buf, require_writable=True)
+    except (TypeError, ValueError, BufferError) as e:
+        name = what if index < 0 else f"{what} {index}"
+        raise ValueError(f"{name}: needs a writable C-contiguous buffer ({e})") from None
+
+
+def _nbytes(buf: Buffer, what: str) -> int:
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise ValueError(f"{what}: not a buffer ({type(buf).__name__})") from None
+    if not mv.c_contiguous:
+        raise ValueError(f"{what}: needs a C-contiguous buffer")
+    return mv.nbytes
+
+
+class ErasureCode:
+    """Reed-Solomon RS(k, m): k data shards, m parity shards, any k of them rebuild the rest.
+
+    One codec may be shared by any number of threads. Decode matrices are cached per loss pattern
+    (a bounded cache in the C library).
+
+    >>> ec = ErasureCode(4, 2)
+    >>> data = [bytes([i]) * 8 for i in range(4)]
+    >>> parity = ec.encode(data)
+    >>> shards = [None, data[1], None, data[3], *parity]
+    >>> [bytes(s) for s in ec.reconstruct(shards)[:4]] == data
+    True
+    """
+
+    __slots__ = ("k", "m", "isa", "_ec")
+
+    def __init__(self, k: int, m: int, isa: str | None = None) -> None:
+        if not isinstance(k, int) or not isinstance(m, int):
+            raise ValueError("k and m must be integers")
+        if k < 1 or m < 1 or k + m > MAX_SHARDS:
+            raise ValueError(f"need k >= 1, m >= 1 and k + m <= {MAX_SHARDS}; got k={k}, m={m}")
+        isa_id = _isa_id(isa)
+        status = ffi.new("int *")
+        ec = lib.store_ec_new(k, m, isa_id, status)
+        if ec == _NULL:
+            if status[0] == lib.STORE_ENOMEM:
+                raise MemoryError("store_ec_new")
+            raise ValueError(f"store_ec_new({k}, {m}, {ISAS[isa_id]}) failed: {status[0]}")
+        self.k = k
+        self.m = m
+        self.isa: str = ISAS[isa_id]
+        self._ec = ffi.gc(ec, lib.store_ec_free)
+
+    def __repr__(self) -> str:
+        return f"ErasureCode(k={self.k}, m={self.m}, isa={self.isa!r})"
+
+    # -- encode ---------------------------------------------------------------------------------
+
+    def _encode_args(self, data_shards: Sequence[Buffer], parity_shards: Sequence[Buffer]) -> Any:
+        if len(data_shards) != self.k:
+            raise ValueError(f"need {self.k} data shards, got {len(data_shards)}")
+        if len(parity_shards) != self.m:
+            raise ValueError(f"need {self.m} parity shards, got {len(parity_shards)}")
+        data = [_view(b, "data shard", i) for i, b in enumerate(data_shards)]
+        parity = [_writable(b, "parity shard", i) for i, b in enumerate(parity_shards)]
+        size = len(data[0])
+        if any(len(v) != size for v in data) or any(len(v) != size for v in parity):
+            sizes = [len(v) for v in data], [len(v) for v in parity]
+            raise ValueError(f"shards differ in length: data {sizes[0]}, parity {sizes[1]}")
+        return size, data, parity
+
+    def encode_into(self, data_shards: Sequence[Buffer], parity_shards: Sequence[Buffer]) -> None:
+        """Compute the m parity shards of k equal-length data shards into caller buffers."""
+        size, data, parity = self._encode_args(data_shards, parity_shards)
+        rc = lib.store_ec_encode(self._ec, size, data, parity)
+        if rc != lib.STORE_OK:
+            raise ValueError("encode: parity buffers must not overlap each other or the data")
+
+    def encode(self, data_shards: Sequence[Buffer]) -> list[bytearray]:
+        """The m parity shards of k equal-length data shards, in new buffers."""
+        size = _nbytes(data_shards[0], "data shard 0") if data_shards else 0
+        parity = [bytearray(size) for _ in range(self.m)]
+        self.encode_into(data_shards, parity)
+        return parity
+
+    def encode_into_with_crcs(
+        self,
+        data_shards: Sequence[Buffer],
+        parity_shards: Sequence[Buffer],
+        block_bytes: int,
+        crcs: Buffer | None = None,
+    ) -> array.array[int]:
+        """Encode, and CRC32C every block_bytes block of every shard while it is hot in cache.
+
+        Returns (or fills) a uint32 array where entry ``s * nblocks + b`` is block b of shard s
+        (data shards first, then parity); nblocks = ceil(shard length / block_bytes).
+        """
+        if not isinstance(block_bytes, int) or block_bytes < 1:
+            raise ValueError("block_bytes must be a positive integer")
+        size, data, parity = self._encode_args(data_shards, parity_shards)
+        count = (self.k + self.m) * (-(-size // block_bytes))
+        out = array.array("I", bytes(4 * count)) if crcs is None else crcs
+        view = _writable(out, "crcs")
+        if len(view) < 4 * count:
+            raise ValueError(f"crcs holds {len(view) // 4} entries, needs {count}")
+        rc = lib.store_ec_encode_crc(
+            self._ec, size, data, parity, block_bytes, ffi.cast("uint32_t *", view)
+        )
+        if rc != lib.STORE_OK:
+            raise ValueError("encode: parity buffers must not overlap each other or the data")
+        return out
+
+    # -- reconstruct ----------------------------------------------------------------------------
+
+    def reconstruct_into(self, shards: Sequence[Buffer | None], out: Mapping[int, Buffer]) -> None:
+        """Rebuild the shards named by ``out`` ({index: writable buffer}) from the present ones.
+
+        ``shards`` has k + m entries, None where a shard is missing; any k present ones suffice.
+        Raises TooFewShards when fewer than k are present.
+        """
+        n = self.k + self.m
+        if len(shards) != n:
+            raise ValueError(f"need {n} shard slots (None for missing), got {len(shards)}")
+        views = []
+        size = -1
+        present = 0
+        for i, s in enumerate(shards):
+            if s is None:
+                views.append(_NULL)
+                continue
+            v = _view(s, "shard", i)
+            if size < 0:
+                size = len(v)
+            elif len(v) != size:
+                raise ValueError(f"shard {i} has {len(v)} bytes, others have {size}")
+            views.append(v)
+            present += 1
+        if present < self.k:
+            raise TooFewShards(
+                f"{present} of {n} shards present, RS({self.k},{self.m}) needs {self.k}"
+            )
+        want = []
+        outs = []
+        for idx, buf in out.items():
+            if not isinstance(idx, int) or not 0 <= idx < n:
+                raise ValueError(f"output index {idx!r} is not a shard index below {n}")
+            v = _writable(buf, "output shard", idx)
+            if len(v) != size:
+                raise ValueError(f"output shard {idx} has {len(v)} bytes, shards have {size}")
+            want.append(idx)
+            outs.append(v)
+        if not want:
+            return
+        rc = lib.store_ec_reconstruct(self._ec, size, views, want, len(want), outs)
+        if rc != lib.STORE_OK:
+            raise ValueError("reconstruct: output buffers must not overlap each other or the input")
+
+    def reconstruct(self, shards: Sequence[Buffer | None]) -> list[Buffer]:
+        """All k + m shards: the present ones as given, the missing ones rebuilt in new buffers."""
+        sizes = {_nbytes(s, f"shard {i}") for i, s in enumerate(shards) if s is not None}
+        size = sizes.pop() if len(sizes) == 1 else 0
+        out = {i: bytearray(size) for i, s in enumerate(shards) if s is None}
+        self.reconstruct_into(shards, out)
+        return [out[i] if s is None else s for i, s in enumerate(shards)]
+
+    def cache_stats(self) -> tuple[int, int]:
+        """(hits, misses) of this codec's decode-matrix cache."""
+        hits = ffi.new("uint64_t *")
+        misses = ffi.new("uint64_t *")
+        lib.store_ec_cache_stats(self._ec, hits, misses)
+        return int(hits[0]), int(misses[0])
+
+
+class Stripe:
+    """Reusable buffers for one stripe: k + m shards of ``shard_bytes`` in one allocation.
+
+    The C pointer arrays are built once, so ``encode`` and ``reconstruct`` cost one native call
+    each: this is the engine's hot path (its stripe buffers are recycled, never reallocated).
+    ``shards[i]`` is a writable memoryview of shard i (data first, then parity).
+    """
+
+    __slots__ = ("ec", "shard_bytes", "shards", "_mem", "_cbuf", "_ptrs")
+
+    def __init__(self, ec: ErasureCode, shard_bytes: int) -> None:
+        if not isinstance(shard_bytes, int) or shard_bytes < 1:
+            raise ValueError("shard_bytes must be a positive integer")
+        n = ec.k + ec.m
+        self.ec = ec
+        self.shard_bytes = shard_bytes
+        self._mem = bytearray(n * shard_bytes)
+        view = memoryview(self._mem)
+        self.shards = [view[i * shard_bytes : (i + 1) * shard_bytes] for i in range(n)]
+        self._cbuf = ffi.from_buffer("uint8_t[]", self._mem, require_writable=True)
+        self._ptrs = ffi.new("uint8_t *[]", [self._cbuf + i * shard_bytes for i in range(n)])
+
+    def _length(self, length: int | None) -> int:
+        if length is None:
+            return self.shard_bytes
+        if not 0 <= length <= self.shard_bytes:
+            raise ValueError(f"length {length} outside 0..{self.shard_bytes}")
+        return length
+
+    def encode(self, length: int | None = None) -> None:
+        """Fill the parity shards from the first ``length`` bytes of each data shard."""
+        lib.store_ec_encode(self.ec._ec, self._length(length), self._ptrs, self._ptrs + self.ec.k)
+
+    def encode_with_crcs(self, block_bytes: int, length: int | None = None) -> array.array[int]:
+        """encode() plus a CRC32C per block per shard (as ErasureCode.encode_into_with_crcs)."""
+        size = self._length(length)
+        if not isinstance(block_bytes, int) or block_bytes < 1:
+            raise ValueError("block_bytes must be a positive integer")
+        count = (self.ec.k + self.ec.m) * (-(-size // block_bytes))
+        out = array.array("I", bytes(4 * count))
+        crcs = ffi.cast("uint32_t *", ffi.from_buffer(out, require_writable=True))
+        k = self.ec.k
+        lib.store_ec_encode_crc(self.ec._ec, size, self._ptrs, self._ptrs + k, block_bytes, crcs)
+        return out
+
+    def reconstruct(self, missing: Sequence[int], length: int | None = None) -> None:
+        """Rebuild the shards listed in ``missing`` in place from the others."""
+        n = self.ec.k + self.ec.m
+        size = self._length(length)
+        lost = set(missing)
+        if not all(isinstance(i, int) and 0 <= i < n for i in lost):
+            raise ValueError(f"missing shard indices must be in 0..{n - 1}")
+        if n - len(lost) < self.ec.k:
+            raise TooFewShards(f"{n - len(lost)} of {n} shards present, need {self.ec.k}")
+        if not lost:
+            return
+        want = sorted(lost)
+        present = ffi.new("uint8_t *[]", [_NULL if i in lost else self._ptrs[i] for i in range(n)])
+        out = ffi.new("uint8_t *[]", [self._ptrs[i] for i in want])
+        lib.store_ec_reconstruct(self.ec._ec, size, present, want, len(want), out)
+
+
+def crc32c(buf: Buffer, value: int = 0) -> int:
+    """CRC32C (Castagnoli) of buf, continuing from ``value`` (a previous result, 0 to start).
+
+    >>> hex(crc32c(b"123456789"))
+    '0xe3069283'
+    >>> crc32c(b"6789", crc32c(b"12345")) == crc32c(b"123456789")
+    True
+    """
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError("value must be a 32-bit unsigned CRC")
+    view = _view(buf, "crc32c input")
+    return int(lib.store_crc32c(value, view, len(view)))
+
+
+def crc32c_with(kernel: str, buf: Buffer, value: int = 0) -> int:
+    """crc32c() computed by a named kernel (for tests and benchmarks)."""
+    if kernel not in CRC_KERNELS:
+        raise ValueError(f"unknown CRC kernel {kernel!r}; kernels are {', '.join(CRC_KERNELS)}")
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError("value must be a 32-bit unsigned CRC")
+    view = _view(buf, "crc32c input")
+    status = ffi.new("int *")
+    crc = lib.store_crc32c_with(CRC_KERNELS.index(kernel), value, view, len(view), status)
+    if status[0] != lib.STORE_OK:
+        raise ValueError(f"CRC kernel {kernel!r} is not supported by this CPU")
+    return int(crc)

@@ -1,0 +1,1 @@
+"""NBD protocol, sans-IO: handshake and transmission state machine. Never imports trio."""

@@ -1,0 +1,1 @@
+"""Cluster map -> placement groups -> drives (pure and deterministic)."""

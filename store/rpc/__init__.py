@@ -1,0 +1,1 @@
+"""Chunk-server RPC: wire format (sans-IO, rpc.wire) and Trio transport (rpc.transport)."""

@@ -1,0 +1,1 @@
+"""Reusable fakes, conformance suites and fault injection for the tests."""
