@@ -47,9 +47,13 @@ asan: $(VENV)/.installed
 	PYTHONMALLOC=malloc STORE_EXPECT_SANITIZED=1 HYPOTHESIS_PROFILE=asan \
 	    sh -c 'cd $(ASAN_DIR) && ../../$(PY) -m pytest -q -p no:cacheprovider tests/native'
 
+# Peers: ISA-L 2.32 (inside the pyeclib wheel), pyeclib, the crc32c package; Debian's libisal2 too.
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) bench/ec.py
+	-test "$$(id -u)" != 0 || test -e /usr/lib/x86_64-linux-gnu/libisal.so.2 || \
+	    (apt-get install -y -qq libisal2 >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq libisal2 >/dev/null))
+	$(PY) bench/ec.py --out bench/out
 
 clean:
 	rm -rf build $(VENV) store/_native*.so store/_native.c *.egg-info

@@ -2,6 +2,7 @@
  * that finishes with it. See store_crc_fold_const for the register convention. */
 #pragma GCC target("sse4.2,pclmul")
 #include <immintrin.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "internal.h"
@@ -20,9 +21,20 @@ uint32_t store_crc_sse42(uint32_t c, const uint8_t *p, size_t len) {
     return c;
 }
 
-static inline __m128i fold_consts(unsigned bits) {
-    return _mm_set_epi64x((long long)store_crc_fold_const(bits - 1),
-                          (long long)store_crc_fold_const(bits + 63));
+/* Fold-by-128 and fold-by-512 constants, computed once (each costs a few hundred shifts). */
+static uint64_t k128[2], k512[2];
+static pthread_once_t consts_once = PTHREAD_ONCE_INIT;
+
+static void init_consts(void) {
+    k128[0] = store_crc_fold_const(128 + 63);
+    k128[1] = store_crc_fold_const(128 - 1);
+    k512[0] = store_crc_fold_const(512 + 63);
+    k512[1] = store_crc_fold_const(512 - 1);
+}
+
+static inline __m128i consts(const uint64_t k[2]) {
+    pthread_once(&consts_once, init_consts);
+    return _mm_set_epi64x((long long)k[1], (long long)k[0]);
 }
 
 /* x * x^bits mod P (congruent, not reduced), ready to be xored into the block `bits` later. */
@@ -41,9 +53,9 @@ static inline uint32_t finish(__m128i x, const uint8_t *tail, size_t len) {
 /* Shared by the 512-bit kernel to reduce what is left after its wide loop. */
 uint32_t store_crc_fold128_tail(__m128i x, const uint8_t *p, size_t len);
 uint32_t store_crc_fold128_tail(__m128i x, const uint8_t *p, size_t len) {
-    const __m128i k128 = fold_consts(128);
+    const __m128i kf = consts(k128);
     while (len >= 16) {
-        x = _mm_xor_si128(fold(x, k128), _mm_loadu_si128((const __m128i *)p));
+        x = _mm_xor_si128(fold(x, kf), _mm_loadu_si128((const __m128i *)p));
         p += 16;
         len -= 16;
     }
@@ -52,7 +64,7 @@ uint32_t store_crc_fold128_tail(__m128i x, const uint8_t *p, size_t len) {
 
 uint32_t store_crc_clmul(uint32_t c, const uint8_t *p, size_t len) {
     if (len < 128) return store_crc_sse42(c, p, len);
-    const __m128i k512 = fold_consts(512), k128 = fold_consts(128);
+    const __m128i k4 = consts(k512), k1 = consts(k128);
     __m128i x0 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128((int)c));
     __m128i x1 = _mm_loadu_si128((const __m128i *)(p + 16));
     __m128i x2 = _mm_loadu_si128((const __m128i *)(p + 32));
@@ -60,15 +72,15 @@ uint32_t store_crc_clmul(uint32_t c, const uint8_t *p, size_t len) {
     p += 64;
     len -= 64;
     while (len >= 64) {
-        x0 = _mm_xor_si128(fold(x0, k512), _mm_loadu_si128((const __m128i *)p));
-        x1 = _mm_xor_si128(fold(x1, k512), _mm_loadu_si128((const __m128i *)(p + 16)));
-        x2 = _mm_xor_si128(fold(x2, k512), _mm_loadu_si128((const __m128i *)(p + 32)));
-        x3 = _mm_xor_si128(fold(x3, k512), _mm_loadu_si128((const __m128i *)(p + 48)));
+        x0 = _mm_xor_si128(fold(x0, k4), _mm_loadu_si128((const __m128i *)p));
+        x1 = _mm_xor_si128(fold(x1, k4), _mm_loadu_si128((const __m128i *)(p + 16)));
+        x2 = _mm_xor_si128(fold(x2, k4), _mm_loadu_si128((const __m128i *)(p + 32)));
+        x3 = _mm_xor_si128(fold(x3, k4), _mm_loadu_si128((const __m128i *)(p + 48)));
         p += 64;
         len -= 64;
     }
-    x1 = _mm_xor_si128(x1, fold(x0, k128));
-    x2 = _mm_xor_si128(x2, fold(x1, k128));
-    x3 = _mm_xor_si128(x3, fold(x2, k128));
+    x1 = _mm_xor_si128(x1, fold(x0, k1));
+    x2 = _mm_xor_si128(x2, fold(x1, k1));
+    x3 = _mm_xor_si128(x3, fold(x2, k1));
     return store_crc_fold128_tail(x3, p, len);
 }
