@@ -216,34 +216,27 @@ class ErasureCode:
         n = self.k + self.m
         if len(shards) != n:
             raise ValueError(f"need {n} shard slots (None for missing), got {len(shards)}")
-        views = []
-        size = -1
-        present = 0
-        for i, s in enumerate(shards):
-            if s is None:
-                views.append(_NULL)
-                continue
-            v = _view(s, "shard", i)
-            if size < 0:
-                size = len(v)
-            elif len(v) != size:
-                raise ValueError(f"shard {i} has {len(v)} bytes, others have {size}")
-            views.append(v)
-            present += 1
+        try:
+            views = [_NULL if b is None else _from_buffer("uint8_t[]", b) for b in shards]
+            outs = [_from_buffer("uint8_t[]", b, True) for b in out.values()]
+        except (TypeError, ValueError, BufferError):
+            views = [_NULL if b is None else _view(b, "shard", i) for i, b in enumerate(shards)]
+            outs = [_writable(b, "output shard", i) for i, b in out.items()]
+        sizes = {len(v) for v in views if v is not _NULL}
+        present = sum(v is not _NULL for v in views)
         if present < self.k:
             raise TooFewShards(
                 f"{present} of {n} shards present, RS({self.k},{self.m}) needs {self.k}"
             )
-        want = []
-        outs = []
-        for idx, buf in out.items():
+        if len(sizes) != 1:
+            raise ValueError(f"present shards differ in length: {sorted(sizes)}")
+        (size,) = sizes
+        want = list(out)
+        for idx, v in zip(want, outs, strict=True):
             if not isinstance(idx, int) or not 0 <= idx < n:
                 raise ValueError(f"output index {idx!r} is not a shard index below {n}")
-            v = _writable(buf, "output shard", idx)
             if len(v) != size:
                 raise ValueError(f"output shard {idx} has {len(v)} bytes, shards have {size}")
-            want.append(idx)
-            outs.append(v)
         if not want:
             return
         rc = lib.store_ec_reconstruct(self._ec, size, views, want, len(want), outs)

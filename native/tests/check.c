@@ -137,6 +137,8 @@ int main(void) {
             check_ec(k, m, (size_t)(next() % 700));
         }
         check_ec(8, 3, 1 << 16);
+        check_ec(8, 3, 100003); /* past STREAMING_BYTES: the other GFNI schedule */
+        check_ec(4, 2, (1 << 18) + 5);
         check_ec(1, 31, 100);
         check_ec(31, 1, 100);
     }
