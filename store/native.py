@@ -107,6 +107,18 @@ def _nbytes(buf: Buffer, what: str) -> int:
     return mv.nbytes
 
 
+def _crc_table(shards: int, size: int, block_bytes: int, crcs: Buffer | None) -> tuple[Any, Any]:
+    """(array, uint32_t * view) for the fused encode + CRC call: one entry per block per shard."""
+    if not isinstance(block_bytes, int) or block_bytes < 1:
+        raise ValueError("block_bytes must be a positive integer")
+    count = shards * (-(-size // block_bytes))
+    out = array.array("I", bytes(4 * count)) if crcs is None else crcs
+    view = _writable(out, "crcs")
+    if len(view) < 4 * count:
+        raise ValueError(f"crcs holds {len(view) // 4} entries, needs {count}")
+    return out, ffi.cast("uint32_t *", view)
+
+
 class ErasureCode:
     """Reed-Solomon RS(k, m): k data shards, m parity shards, any k of them rebuild the rest.
 
@@ -190,17 +202,9 @@ class ErasureCode:
         Returns (or fills) a uint32 array where entry ``s * nblocks + b`` is block b of shard s
         (data shards first, then parity); nblocks = ceil(shard length / block_bytes).
         """
-        if not isinstance(block_bytes, int) or block_bytes < 1:
-            raise ValueError("block_bytes must be a positive integer")
         size, data, parity = self._encode_args(data_shards, parity_shards)
-        count = (self.k + self.m) * (-(-size // block_bytes))
-        out = array.array("I", bytes(4 * count)) if crcs is None else crcs
-        view = _writable(out, "crcs")
-        if len(view) < 4 * count:
-            raise ValueError(f"crcs holds {len(view) // 4} entries, needs {count}")
-        rc = lib.store_ec_encode_crc(
-            self._ec, size, data, parity, block_bytes, ffi.cast("uint32_t *", view)
-        )
+        out, table = _crc_table(self.k + self.m, size, block_bytes, crcs)
+        rc = lib.store_ec_encode_crc(self._ec, size, data, parity, block_bytes, table)
         if rc != lib.STORE_OK:
             raise ValueError("encode: parity buffers must not overlap each other or the data")
         return out
@@ -301,13 +305,9 @@ class Stripe:
     def encode_with_crcs(self, block_bytes: int, length: int | None = None) -> array.array[int]:
         """encode() plus a CRC32C per block per shard (as ErasureCode.encode_into_with_crcs)."""
         size = self._length(length)
-        if not isinstance(block_bytes, int) or block_bytes < 1:
-            raise ValueError("block_bytes must be a positive integer")
-        count = (self.ec.k + self.ec.m) * (-(-size // block_bytes))
-        out = array.array("I", bytes(4 * count))
-        crcs = ffi.cast("uint32_t *", ffi.from_buffer(out, require_writable=True))
         k = self.ec.k
-        lib.store_ec_encode_crc(self.ec._ec, size, self._ptrs, self._ptrs + k, block_bytes, crcs)
+        out, table = _crc_table(k + self.ec.m, size, block_bytes, None)
+        lib.store_ec_encode_crc(self.ec._ec, size, self._ptrs, self._ptrs + k, block_bytes, table)
         return out
 
     def reconstruct(self, missing: Sequence[int], length: int | None = None) -> None:

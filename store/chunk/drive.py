@@ -19,10 +19,11 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import trio
 
@@ -106,23 +107,30 @@ class Drive:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _read_sync(self, sid: str, offset: int, length: int | None) -> bytes:
+    @contextmanager
+    def _open(self, sid: str) -> Iterator[tuple[BinaryIO, ShardGeometry]]:
+        """The shard file, open for reading, and its verified header (NotFound if absent)."""
         try:
             f = open(self._path(sid), "rb", buffering=0)  # noqa: SIM115
         except FileNotFoundError:
             raise NotFound(f"shard {sid} not on drive {self.root}") from None
         with f:
-            geometry = shardfile.decode_header(f.read(HEADER_BYTES))
+            yield f, shardfile.decode_header(f.read(HEADER_BYTES))
+
+    def _read_sync(self, sid: str, offset: int, length: int | None) -> bytes:
+        with self._open(sid) as (f, geometry):
             if length is None:
                 length = geometry.length - offset
             if length == 0 and 0 <= offset <= geometry.length:
                 return b""
             first, last = geometry.blocks_for(offset, length)
             start, count = geometry.block_span(first, last)
-            raw = os.pread(f.fileno(), count, start)
-            blocks = shardfile.verify_blocks(geometry, first, raw)
+            blocks = shardfile.verify_blocks(geometry, first, os.pread(f.fileno(), count, start))
+        # Trim the first and last block before joining: the result is copied once.
         skip = offset - first * geometry.block_bytes
-        return b"".join(blocks)[skip : skip + length]
+        blocks[0] = blocks[0][skip:]
+        blocks[-1] = blocks[-1][: len(blocks[-1]) - (sum(map(len, blocks)) - length)]
+        return b"".join(blocks)
 
     async def read(self, sid: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset+length) of a shard; only the blocks touched are read and verified.
@@ -133,8 +141,7 @@ class Drive:
 
     def _verify_sync(self, sid: str) -> list[int]:
         bad = []
-        with open(self._path(sid), "rb") as f:
-            geometry = shardfile.decode_header(f.read(HEADER_BYTES))
+        with self._open(sid) as (f, geometry):
             for b in range(geometry.nblocks):
                 start, count = geometry.block_span(b, b)
                 try:
@@ -145,20 +152,14 @@ class Drive:
 
     async def verify(self, sid: str) -> list[int]:
         """Indices of the blocks failing their checksum (scrub); Corrupt if the header does."""
-        try:
-            return await self._run(self._verify_sync, sid)
-        except FileNotFoundError:
-            raise NotFound(f"shard {sid} not on drive {self.root}") from None
+        return await self._run(self._verify_sync, sid)
+
+    def _geometry_sync(self, sid: str) -> ShardGeometry:
+        with self._open(sid) as (_, geometry):
+            return geometry
 
     async def geometry(self, sid: str) -> ShardGeometry:
-        def head() -> ShardGeometry:
-            try:
-                with open(self._path(sid), "rb") as f:
-                    return shardfile.decode_header(f.read(HEADER_BYTES))
-            except FileNotFoundError:
-                raise NotFound(f"shard {sid} not on drive {self.root}") from None
-
-        return await self._run(head)
+        return await self._run(self._geometry_sync, sid)
 
     # -- housekeeping ---------------------------------------------------------------------------
 

@@ -195,14 +195,28 @@ def check_value(value: bytes) -> None:
 
 
 def check_op(op: Op) -> None:
-    check_key(op.key)
     if isinstance(op, Put):
+        check_key(op.key)
         check_value(op.value)
     elif isinstance(op, Delete | Get):
-        if op.end is not None and op.end != b"\0" and op.end <= op.key:
-            raise InvalidArgument("range end must sort after its start")
+        check_range(op.key, op.end)
     else:
         raise InvalidArgument(f"not a transaction op: {op!r}")
+
+
+def check_range(key: bytes, end: bytes | None) -> None:
+    """Arguments of KV.range / KV.delete: ``key`` may be empty only as the start of a range."""
+    if end is None or key:
+        check_key(key)
+    if end is not None and end != b"\0" and end <= key:
+        raise InvalidArgument("range end must sort after its start")
+
+
+def check_txn(compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> None:
+    for cmp in compare:
+        check_key(cmp.key)
+    for op in (*success, *failure):
+        check_op(op)
 
 
 def compare_holds(cmp: Compare, kv: KeyValue | None) -> bool:
@@ -235,11 +249,3 @@ def compare_holds(cmp: Compare, kv: KeyValue | None) -> bool:
         return actual > cmp.operand  # type: ignore[operator]
     raise InvalidArgument(f"unknown compare operator {cmp.op!r}")
 
-
-def in_range(key: bytes, start: bytes, end: bytes | None) -> bool:
-    """Whether ``key`` falls in the range [start, end) as KV.range defines it."""
-    if end is None:
-        return key == start
-    if end == b"\0":
-        return key >= start
-    return start <= key < end

@@ -25,7 +25,8 @@ from store.meta.api import (
     RangeResult,
     TxnResult,
     check_key,
-    check_op,
+    check_range,
+    check_txn,
     check_value,
     compare_holds,
 )
@@ -91,8 +92,6 @@ class MemoryKV:
         return RangeResult(kvs, more, self._revision)
 
     def _put(self, op: Put, revision: int) -> None:
-        if op.lease and op.lease not in self._leases:
-            raise NotFound(f"lease {op.lease} does not exist (expired or revoked)")
         old = self._data.get(op.key)
         if old is None:
             bisect.insort(self._keys, op.key)
@@ -147,7 +146,7 @@ class MemoryKV:
         reverse: bool = False,
         keys_only: bool = False,
     ) -> RangeResult:
-        check_op(Get(key or b"\0", end))
+        check_range(key, end)
         self._expire()
         return self._range(key, end, limit, reverse, keys_only)
 
@@ -159,7 +158,7 @@ class MemoryKV:
         return revision
 
     async def delete(self, key: bytes, end: bytes | None = None) -> int:
-        check_op(Delete(key, end))
+        check_range(key, end)
         self._expire()
         (count,), _ = self._apply([Delete(key, end)])
         assert isinstance(count, int)
@@ -168,10 +167,7 @@ class MemoryKV:
     async def txn(
         self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
-        for cmp in compare:
-            check_key(cmp.key)
-        for op in (*success, *failure):
-            check_op(op)
+        check_txn(compare, success, failure)
         self._expire()
         ok = all(compare_holds(c, self._data.get(c.key)) for c in compare)
         responses, revision = self._apply(success if ok else failure)

@@ -42,7 +42,8 @@ from store.meta.api import (
     RangeResult,
     TxnResult,
     check_key,
-    check_op,
+    check_range,
+    check_txn,
     check_value,
     compare_holds,
 )
@@ -213,7 +214,7 @@ class SqliteKV:
         reverse: bool = False,
         keys_only: bool = False,
     ) -> RangeResult:
-        check_op(Get(key or b"\0", end))
+        check_range(key, end)
         # One read transaction, so the revision matches the rows.
         self._reader.execute("BEGIN")
         try:
@@ -230,17 +231,14 @@ class SqliteKV:
         return int(revision)
 
     async def delete(self, key: bytes, end: bytes | None = None) -> int:
-        check_op(Delete(key, end))
+        check_range(key, end)
         (count,), _ = await self._write(lambda c: self._apply(c, [Delete(key, end)]))
         return int(count)
 
     async def txn(
         self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
-        for cmp in compare:
-            check_key(cmp.key)
-        for op in (*success, *failure):
-            check_op(op)
+        check_txn(compare, success, failure)
 
         def run(conn: sqlite3.Connection) -> TxnResult:
             ok = all(compare_holds(c, self._current(conn, c.key)) for c in compare)
