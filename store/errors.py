@@ -61,3 +61,60 @@ class Corrupt(StoreError):
 
 class Conflict(StoreError):
     """A concurrent change won (lease held elsewhere, transaction raced)."""
+
+
+# -- object store specifics: subclasses, so a mapping of the base class still covers them ---------
+
+
+class NoSuchBucket(NotFound):
+    pass
+
+
+class NoSuchKey(NotFound):
+    """No such object; ``delete_marker`` is set when the latest version is a delete marker."""
+
+    def __init__(self, message: str, *, delete_marker: bool = False, version_id: str = "") -> None:
+        super().__init__(message)
+        self.delete_marker = delete_marker
+        self.version_id = version_id
+
+
+class NoSuchVersion(NotFound):
+    pass
+
+
+class NoSuchUpload(NotFound):
+    pass
+
+
+class BucketNotEmpty(NotEmpty):
+    pass
+
+
+class MethodNotAllowed(StoreError):
+    """The operation does not apply to this target (reading a delete marker by version id)."""
+
+    def __init__(self, message: str, *, delete_marker: bool = False, version_id: str = "") -> None:
+        super().__init__(message)
+        self.delete_marker = delete_marker
+        self.version_id = version_id
+
+
+class BadDigest(InvalidArgument):
+    """The data does not match the digest (Content-MD5, x-amz-checksum-*) the client sent."""
+
+
+class InvalidPart(InvalidArgument):
+    """A multipart completion names a part that was not uploaded or whose ETag differs."""
+
+
+class InvalidPartOrder(InvalidArgument):
+    """A multipart completion lists parts out of ascending order."""
+
+
+class EntityTooSmall(InvalidArgument):
+    """A multipart part other than the last is smaller than the minimum part size."""
+
+
+class EntityTooLarge(InvalidArgument):
+    """An object or part larger than the maximum size."""

@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +117,7 @@ class Drive:
         with f:
             yield f, shardfile.decode_header(f.read(HEADER_BYTES))
 
-    def _read_sync(self, sid: str, offset: int, length: int | None) -> bytes:
+    def _read_sync(self, sid: str, offset: int, length: int | None) -> bytes | bytearray:
         with self._open(sid) as (f, geometry):
             if length is None:
                 length = geometry.length - offset
@@ -125,14 +125,24 @@ class Drive:
                 return b""
             first, last = geometry.blocks_for(offset, length)
             start, count = geometry.block_span(first, last)
-            blocks = shardfile.verify_blocks(geometry, first, os.pread(f.fileno(), count, start))
-        # Trim the first and last block before joining: the result is copied once.
+            raw = bytearray(count)
+            if os.preadv(f.fileno(), [raw], start) != count:
+                raise shardfile.Corrupt(f"shard {sid} is truncated (shorter than its header says)")
+            blocks = shardfile.verify_blocks(geometry, first, raw)
+        # One copy out of the framed buffer: the caller gets exactly the bytes asked for.
         skip = offset - first * geometry.block_bytes
-        blocks[0] = blocks[0][skip:]
-        blocks[-1] = blocks[-1][: len(blocks[-1]) - (sum(map(len, blocks)) - length)]
-        return b"".join(blocks)
+        out = bytearray(length)
+        pos = 0
+        for block in blocks:
+            piece = block[skip : skip + length - pos]
+            out[pos : pos + len(piece)] = piece
+            pos += len(piece)
+            skip = 0
+        return out
 
-    async def read(self, sid: str, offset: int = 0, length: int | None = None) -> bytes:
+    async def read(
+        self, sid: str, offset: int = 0, length: int | None = None
+    ) -> bytes | bytearray:
         """Bytes [offset, offset+length) of a shard; only the blocks touched are read and verified.
 
         Raises NotFound if the shard is absent and Corrupt if a touched block fails its checksum.
@@ -230,21 +240,41 @@ class ShardWriter:
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes; whole blocks go to the file, a partial block waits for more."""
-        if self._fd is None:
-            raise InvalidArgument("shard writer is closed")
+        self._check_open()
         self._pending += data
         self._length += len(data)
         whole = len(self._pending) // self._block * self._block
         if not whole:
             return
         view = memoryview(self._pending)
-        chunks: list[bytes | memoryview] = []
-        for pos in range(0, whole, self._block):
-            block = view[pos : pos + self._block]
-            chunks += [block, shardfile.crc_trailer(block)]
-        await self._drive._run(self._append_sync, chunks)
-        del chunks, block, view
+        await self._drive._run(self._append_blocks_sync, view[:whole], None)
+        view.release()
         del self._pending[:whole]
+
+    async def append(self, data: bytes | bytearray | memoryview, crcs: Sequence[int]) -> None:
+        """Append blocks whose CRC32Cs the caller already has (from the fused encode).
+
+        ``data`` holds whole blocks, except that the final append of a shard may end in a short
+        block; ``crcs`` has one entry per block.
+        """
+        self._check_open()
+        if self._pending or self._length % self._block:
+            raise InvalidArgument("append() after a partial block")
+        if len(crcs) != -(-len(data) // self._block):
+            raise InvalidArgument(f"{len(crcs)} CRCs for {len(data)} bytes of data")
+        self._length += len(data)
+        await self._drive._run(self._append_blocks_sync, memoryview(data), crcs)
+
+    def _append_blocks_sync(self, view: memoryview, crcs: Sequence[int] | None) -> None:
+        chunks: list[bytes | memoryview] = []
+        for i, pos in enumerate(range(0, len(view), self._block)):
+            block = view[pos : pos + self._block]
+            chunks += [block, shardfile.crc_trailer(block, None if crcs is None else crcs[i])]
+        self._append_sync(chunks)
+
+    def _check_open(self) -> None:
+        if self._fd is None:
+            raise InvalidArgument("shard writer is closed")
 
     def _commit_sync(self) -> None:
         assert self._fd is not None
@@ -261,8 +291,7 @@ class ShardWriter:
 
     async def commit(self) -> ShardGeometry:
         """fsync the file, rename it into place, fsync the directory: durable and visible."""
-        if self._fd is None:
-            raise InvalidArgument("shard writer is closed")
+        self._check_open()
         await self._drive._run(self._commit_sync)
         return ShardGeometry(self._block, self._length)
 

@@ -77,22 +77,43 @@ def default_scheme(drives: int) -> Scheme:
     return ErasureCoded(width - 4, 4)
 
 
-def scheme_from_spec(spec: str, drives: int) -> Scheme:
-    """Parse ``replicas:N`` or ``ec:K+M`` and check it fits ``drives`` drives.
+def parse_scheme(spec: str) -> Scheme:
+    """Parse ``replicas:N`` or ``ec:K+M`` (the form ``str(scheme)`` gives).
 
-    >>> scheme_from_spec("ec:4+2", 6)
-    ErasureCoded(k=4, m=2)
+    >>> parse_scheme("ec:4+2"), parse_scheme("replicas:2")
+    (ErasureCoded(k=4, m=2), Replicated(copies=2))
     """
-    if spec == "auto":
-        return default_scheme(drives)
     if found := re.fullmatch(r"replicas:(\d+)", spec):
         scheme: Scheme = Replicated(int(found[1]))
+        if scheme.width < 1:
+            raise InvalidArgument(f"{spec}: needs at least one copy")
     elif found := re.fullmatch(r"ec:(\d+)\+(\d+)", spec):
         scheme = ErasureCoded(int(found[1]), int(found[2]))
         if scheme.k < 1 or scheme.m < 1:
             raise InvalidArgument(f"{spec}: EC needs k >= 1 and m >= 1")
     else:
         raise InvalidArgument(f"{spec!r}: expected auto, replicas:N or ec:K+M")
-    if scheme.width < 1 or scheme.width > min(drives, 32):
+    return scheme
+
+
+def scheme_from_spec(spec: str, drives: int) -> Scheme:
+    """Parse ``auto``, ``replicas:N`` or ``ec:K+M`` and check it fits ``drives`` drives.
+
+    >>> scheme_from_spec("ec:4+2", 6)
+    ErasureCoded(k=4, m=2)
+    """
+    scheme = default_scheme(drives) if spec == "auto" else parse_scheme(spec)
+    if scheme.width > min(drives, 32):
         raise InvalidArgument(f"{spec}: needs {scheme.width} drives, {drives} available")
     return scheme
+
+
+def write_quorum(scheme: Scheme) -> int:
+    """Shards that must be durable before a write is acknowledged: one more than the minimum
+    needed to read, so an acknowledged write survives the loss of any one of its drives (when the
+    scheme has room for that).
+
+    >>> write_quorum(ErasureCoded(4, 2)), write_quorum(Replicated(1)), write_quorum(Replicated(3))
+    (5, 1, 2)
+    """
+    return min(scheme.width, scheme.min_shards + 1)
