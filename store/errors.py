@@ -118,3 +118,23 @@ class EntityTooSmall(InvalidArgument):
 
 class EntityTooLarge(InvalidArgument):
     """An object or part larger than the maximum size."""
+
+
+class InvalidBucketName(InvalidArgument):
+    pass
+
+
+class KeyTooLong(InvalidArgument):
+    pass
+
+
+class IncompleteBody(InvalidArgument):
+    """The request body ended before the declared length."""
+
+
+class BucketAlreadyExists(AlreadyExists):
+    """The bucket name is taken; ``owner`` says by whom (S3 tells its owner apart)."""
+
+    def __init__(self, message: str, *, owner: str = "") -> None:
+        super().__init__(message)
+        self.owner = owner

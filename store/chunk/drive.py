@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,14 @@ T = TypeVar("T")
 
 
 def new_chunk_id() -> str:
-    return secrets.token_hex(16)
+    """32 hex digits: the creation time in seconds (8), then 96 random bits. The time lets
+    garbage collection tell a fresh chunk (maybe still being written) from an old orphan."""
+    return f"{int(time.time()) & 0xFFFFFFFF:08x}{secrets.token_hex(12)}"
+
+
+def chunk_created(chunk_id: str) -> float:
+    """When a chunk id was made (seconds since the epoch)."""
+    return float(int(chunk_id[:8], 16))
 
 
 def shard_id(chunk_id: str, index: int) -> str:

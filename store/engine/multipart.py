@@ -1,0 +1,353 @@
+"""Multipart uploads: parts are written as chunks of their own; completion only writes metadata.
+
+Completing an upload concatenates the listed parts' chunk lists into the new version's record in
+one transaction that also removes the upload and part records, so no byte is copied and a crash
+leaves either the upload (retryable) or the object. Parts uploaded but not listed, replaced parts
+and aborted uploads go to the garbage queue in the transaction that drops them.
+
+Rules as S3 has them: part numbers 1..10,000; parts listed in strictly ascending order
+(InvalidPartOrder); every listed part uploaded with that ETag (InvalidPart); every part but the
+last at least ``min_part_bytes`` (EntityTooSmall, 5 MiB by default). The ETag is the MD5 of the
+concatenated binary part MD5s, then "-N".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from store.codec import checksums
+from store.engine import records as R
+from store.engine.common import Body, ExpectedChecksum, b64, garbage_ops, verify_stored
+from store.engine.records import Checksum, Part, PartInfo, Upload, Version
+from store.errors import (
+    BadDigest,
+    Conflict,
+    EntityTooSmall,
+    InvalidArgument,
+    InvalidPart,
+    InvalidPartOrder,
+    NoSuchUpload,
+)
+from store.meta.api import Compare, Delete, Op, Put, prefix_end
+
+if TYPE_CHECKING:
+    from store.engine.objects import ObjectEngine
+
+MAX_PART_BYTES = 5 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedPart:
+    number: int
+    etag: str
+    checksum: str = ""  # base64, in the upload's algorithm, when the client sends one
+
+
+@dataclass(frozen=True, slots=True)
+class PartListing:
+    upload: Upload
+    parts: list[Part]
+    truncated: bool
+    next_marker: int
+
+
+class Multipart:
+    def __init__(self, engine: ObjectEngine) -> None:
+        self.engine = engine
+        self.kv = engine.kv
+
+    async def create(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        owner: str = "",
+        content_type: str = "",
+        metadata: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        checksum_algorithm: str = "",
+        checksum_type: str = "",
+    ) -> Upload:
+        R.check_object_key(key)
+        await self.engine.get_bucket(bucket)
+        if checksum_algorithm:
+            checksum_algorithm = checksums.canonical_algorithm(checksum_algorithm)
+            checksum_type = checksum_type or checksums.default_checksum_type(checksum_algorithm)
+            if not checksums.checksum_type_allowed(checksum_algorithm, checksum_type):
+                raise InvalidArgument(
+                    f"checksum type {checksum_type} is not supported for {checksum_algorithm}"
+                )
+        elif checksum_type:
+            raise InvalidArgument("a checksum type needs a checksum algorithm")
+        upload = Upload(
+            bucket,
+            key,
+            R.new_upload_id(),
+            time.time(),
+            owner,
+            content_type,
+            dict(metadata or {}),
+            dict(headers or {}),
+            dict(tags or {}),
+            checksum_algorithm,
+            checksum_type,
+        )
+        ukey = R.upload_key(bucket, key, upload.upload_id)
+        await self.kv.txn([Compare.exists(R.bucket_key(bucket))], [Put(ukey, upload.encode())], [])
+        return upload
+
+    async def get(self, bucket: str, key: str, upload_id: str) -> Upload:
+        R.check_object_key(key)
+        R.check_upload_id(upload_id)
+        kv = await self.kv.get(R.upload_key(bucket, key, upload_id))
+        if kv is None:
+            await self.engine.get_bucket(bucket)
+            raise NoSuchUpload(f"no upload {upload_id} for {key!r}")
+        return Upload.decode(bucket, key, upload_id, kv.value)
+
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        *,
+        size: int | None = None,
+        content_md5: bytes | None = None,
+        checksum_algorithm: str | None = None,
+        expected_checksum: ExpectedChecksum = None,
+    ) -> Part:
+        if not 1 <= number <= R.MAX_PART_NUMBER:
+            raise InvalidArgument(f"part number must be 1..{R.MAX_PART_NUMBER}")
+        upload = await self.get(bucket, key, upload_id)
+        algorithm = upload.checksum_algorithm or (
+            checksum_algorithm and checksums.canonical_algorithm(checksum_algorithm)
+        )
+        if (
+            checksum_algorithm
+            and upload.checksum_algorithm
+            and (checksums.canonical_algorithm(checksum_algorithm) != upload.checksum_algorithm)
+        ):
+            raise InvalidArgument(
+                f"the upload uses {upload.checksum_algorithm}, not {checksum_algorithm}"
+            )
+        stored = await self.engine.store_body(
+            body,
+            size=size,
+            checksum_algorithm=algorithm or None,
+            limit=MAX_PART_BYTES,
+            inline_bytes=0,
+        )
+        try:
+            checksum = verify_stored(stored, content_md5, algorithm or None, expected_checksum)
+            part = Part(
+                number,
+                stored.size,
+                stored.md5.hex(),
+                time.time(),
+                f"{checksum.algorithm}:{checksum.value}" if checksum else "",
+                stored.chunks,
+            )
+            await self._commit_part(upload, part)
+        except BaseException:
+            await self.engine.discard(stored)
+            raise
+        return part
+
+    async def _commit_part(self, upload: Upload, part: Part) -> None:
+        ukey = R.upload_key(upload.bucket, upload.key, upload.upload_id)
+        pkey = R.part_key(upload.upload_id, part.number)
+        for _ in range(20):
+            old = await self.kv.get(pkey)
+            compares = [Compare.exists(ukey)]
+            ops: list[Op] = [Put(pkey, part.encode())]
+            ops += [Put(R.ref_key(c.chunk_id), R.ref_value(c, pkey)) for c in part.chunks]
+            if old is None:
+                compares.append(Compare.absent(pkey))
+            else:
+                compares.append(Compare.mod_is(pkey, old.mod_revision))
+                ops += garbage_ops(Part.decode(part.number, old.value).chunks)
+            result = await self.kv.txn(compares, ops, [])
+            if result.succeeded:
+                return
+            if await self.kv.get(ukey) is None:
+                raise NoSuchUpload(f"upload {upload.upload_id} was completed or aborted")
+        raise Conflict(f"part {part.number} is changing too fast; retry")
+
+    async def _all_parts(self, upload_id: str) -> list[tuple[bytes, int, Part]]:
+        """(KV key, mod revision, part) of every uploaded part, by number."""
+        out = []
+        start, end = R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))
+        while True:
+            page = await self.kv.range(start, end, limit=1000)
+            for kv in page.kvs:
+                number = int(kv.key.rpartition(b"/")[2])
+                out.append((kv.key, kv.mod_revision, Part.decode(number, kv.value)))
+            if not page.more:
+                return out
+            start = page.kvs[-1].key + b"\0"
+
+    async def list_parts(
+        self, bucket: str, key: str, upload_id: str, *, marker: int = 0, max_parts: int = 1000
+    ) -> PartListing:
+        upload = await self.get(bucket, key, upload_id)
+        if max_parts < 0 or marker < 0:
+            raise InvalidArgument("max-parts and part-number-marker must not be negative")
+        start = R.part_key(upload_id, marker) + b"\0" if marker else R.parts_prefix(upload_id)
+        page = await self.kv.range(
+            start, prefix_end(R.parts_prefix(upload_id)), limit=min(max_parts, 1000) or 1
+        )
+        kvs = page.kvs[: min(max_parts, 1000)]
+        parts = [Part.decode(int(kv.key.rpartition(b"/")[2]), kv.value) for kv in kvs]
+        truncated = page.more or len(kvs) < len(page.kvs)
+        return PartListing(upload, parts, truncated, parts[-1].number if parts else 0)
+
+    async def complete(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        listed: Sequence[CompletedPart],
+        *,
+        expected_checksum: str | None = None,
+        checksum_type: str = "",
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> Version:
+        upload = await self.get(bucket, key, upload_id)
+        if not listed:
+            raise InvalidArgument("a multipart upload needs at least one part")
+        numbers = [p.number for p in listed]
+        if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
+            raise InvalidPartOrder("the list of parts was not in ascending order")
+        if checksum_type and upload.checksum_type and checksum_type != upload.checksum_type:
+            raise InvalidArgument(f"the upload's checksum type is {upload.checksum_type}")
+        uploaded = {p.number: (k, rev, p) for k, rev, p in await self._all_parts(upload_id)}
+        chosen: list[Part] = []
+        for i, want in enumerate(listed):
+            have = uploaded.get(want.number)
+            if have is None or have[2].etag != want.etag.strip().strip('"').lower():
+                raise InvalidPart(f"part {want.number} was not uploaded with that ETag")
+            part = have[2]
+            if want.checksum and part.checksum.partition(":")[2] != want.checksum:
+                raise InvalidPart(f"part {want.number}: the checksum does not match")
+            if i < len(listed) - 1 and part.size < self.engine.min_part_bytes:
+                raise EntityTooSmall(
+                    f"part {want.number} is {part.size} bytes; the minimum is "
+                    f"{self.engine.min_part_bytes} except for the last part"
+                )
+            chosen.append(part)
+        md5 = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen), usedforsecurity=False)
+        checksum = self._object_checksum(upload, chosen, expected_checksum)
+        ukey = R.upload_key(bucket, key, upload_id)
+        ukv = await self.kv.get(ukey)
+        if ukv is None:
+            raise NoSuchUpload(f"upload {upload_id} was completed or aborted")
+        compares = [Compare.mod_is(ukey, ukv.mod_revision)]
+        compares += [Compare.mod_is(k, rev) for k, rev, _ in uploaded.values()]
+        used = set(numbers)
+        ops: list[Op] = [
+            Delete(ukey),
+            Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
+        ]
+        for number, (_, _, part) in uploaded.items():
+            if number not in used:
+                ops += garbage_ops(part.chunks)
+        version = Version(
+            bucket=bucket,
+            key=key,
+            version_id=R.new_version_id(),
+            size=sum(p.size for p in chosen),
+            etag=f"{md5.hexdigest()}-{len(chosen)}",
+            mtime=time.time(),
+            owner=upload.owner,
+            content_type=upload.content_type,
+            metadata=upload.metadata,
+            headers=upload.headers,
+            checksum=checksum,
+            parts=tuple(PartInfo(p.size, p.etag, p.checksum.partition(":")[2]) for p in chosen),
+            tags=upload.tags,
+            chunks=tuple(c for p in chosen for c in p.chunks),
+        )
+        try:
+            return await self.engine.commit_version(
+                version,
+                if_match=if_match,
+                if_none_match=if_none_match,
+                extra_ops=ops,
+                extra_compares=compares,
+            )
+        except Conflict:
+            if await self.kv.get(ukey) is None:
+                raise NoSuchUpload(f"upload {upload_id} was completed or aborted") from None
+            raise
+
+    @staticmethod
+    def _object_checksum(
+        upload: Upload, parts: Sequence[Part], expected: str | None
+    ) -> Checksum | None:
+        algorithm = upload.checksum_algorithm
+        if not algorithm:
+            return None
+        digests = []
+        for p in parts:
+            alg, _, value = p.checksum.partition(":")
+            if alg != algorithm:
+                raise InvalidPart(f"a part was uploaded without its {algorithm} checksum")
+            digests.append(checksums.parse_b64_checksum(algorithm, value))
+        if upload.checksum_type == checksums.FULL_OBJECT:
+            whole = checksums.combine_crc(
+                algorithm, [(d, p.size) for d, p in zip(digests, parts, strict=True)]
+            )
+            value = b64(whole)
+            if expected is not None and expected != value:
+                raise BadDigest(f"the {algorithm} you specified did not match the calculated one")
+        else:
+            value = checksums.composite_checksum(algorithm, digests)
+            if expected is not None and expected.partition("-")[0] != value.partition("-")[0]:
+                raise BadDigest(f"the {algorithm} you specified did not match the calculated one")
+        return Checksum(algorithm, upload.checksum_type, value)
+
+    async def abort(self, bucket: str, key: str, upload_id: str) -> None:
+        await self.get(bucket, key, upload_id)
+        await self._drop(R.upload_key(bucket, key, upload_id), upload_id)
+
+    async def _drop(self, ukey: bytes, upload_id: str) -> None:
+        for _ in range(20):
+            parts = await self._all_parts(upload_id)
+            compares = [Compare.exists(ukey)]
+            compares += [Compare.mod_is(k, rev) for k, rev, _ in parts]
+            ops: list[Op] = [
+                Delete(ukey),
+                Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
+            ]
+            for _, _, part in parts:
+                ops += garbage_ops(part.chunks)
+            result = await self.kv.txn(compares, ops, [])
+            if result.succeeded:
+                return
+            if await self.kv.get(ukey) is None:
+                raise NoSuchUpload(f"upload {upload_id} was completed or aborted")
+        raise Conflict(f"upload {upload_id} is changing too fast; retry")
+
+    async def abort_all(self, bucket: str) -> int:
+        """Abort every upload in a bucket (when the bucket is deleted)."""
+        count = 0
+        base = R.uploads_prefix(bucket)
+        while True:
+            page = await self.kv.range(base, prefix_end(base), limit=100)
+            for kv in page.kvs:
+                _, upload_id = R.split_versioned(kv.key, base)
+                try:
+                    await self._drop(kv.key, upload_id)
+                    count += 1
+                except NoSuchUpload:
+                    pass
+            if not page.more:
+                return count

@@ -1,0 +1,59 @@
+"""A single node's engine from a data directory: SQLite metadata and local drives.
+
+    DIR/meta.sqlite        the metadata KV
+    DIR/drives/d0 .. dN-1  one directory per drive (``--drives N``), or the paths given
+
+The drive ids are stable names ("d0", ...; or the basename of a given path), so placement does
+not change when the service restarts; a replaced drive keeps its id and is refilled by heal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from store.chunk.chunkstore import ChunkStore
+from store.chunk.drive import Drive
+from store.engine.objects import ObjectEngine
+from store.errors import InvalidArgument
+from store.meta.sqlite import open_sqlite_kv
+from store.placement.hrw import ClusterMap, DriveInfo
+from store.placement.layout import scheme_from_spec
+
+DEFAULT_DRIVES = 6
+PG_COUNT = 256
+
+
+def local_drives(data_dir: Path, drives: int | Sequence[Path]) -> dict[str, Drive]:
+    if isinstance(drives, int):
+        if drives < 1:
+            raise InvalidArgument("need at least one drive")
+        return {f"d{i}": Drive(data_dir / "drives" / f"d{i}") for i in range(drives)}
+    out = {}
+    for path in drives:
+        name = Path(path).name or str(path)
+        if name in out:
+            raise InvalidArgument(f"two drives named {name}")
+        out[name] = Drive(path)
+    return out
+
+
+@asynccontextmanager
+async def open_local_engine(
+    data_dir: Path | str,
+    *,
+    drives: int | Sequence[Path] = DEFAULT_DRIVES,
+    scheme: str = "auto",
+    **engine_options: int,
+) -> AsyncIterator[ObjectEngine]:
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    by_id = local_drives(data_dir, drives)
+    cmap = ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))
+    chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
+    async with open_sqlite_kv(data_dir / "meta.sqlite") as kv:
+        engine = ObjectEngine(kv, chunks, **engine_options)
+        for drive in by_id.values():
+            await drive.clean_tmp()
+        yield engine

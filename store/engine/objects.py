@@ -1,0 +1,679 @@
+"""The object engine: buckets, objects, versions, on a metadata KV and a chunk store.
+
+Every change is one KV transaction that compares what it read (the bucket record's and the
+object's revisions), so concurrent writers and a concurrent bucket deletion never leave the key
+space inconsistent (see records.py for the invariants); a transaction that lost a race re-reads and
+retries. Data is written (and fsynced) before the transaction that makes it visible; data that
+becomes unreachable moves to the garbage queue in the same transaction.
+
+Writes stream: the body is hashed (MD5 for the ETag, plus an optional S3 checksum) in a worker
+thread while the chunk store encodes and writes the previous stripe, so a single PUT uses two
+cores. Bodies up to ``inline_bytes`` are stored inside the version record instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import zstandard
+
+from store.chunk.chunkstore import ChunkStore
+from store.codec import checksums
+from store.engine import records as R
+from store.engine.common import (
+    Body,
+    ExpectedChecksum,
+    Stored,
+    chunk_spans,
+    garbage_ops,
+    verify_stored,
+)
+from store.engine.multipart import Multipart
+from store.engine.reader import ObjectReader
+from store.engine.records import Bucket, Version
+from store.errors import (
+    BucketAlreadyExists,
+    BucketNotEmpty,
+    Conflict,
+    EntityTooLarge,
+    IncompleteBody,
+    InvalidArgument,
+    MethodNotAllowed,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchVersion,
+    PreconditionFailed,
+    StoreError,
+)
+from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
+
+log = logging.getLogger(__name__)
+
+INLINE_BYTES = 64 << 10
+HASH_BATCH_BYTES = 1 << 20  # hash in worker threads in batches this big (one hop per batch)
+FRAME_BYTES = 1 << 20  # raw bytes per zstd frame of a compressed object
+MAX_PUT_BYTES = 5 << 30  # S3's single-request limit
+MAX_OBJECT_BYTES = 5 << 40
+TXN_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    version_id: str  # the version removed or the delete marker created ("null" possible)
+    delete_marker: bool
+
+
+@dataclass(slots=True)
+class EngineStats:
+    puts: int = 0
+    gets: int = 0
+    deletes: int = 0
+    txn_retries: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    garbage_collected: int = 0
+    orphans_removed: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+async def _iterate(body: Body) -> AsyncIterable[bytes | bytearray | memoryview]:
+    if isinstance(body, bytes | bytearray | memoryview):
+        yield body
+        return
+    async for piece in body:
+        yield piece
+
+
+class _Hasher:
+    """MD5 plus an optional S3 checksum over the raw body, fed in batches from worker threads."""
+
+    def __init__(self, algorithm: str | None) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.checksum = checksums.new_checksum(algorithm) if algorithm else None
+
+    def update(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        for piece in pieces:
+            self.md5.update(piece)
+            if self.checksum is not None:
+                self.checksum.update(piece)
+
+
+class _Compressor:
+    """Cuts the raw stream into FRAME_BYTES frames and zstd-compresses each on its own, so a
+    range read decompresses only the frames it touches."""
+
+    def __init__(self) -> None:
+        self._ctx = zstandard.ZstdCompressor(level=3)
+        self._pending = bytearray()
+        self.frames: list[int] = []
+
+    def feed(self, pieces: Sequence[bytes | bytearray | memoryview], final: bool) -> list[bytes]:
+        for piece in pieces:
+            self._pending += piece
+        out = []
+        while len(self._pending) >= FRAME_BYTES or (final and self._pending):
+            frame = self._ctx.compress(bytes(self._pending[:FRAME_BYTES]))
+            del self._pending[:FRAME_BYTES]
+            self.frames.append(len(frame))
+            out.append(frame)
+        return out
+
+
+class ObjectEngine:
+    def __init__(
+        self,
+        kv: KV,
+        chunks: ChunkStore,
+        *,
+        inline_bytes: int = INLINE_BYTES,
+        min_part_bytes: int = 5 << 20,
+        max_put_bytes: int = MAX_PUT_BYTES,
+    ) -> None:
+        self.kv = kv
+        self.chunks = chunks
+        self.inline_bytes = inline_bytes
+        self.min_part_bytes = min_part_bytes
+        self.max_put_bytes = max_put_bytes
+        self.stats = EngineStats()
+        self.multipart = Multipart(self)
+        # Chunks a read found damaged (missing or corrupt shards): the healer's work queue.
+        self.damaged: set[str] = set()
+        chunks.on_damage = lambda ref: self.damaged.add(ref.chunk_id)
+
+    # -- buckets ----------------------------------------------------------------------------------
+
+    async def create_bucket(
+        self, name: str, owner: str, *, versioning: str = "", compression: str = ""
+    ) -> Bucket:
+        R.check_bucket_name(name)
+        if compression not in ("", "zstd"):
+            raise InvalidArgument(f"unknown compression {compression!r}")
+        bucket = Bucket(name, owner, time.time(), versioning, compression)
+        key = R.bucket_key(name)
+        result = await self.kv.txn([Compare.absent(key)], [Put(key, bucket.encode())], [])
+        if not result.succeeded:
+            existing = await self._bucket_kv(name)
+            raise BucketAlreadyExists(f"bucket {name} exists", owner=existing[0].owner)
+        return bucket
+
+    async def _bucket_kv(self, name: str) -> tuple[Bucket, KeyValue]:
+        R.check_bucket_name(name) if len(name) > 2 else None
+        kv = await self.kv.get(R.bucket_key(name))
+        if kv is None:
+            raise NoSuchBucket(f"no bucket {name!r}")
+        bucket = Bucket.decode(kv.value)
+        if bucket.deleting:
+            raise NoSuchBucket(f"bucket {name!r} is being deleted")
+        return bucket, kv
+
+    async def get_bucket(self, name: str) -> Bucket:
+        return (await self._bucket_kv(name))[0]
+
+    async def list_buckets(self, owner: str | None = None) -> list[Bucket]:
+        out = []
+        start, end = b"B/", prefix_end(b"B/")
+        while True:
+            page = await self.kv.range(start, end, limit=1000)
+            for kv in page.kvs:
+                bucket = Bucket.decode(kv.value)
+                if not bucket.deleting and (owner is None or bucket.owner == owner):
+                    out.append(bucket)
+            if not page.more:
+                return out
+            start = page.kvs[-1].key + b"\0"
+
+    async def update_bucket(self, name: str, **changes: Any) -> Bucket:
+        """Change bucket settings (versioning, compression, settings) atomically."""
+        if "versioning" in changes and changes["versioning"] not in ("Enabled", "Suspended"):
+            raise InvalidArgument("versioning must be Enabled or Suspended")
+        if changes.get("compression", "") not in ("", "zstd"):
+            raise InvalidArgument(f"unknown compression {changes['compression']!r}")
+        for _ in range(TXN_RETRIES):
+            bucket, kv = await self._bucket_kv(name)
+            new = Bucket(**{**_fields(bucket), **changes})
+            ok = await self.kv.txn(
+                [Compare.mod_is(kv.key, kv.mod_revision)], [Put(kv.key, new.encode())], []
+            )
+            if ok.succeeded:
+                return new
+        raise Conflict(f"bucket {name} is changing too fast")
+
+    async def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket (no objects, versions or delete markers). Uploads in progress
+        are aborted. The bucket is first marked as being deleted, which makes every concurrent
+        write fail its compare, so nothing can land in it between the check and the delete."""
+        bucket, kv = await self._bucket_kv(name)
+        if await self._has_any(R.versions_prefix(name)):
+            raise BucketNotEmpty(f"bucket {name} is not empty")
+        marked = Bucket(**{**_fields(bucket), "deleting": True})
+        ok = await self.kv.txn(
+            [Compare.mod_is(kv.key, kv.mod_revision)], [Put(kv.key, marked.encode())], []
+        )
+        if not ok.succeeded:
+            raise Conflict(f"bucket {name} changed while being deleted")
+        if await self._has_any(R.versions_prefix(name)):
+            await self.kv.put(kv.key, bucket.encode())  # undo the mark
+            raise BucketNotEmpty(f"bucket {name} is not empty")
+        await self.multipart.abort_all(name)
+        await self.kv.delete(kv.key)
+
+    async def _has_any(self, prefix: bytes) -> bool:
+        page = await self.kv.range(prefix, prefix_end(prefix), limit=1, keys_only=True)
+        return bool(page.kvs)
+
+    # -- writing data -----------------------------------------------------------------------------
+
+    async def store_body(
+        self,
+        body: Body,
+        *,
+        size: int | None,
+        compression: str = "",
+        checksum_algorithm: str | None = None,
+        limit: int | None = None,
+        inline_bytes: int | None = None,
+    ) -> Stored:
+        """Write a body to the chunk store (or keep it for inlining), hashing it on the way.
+
+        The caller verifies digests and then references the result in a transaction, or calls
+        ``discard`` on it."""
+        limit = self.max_put_bytes if limit is None else limit
+        inline_bytes = self.inline_bytes if inline_bytes is None else inline_bytes
+        if size is not None and size > limit:
+            raise EntityTooLarge(f"{size} bytes is over the {limit}-byte limit")
+        hasher = _Hasher(checksum_algorithm)
+        head: list[bytes | bytearray | memoryview] = []
+        head_bytes = 0
+        source = _iterate(body).__aiter__()
+        # Read up to the inline threshold first: small bodies never touch the drives.
+        async for piece in source:
+            head.append(piece)
+            head_bytes += len(piece)
+            if head_bytes > inline_bytes:
+                break
+        else:
+            data = b"".join(head)
+            self._check_size(len(data), size, limit)
+            hasher.update([data])
+            self.stats.bytes_in += len(data)
+            digest = hasher.checksum.digest() if hasher.checksum else None
+            return Stored(len(data), hasher.md5.digest(), digest, inline=data)
+        compressor = _Compressor() if compression == "zstd" else None
+        total = 0
+        async with self.chunks.open_stream() as stream:
+            batch, batch_bytes = head, head_bytes
+            done = False
+            while not done:
+                async for piece in source:
+                    batch.append(piece)
+                    batch_bytes += len(piece)
+                    if batch_bytes >= HASH_BATCH_BYTES:
+                        break
+                else:
+                    done = True
+                total += batch_bytes
+                self._check_size(total, size, limit, final=done)
+                await self._write_batch(stream, hasher, compressor, batch, done)
+                batch, batch_bytes = [], 0
+            refs = await stream.commit()
+        self.stats.bytes_in += total
+        digest = hasher.checksum.digest() if hasher.checksum else None
+        if compressor is None:
+            return Stored(total, hasher.md5.digest(), digest, tuple(refs))
+        return Stored(
+            total,
+            hasher.md5.digest(),
+            digest,
+            tuple(refs),
+            None,
+            "zstd",
+            tuple(compressor.frames),
+            FRAME_BYTES,
+        )
+
+    @staticmethod
+    def _check_size(total: int, size: int | None, limit: int, final: bool = True) -> None:
+        if total > limit:
+            raise EntityTooLarge(f"body is over the {limit}-byte limit")
+        if size is not None and (total > size or (final and total < size)):
+            raise IncompleteBody(f"body has {total} bytes, the request declared {size}")
+
+    async def _write_batch(
+        self,
+        stream: Any,
+        hasher: _Hasher,
+        compressor: _Compressor | None,
+        batch: list[bytes | bytearray | memoryview],
+        final: bool,
+    ) -> None:
+        """Hash a batch in a worker thread while the chunk store takes it."""
+
+        async def write() -> None:
+            if compressor is None:
+                for piece in batch:
+                    await stream.write(piece)
+                return
+            for frame in await trio.to_thread.run_sync(compressor.feed, batch, final):
+                await stream.write(frame)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hasher.update, batch)
+            await write()
+
+    async def discard(self, stored: Stored) -> None:
+        for ref in stored.chunks:
+            try:
+                await self.chunks.delete(ref)
+            except StoreError as e:  # the orphan sweep finds them later
+                log.warning("could not remove chunk %s: %s", ref.chunk_id, e)
+
+    # -- objects: write ---------------------------------------------------------------------------
+
+    async def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: Body,
+        *,
+        size: int | None = None,
+        owner: str = "",
+        content_type: str = "",
+        metadata: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        content_md5: bytes | None = None,
+        checksum_algorithm: str | None = None,
+        expected_checksum: ExpectedChecksum = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> Version:
+        """Store a new version of ``bucket/key`` from a byte stream.
+
+        ``content_md5`` (raw digest) and ``expected_checksum`` (base64, or a callable giving it
+        once the body has been read, for checksums sent as trailers) are verified before anything
+        becomes visible: a mismatch raises BadDigest and keeps nothing. ``if_match`` and
+        ``if_none_match`` (an ETag or "*") are checked atomically with the commit.
+        """
+        R.check_object_key(key)
+        bucket_rec = await self.get_bucket(bucket)
+        algorithm = (
+            checksums.canonical_algorithm(checksum_algorithm) if checksum_algorithm else None
+        )
+        if algorithm is None and expected_checksum is not None:
+            raise InvalidArgument("a checksum value needs its algorithm")
+        stored = await self.store_body(
+            body, size=size, compression=bucket_rec.compression, checksum_algorithm=algorithm
+        )
+        try:
+            checksum = verify_stored(stored, content_md5, algorithm, expected_checksum)
+            version = Version(
+                bucket=bucket,
+                key=key,
+                version_id=R.new_version_id(),
+                size=stored.size,
+                etag=stored.md5.hex(),
+                mtime=time.time(),
+                owner=owner,
+                content_type=content_type,
+                metadata=dict(metadata or {}),
+                headers=dict(headers or {}),
+                checksum=checksum,
+                tags=dict(tags or {}),
+                chunks=stored.chunks,
+                inline=stored.inline,
+                compression=stored.compression,
+                frames=stored.frames,
+                frame_bytes=stored.frame_bytes,
+            )
+            committed = await self.commit_version(
+                version, if_match=if_match, if_none_match=if_none_match
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.discard(stored)
+            raise
+        self.stats.puts += 1
+        return committed
+
+    async def commit_version(
+        self,
+        version: Version,
+        *,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+        extra_ops: Sequence[Op] = (),
+        extra_compares: Sequence[Compare] = (),
+    ) -> Version:
+        """Make ``version`` the newest version of its key (or a delete marker), in one
+        transaction with ``extra_ops`` (multipart completion removes its upload records here)."""
+        bucket_key = R.bucket_key(version.bucket)
+        okey = R.current_key(version.bucket, version.key)
+        for _ in range(TXN_RETRIES):
+            bucket, bkv = await self._bucket_kv(version.bucket)
+            current = await self.kv.get(okey)
+            _check_preconditions(current, if_match, if_none_match, version.key)
+            null = bucket.versioning != "Enabled"
+            new = version.with_(null=null)
+            compares = [Compare.mod_is(bucket_key, bkv.mod_revision), *extra_compares]
+            compares.append(
+                Compare.mod_is(okey, current.mod_revision) if current else Compare.absent(okey)
+            )
+            vkey = R.version_key(new.bucket, new.key, new.version_id)
+            ops: list[Op] = [Put(vkey, new.encode()), *extra_ops]
+            ops += [Put(R.ref_key(c.chunk_id), R.ref_value(c, vkey)) for c in new.chunks]
+            ops.append(Delete(okey) if new.delete_marker else Put(okey, new.index_entry()))
+            compares.append(Compare.absent(vkey))
+            if null:  # the new null version replaces the old one, wherever it is
+                old = await self._find_null(new.bucket, new.key)
+                if old is not None:
+                    kv, rec = old
+                    compares.append(Compare.mod_is(kv.key, kv.mod_revision))
+                    ops.append(Delete(kv.key))
+                    ops += garbage_ops(rec.chunks)
+            result = await self.kv.txn(compares, ops, [])
+            if result.succeeded:
+                return new
+            self.stats.txn_retries += 1
+        raise Conflict(f"{version.bucket}/{version.key} is changing too fast; retry")
+
+    async def _find_null(self, bucket: str, key: str) -> tuple[KeyValue, Version] | None:
+        prefix = R.versions_of(bucket, key)
+        start = prefix
+        while True:
+            page = await self.kv.range(start, prefix_end(prefix), limit=100)
+            for kv in page.kvs:
+                if b'"null":true' in kv.value.partition(b"\0")[0]:
+                    return kv, Version.decode(bucket, key, kv.value)
+            if not page.more:
+                return None
+            start = page.kvs[-1].key + b"\0"
+
+    async def delete_object(
+        self, bucket: str, key: str, version_id: str | None = None, *, owner: str = ""
+    ) -> DeleteResult:
+        """S3 DeleteObject: without a version id, remove the object (unversioned) or add a
+        delete marker (versioned); with one, remove exactly that version. Deleting what is not
+        there succeeds (S3 semantics)."""
+        R.check_object_key(key)
+        self.stats.deletes += 1
+        if version_id is None:
+            bucket_rec = await self.get_bucket(bucket)
+            if bucket_rec.versioning == "":
+                return await self._delete_version(bucket, key, None)
+            marker = Version(
+                bucket, key, R.new_version_id(), delete_marker=True, mtime=time.time(), owner=owner
+            )
+            new = await self.commit_version(marker)
+            return DeleteResult(new.public_id, True)
+        R.check_version_id(version_id)
+        return await self._delete_version(bucket, key, version_id)
+
+    async def _delete_version(self, bucket: str, key: str, version_id: str | None) -> DeleteResult:
+        """Remove one version (``None``: the null version) and repoint the current entry."""
+        okey = R.current_key(bucket, key)
+        bucket_key = R.bucket_key(bucket)
+        for _ in range(TXN_RETRIES):
+            _, bkv = await self._bucket_kv(bucket)
+            found = await self._lookup_version(bucket, key, version_id or "null")
+            if found is None:
+                return DeleteResult(version_id or "null", False)
+            kv, rec = found
+            current = await self.kv.get(okey)
+            compares = [
+                Compare.mod_is(bucket_key, bkv.mod_revision),
+                Compare.mod_is(kv.key, kv.mod_revision),
+                Compare.mod_is(okey, current.mod_revision) if current else Compare.absent(okey),
+            ]
+            ops: list[Op] = [Delete(kv.key), *garbage_ops(rec.chunks)]
+            newest = await self._newest_other(bucket, key, kv.key)
+            if newest is None or newest[1].delete_marker:
+                if current is not None:
+                    ops.append(Delete(okey))
+                if newest is not None:
+                    compares.append(Compare.mod_is(newest[0].key, newest[0].mod_revision))
+            else:
+                compares.append(Compare.mod_is(newest[0].key, newest[0].mod_revision))
+                ops.append(Put(okey, newest[1].index_entry()))
+            result = await self.kv.txn(compares, ops, [])
+            if result.succeeded:
+                return DeleteResult(rec.public_id, rec.delete_marker)
+            self.stats.txn_retries += 1
+        raise Conflict(f"{bucket}/{key} is changing too fast; retry")
+
+    async def _newest_other(
+        self, bucket: str, key: str, skip: bytes
+    ) -> tuple[KeyValue, Version] | None:
+        prefix = R.versions_of(bucket, key)
+        page = await self.kv.range(prefix, prefix_end(prefix), limit=2)
+        for kv in page.kvs:
+            if kv.key != skip:
+                return kv, Version.decode(bucket, key, kv.value)
+        return None
+
+    async def _lookup_version(
+        self, bucket: str, key: str, version_id: str
+    ) -> tuple[KeyValue, Version] | None:
+        if version_id == "null":
+            return await self._find_null(bucket, key)
+        kv = await self.kv.get(R.version_key(bucket, key, version_id))
+        return None if kv is None else (kv, Version.decode(bucket, key, kv.value))
+
+    # -- objects: read ----------------------------------------------------------------------------
+
+    async def head_object(self, bucket: str, key: str, version_id: str | None = None) -> Version:
+        """The version record (GET without the data). NoSuchKey (with ``delete_marker`` set when
+        the newest version is one) or NoSuchVersion; MethodNotAllowed for a delete marker asked
+        for by id."""
+        R.check_object_key(key)
+        await self.get_bucket(bucket)
+        if version_id is not None:
+            R.check_version_id(version_id)
+            found = await self._lookup_version(bucket, key, version_id)
+            if found is None:
+                raise NoSuchVersion(f"no version {version_id} of {key!r}")
+            rec = found[1]
+            if rec.delete_marker:
+                raise MethodNotAllowed(
+                    "the version is a delete marker", delete_marker=True, version_id=version_id
+                )
+            return rec
+        current = await self.kv.get(R.current_key(bucket, key))
+        if current is not None:
+            vid = R.IndexEntry.decode(key, current.value).version_id
+            kv = await self.kv.get(R.version_key(bucket, key, vid))
+            if kv is not None:
+                return Version.decode(bucket, key, kv.value)
+        newest = await self._newest_other(bucket, key, b"")
+        if newest is not None and newest[1].delete_marker:
+            raise NoSuchKey(
+                f"no object {key!r}", delete_marker=True, version_id=newest[1].public_id
+            )
+        raise NoSuchKey(f"no object {key!r}")
+
+    def open_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        byte_range: tuple[int | None, int | None] | None = None,
+        part_number: int | None = None,
+        version: Version | None = None,
+    ) -> ObjectReader:
+        """``async with engine.open_object(...) as reader``: ``reader.version``, ``.offset``,
+        ``.length``; iterate it for the bytes. Errors (no such key, range not satisfiable, too
+        few shards for the first bytes) raise on entry, before any byte is returned."""
+        return ObjectReader(self, bucket, key, version_id, byte_range, part_number, version)
+
+    async def get_object(self, bucket: str, key: str, **kw: Any) -> tuple[Version, bytes]:
+        """The whole (or ranged) object in memory: for tests and small objects."""
+        async with self.open_object(bucket, key, **kw) as reader:
+            return reader.version, b"".join([bytes(p) async for p in reader])
+
+    async def read_stored(self, version: Version, offset: int, length: int) -> list[Any]:
+        """Stored bytes [offset, offset+length) of a version's data (compressed form if it is)."""
+        if version.inline is not None:
+            return [memoryview(version.inline)[offset : offset + length]]
+        out: list[Any] = []
+        for ref, off, n in chunk_spans(version.chunks, offset, length):
+            for w_off, w_len in self.chunks.windows(ref, off, n):
+                out += await self.chunks.read(ref, w_off, w_len)
+        return out
+
+    # -- copy and tags ----------------------------------------------------------------------------
+
+    async def copy_object(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        src_version_id: str | None = None,
+        owner: str = "",
+        replace_metadata: bool = False,
+        content_type: str = "",
+        metadata: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        checksum_algorithm: str | None = None,
+        condition: Callable[[Version], None] | None = None,
+        byte_range: tuple[int | None, int | None] | None = None,
+    ) -> tuple[Version, Version]:
+        """Server-side copy: (source version, new version). ``condition`` checks the source's
+        x-amz-copy-source-if-* headers before any byte moves."""
+        async with self.open_object(
+            src_bucket, src_key, version_id=src_version_id, byte_range=byte_range
+        ) as reader:
+            src = reader.version
+            if condition is not None:
+                condition(src)
+            if replace_metadata:
+                meta_kw: dict[str, Any] = dict(
+                    content_type=content_type, metadata=metadata, headers=headers
+                )
+            else:
+                meta_kw = dict(
+                    content_type=src.content_type, metadata=src.metadata, headers=src.headers
+                )
+            algorithm = checksum_algorithm or (src.checksum.algorithm if src.checksum else None)
+            new = await self.put_object(
+                dst_bucket,
+                dst_key,
+                reader,
+                size=reader.length,
+                owner=owner,
+                tags=src.tags if tags is None else tags,
+                checksum_algorithm=algorithm,
+                **meta_kw,
+            )
+        return src, new
+
+    async def set_object_tags(
+        self, bucket: str, key: str, tags: dict[str, str], version_id: str | None = None
+    ) -> Version:
+        """Replace a version's tag set (PutObjectTagging / DeleteObjectTagging)."""
+        for _ in range(TXN_RETRIES):
+            rec = await self.head_object(bucket, key, version_id)
+            vkey = R.version_key(bucket, key, rec.version_id)
+            kv = await self.kv.get(vkey)
+            if kv is None:
+                continue
+            new = rec.with_(tags=dict(tags))
+            ok = await self.kv.txn(
+                [Compare.mod_is(vkey, kv.mod_revision)], [Put(vkey, new.encode())], []
+            )
+            if ok.succeeded:
+                return new
+        raise Conflict(f"{bucket}/{key} is changing too fast; retry")
+
+
+def _fields(bucket: Bucket) -> dict[str, Any]:
+    return {name: getattr(bucket, name) for name in Bucket.__dataclass_fields__}
+
+
+def _check_preconditions(
+    current: KeyValue | None, if_match: str | None, if_none_match: str | None, key: str
+) -> None:
+    etag = R.IndexEntry.decode(key, current.value).etag if current else None
+    if if_match is not None and (etag is None or not _etag_matches(if_match, etag)):
+        raise PreconditionFailed(
+            "If-Match: the object's ETag differs" if etag else f"If-Match: no object {key!r}"
+        )
+    if if_none_match is not None and etag is not None and _etag_matches(if_none_match, etag):
+        raise PreconditionFailed("If-None-Match: the object exists")
+
+
+def _etag_matches(condition: str, etag: str) -> bool:
+    """Does an If-Match/If-None-Match header value (a list of quoted ETags or *) match?"""
+    for item in condition.split(","):
+        item = item.strip()
+        if item == "*" or item.removeprefix("W/").strip('"') == etag:
+            return True
+    return False

@@ -1,0 +1,157 @@
+"""Reading an object: range resolution, decompression, and read-ahead with bounded memory.
+
+``ObjectReader`` is an async context manager that owns a nursery: a producer task reads the
+object window by window (about 1 MiB per shard each) into a channel of capacity one, so the next
+window is read while the caller sends the current one, and at most three windows are in memory.
+The first window is fetched on entry, so a missing key, an unsatisfiable range or an unreadable
+stripe raises before the caller has sent anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+import zstandard
+
+from store.engine import records as R
+from store.engine.common import chunk_spans
+from store.engine.records import Version
+from store.errors import InvalidArgument, OutOfRange, StoreError
+
+if TYPE_CHECKING:
+    from store.engine.objects import ObjectEngine
+
+
+class ObjectReader:
+    version: Version
+    offset: int
+    length: int
+
+    def __init__(
+        self,
+        engine: ObjectEngine,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        byte_range: tuple[int | None, int | None] | None,
+        part_number: int | None,
+        version: Version | None,
+    ) -> None:
+        self._engine = engine
+        self._args = (bucket, key, version_id)
+        self._range = byte_range
+        self._part = part_number
+        self._given = version
+        self._cm: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._receive: trio.MemoryReceiveChannel[Any] | None = None
+        self._first: Any = None
+
+    async def __aenter__(self) -> ObjectReader:
+        bucket, key, version_id = self._args
+        version = self._given or await self._engine.head_object(bucket, key, version_id)
+        self.version = version
+        self.offset, self.length = self._resolve(version)
+        self._engine.stats.gets += 1
+        self._engine.stats.bytes_out += self.length
+        send, self._receive = trio.open_memory_channel[Any](1)
+        self._cm = trio.open_nursery()
+        nursery = self._nursery = await self._cm.__aenter__()
+        nursery.start_soon(self._produce, send)
+        try:
+            self._first = await self._receive.receive()
+            if isinstance(self._first, BaseException):
+                raise self._first
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            await self._cm.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._nursery is not None and self._receive is not None
+        self._nursery.cancel_scope.cancel()  # stop reading ahead: the caller is done
+        self._receive.close()
+        await self._cm.__aexit__(None, None, None)
+
+    def _resolve(self, version: Version) -> tuple[int, int]:
+        if self._part is not None:
+            if self._range is not None:
+                raise InvalidArgument("a request cannot name both a part and a range")
+            sizes = [p.size for p in version.parts] or [version.size]
+            if not 1 <= self._part <= len(sizes):
+                raise OutOfRange(f"part {self._part} of an object with {len(sizes)} parts")
+            start = sum(sizes[: self._part - 1])
+            return start, sizes[self._part - 1]
+        if self._range is None:
+            return 0, version.size
+        return R.resolve_range(*self._range, version.size)
+
+    async def _produce(self, send: trio.MemorySendChannel[Any]) -> None:
+        async with send:
+            try:
+                async for pieces in self._windows():
+                    await send.send(pieces)
+                await send.send(None)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            except StoreError as e:
+                try:
+                    await send.send(e)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    async def _windows(self) -> AsyncIterator[list[Any]]:
+        v = self.version
+        if self.length == 0:
+            return
+        if v.compression:
+            async for pieces in self._frames():
+                yield pieces
+            return
+        if v.inline is not None:
+            yield [memoryview(v.inline)[self.offset : self.offset + self.length]]
+            return
+        store = self._engine.chunks
+        for ref, off, n in chunk_spans(v.chunks, self.offset, self.length):
+            for w_off, w_len in store.windows(ref, off, n):
+                yield await store.read(ref, w_off, w_len)
+
+    async def _frames(self) -> AsyncIterator[list[Any]]:
+        """Decompress only the frames covering the range; frames are read in groups of about
+        8 MiB of raw data."""
+        v = self.version
+        starts = [0, *itertools.accumulate(v.frames)]
+        first = self.offset // v.frame_bytes
+        last = (self.offset + self.length - 1) // v.frame_bytes
+        ctx = zstandard.ZstdDecompressor()
+        group = max(1, (8 << 20) // v.frame_bytes)
+        for g in range(first, last + 1, group):
+            g_end = min(last, g + group - 1)
+            raw = await self._engine.read_stored(v, starts[g], starts[g_end + 1] - starts[g])
+            blob = b"".join(bytes(p) for p in raw)
+            out = []
+            for f in range(g, g_end + 1):
+                frame = blob[starts[f] - starts[g] : starts[f + 1] - starts[g]]
+                data = await trio.to_thread.run_sync(ctx.decompress, frame)
+                lo = max(self.offset, f * v.frame_bytes) - f * v.frame_bytes
+                hi = min(self.offset + self.length, (f + 1) * v.frame_bytes) - f * v.frame_bytes
+                out.append(memoryview(data)[lo:hi])
+            yield out
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        assert self._receive is not None
+        item = self._first
+        self._first = None
+        while item is not None:
+            if isinstance(item, BaseException):
+                raise item
+            for piece in item:
+                yield piece
+            item = await self._receive.receive()

@@ -1,0 +1,465 @@
+"""Metadata keys and records of the object engine (pure: names, encodings, validation).
+
+Key space (all keys are bytes; the KV orders them bytewise, so UTF-8 object keys list in S3 order).
+Bucket names never contain "/", object keys never contain NUL, so the separators are unambiguous:
+
+    B/<bucket>                          bucket record (owner, versioning, compression, settings)
+    O/<bucket>/<key>                    the current version of a visible object: a small index
+                                        entry (version, size, ETag, mtime) that listings scan
+    V/<bucket>/<key>\\0<version>         every version, delete markers included; the full record
+    U/<bucket>/<key>\\0<upload id>       multipart uploads in progress
+    P/<upload id>/<part number:05d>     uploaded parts
+    R/<chunk id>                        reference index: every chunk with shards on the drives
+    G/<ns:020d>/<chunk id>              garbage: chunks whose shards are to be removed
+
+Version ids are 16 hex digits of (2^64 - 1 - a hybrid clock in ns) plus 8 random hex digits, so
+a key's versions sort newest first and a listing of V/ is S3's ListObjectVersions order. The
+"null" version (unversioned or suspended buckets) is stored under such an id too, flagged null.
+
+Invariants: O/<b>/<k> exists iff the newest V/<b>/<k>\\0* entry exists and is not a delete marker,
+and it names that entry. Every chunk named by a version, a part or a G/ entry has an R/ entry;
+shards whose chunk has no R/ entry are orphans of a crash (removed after a grace period).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from store.chunk.chunkstore import ChunkRef
+from store.errors import InvalidArgument, InvalidBucketName, KeyTooLong, OutOfRange
+
+MAX_KEY_BYTES = 1024
+MAX_PART_NUMBER = 10_000
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_VERSION = re.compile(r"[0-9a-f]{24}")
+_UPLOAD = re.compile(r"[0-9a-f]{24}")
+
+
+def check_bucket_name(name: str) -> None:
+    """S3's rules for new bucket names (general purpose buckets).
+
+    >>> check_bucket_name("my-bucket.1")
+    >>> check_bucket_name("My_Bucket")
+    Traceback (most recent call last):
+    ...
+    store.errors.InvalidBucketName: invalid bucket name 'My_Bucket'
+    """
+    if (
+        not isinstance(name, str)
+        or not _BUCKET.fullmatch(name)
+        or ".." in name
+        or ".-" in name
+        or "-." in name
+        or _IPV4.fullmatch(name)
+        or name.startswith(("xn--", "sthree-", "amzn-s3-demo-"))
+        or name.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"))
+    ):
+        raise InvalidBucketName(f"invalid bucket name {name!r}")
+
+
+def check_object_key(key: str) -> bytes:
+    """The UTF-8 bytes of a valid object key: 1..1024 bytes, no NUL, valid Unicode."""
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument("object key must not be empty")
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument("object key is not valid UTF-8") from None
+    if len(raw) > MAX_KEY_BYTES:
+        raise KeyTooLong(f"object key is {len(raw)} bytes, the limit is {MAX_KEY_BYTES}")
+    if b"\0" in raw:
+        raise InvalidArgument("object key contains NUL")
+    return raw
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def bucket_key(bucket: str) -> bytes:
+    return b"B/" + bucket.encode()
+
+
+def current_prefix(bucket: str) -> bytes:
+    return b"O/" + bucket.encode() + b"/"
+
+
+def current_key(bucket: str, key: str) -> bytes:
+    return current_prefix(bucket) + key.encode()
+
+
+def versions_prefix(bucket: str) -> bytes:
+    return b"V/" + bucket.encode() + b"/"
+
+
+def versions_of(bucket: str, key: str) -> bytes:
+    """Prefix of every version of one key."""
+    return versions_prefix(bucket) + key.encode() + b"\0"
+
+
+def version_key(bucket: str, key: str, vid: str) -> bytes:
+    return versions_of(bucket, key) + vid.encode()
+
+
+def uploads_prefix(bucket: str) -> bytes:
+    return b"U/" + bucket.encode() + b"/"
+
+
+def upload_key(bucket: str, key: str, upload_id: str) -> bytes:
+    return uploads_prefix(bucket) + key.encode() + b"\0" + upload_id.encode()
+
+
+def parts_prefix(upload_id: str) -> bytes:
+    return b"P/" + upload_id.encode() + b"/"
+
+
+def part_key(upload_id: str, number: int) -> bytes:
+    return parts_prefix(upload_id) + b"%05d" % number
+
+
+def ref_key(chunk_id: str) -> bytes:
+    return b"R/" + chunk_id.encode()
+
+
+GARBAGE_PREFIX = b"G/"
+REFS_PREFIX = b"R/"
+
+
+def garbage_key(chunk_id: str, when_ns: int | None = None) -> bytes:
+    return b"G/%020d/" % (time.time_ns() if when_ns is None else when_ns) + chunk_id.encode()
+
+
+def split_versioned(raw: bytes, prefix: bytes) -> tuple[str, str]:
+    """(key, version or upload id) from a V/ or U/ key."""
+    key, _, vid = raw[len(prefix) :].rpartition(b"\0")
+    return key.decode(), vid.decode()
+
+
+# -- ids -----------------------------------------------------------------------------------------
+
+_clock_lock = threading.Lock()
+_last_ns = 0
+
+
+def _clock_ns() -> int:
+    """Wall-clock ns, strictly increasing within the process."""
+    global _last_ns
+    with _clock_lock:
+        _last_ns = max(time.time_ns(), _last_ns + 1)
+        return _last_ns
+
+
+def new_version_id() -> str:
+    """Sorts before every earlier id of this process (newest first), unique across processes."""
+    return f"{(1 << 64) - 1 - _clock_ns():016x}{secrets.token_hex(4)}"
+
+
+new_upload_id = new_version_id
+
+
+def check_version_id(vid: str) -> None:
+    if vid != "null" and not _VERSION.fullmatch(vid):
+        raise InvalidArgument(f"invalid version id {vid!r}")
+
+
+def check_upload_id(upload_id: str) -> None:
+    if not isinstance(upload_id, str) or not _UPLOAD.fullmatch(upload_id):
+        raise InvalidArgument(f"invalid upload id {upload_id!r}")
+
+
+# -- records -------------------------------------------------------------------------------------
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    name: str
+    owner: str
+    created: float
+    versioning: str = ""  # "" (never enabled) | "Enabled" | "Suspended"
+    compression: str = ""  # "" | "zstd"
+    settings: dict[str, Any] = field(default_factory=dict)  # CORS, policy, tags: gateway-owned
+    deleting: bool = False
+
+    def encode(self) -> bytes:
+        return _dumps(
+            {
+                "name": self.name,
+                "owner": self.owner,
+                "created": self.created,
+                "versioning": self.versioning,
+                "compression": self.compression,
+                "settings": self.settings,
+                "deleting": self.deleting,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Bucket:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Checksum:
+    """A stored additional checksum: algorithm, type (FULL_OBJECT or COMPOSITE), base64 value."""
+
+    algorithm: str
+    type: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """A part of a completed multipart object (for GetObjectAttributes and ?partNumber=)."""
+
+    size: int
+    etag: str
+    checksum: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of an object (or a delete marker)."""
+
+    bucket: str
+    key: str
+    version_id: str  # the stored id; ``public_id`` is what clients see
+    null: bool = False
+    delete_marker: bool = False
+    size: int = 0
+    etag: str = ""  # hex MD5, or hex MD5-of-MD5s "-N" (no quotes)
+    mtime: float = 0.0
+    owner: str = ""
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)  # x-amz-meta-*, names lowercased
+    headers: dict[str, str] = field(default_factory=dict)  # cache-control, content-encoding, ...
+    checksum: Checksum | None = None
+    parts: tuple[PartInfo, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    chunks: tuple[ChunkRef, ...] = ()
+    inline: bytes | None = None  # small objects live in the record
+    compression: str = ""  # "zstd": data is zstd frames, ``frames`` their stored sizes
+    frames: tuple[int, ...] = ()
+    frame_bytes: int = 0  # raw bytes per frame (the last may be short)
+
+    @property
+    def public_id(self) -> str:
+        return "null" if self.null else self.version_id
+
+    @property
+    def stored_size(self) -> int:
+        return sum(c.length for c in self.chunks) if self.inline is None else len(self.inline)
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"v": self.version_id, "mtime": self.mtime, "owner": self.owner}
+        if self.null:
+            body["null"] = True
+        if self.delete_marker:
+            body["dm"] = True
+        else:
+            body.update(size=self.size, etag=self.etag, ct=self.content_type)
+            for name, value in [
+                ("meta", self.metadata),
+                ("hdr", self.headers),
+                ("tags", self.tags),
+            ]:
+                if value:
+                    body[name] = value
+            if self.checksum:
+                c = self.checksum
+                body["ck"] = [c.algorithm, c.type, c.value]
+            if self.parts:
+                body["parts"] = [[p.size, p.etag, p.checksum] for p in self.parts]
+            if self.chunks:
+                body["chunks"] = [c.to_json() for c in self.chunks]
+            if self.compression:
+                body["z"] = [self.compression, self.frame_bytes, _pack(self.frames)]
+        # Inline data follows the JSON after a NUL (JSON text never contains a raw NUL).
+        head = _dumps(body)
+        return head if self.inline is None else head + b"\0" + self.inline
+
+    @classmethod
+    def decode(cls, bucket: str, key: str, raw: bytes) -> Version:
+        head, sep, inline = raw.partition(b"\0")
+        body = json.loads(head)
+        z = body.get("z")
+        ck = body.get("ck")
+        return cls(
+            bucket=bucket,
+            key=key,
+            version_id=body["v"],
+            null=body.get("null", False),
+            delete_marker=body.get("dm", False),
+            size=body.get("size", 0),
+            etag=body.get("etag", ""),
+            mtime=body["mtime"],
+            owner=body.get("owner", ""),
+            content_type=body.get("ct", ""),
+            metadata=body.get("meta", {}),
+            headers=body.get("hdr", {}),
+            checksum=Checksum(*ck) if ck else None,
+            parts=tuple(PartInfo(*p) for p in body.get("parts", ())),
+            tags=body.get("tags", {}),
+            chunks=tuple(ChunkRef.from_json(c) for c in body.get("chunks", ())),
+            inline=inline if sep else None,
+            compression=z[0] if z else "",
+            frame_bytes=z[1] if z else 0,
+            frames=_unpack(z[2]) if z else (),
+        )
+
+    def index_entry(self) -> bytes:
+        """The O/ entry naming this version (what listings need without the full record)."""
+        return _dumps(
+            {
+                "v": self.version_id,
+                "size": self.size,
+                "etag": self.etag,
+                "mtime": self.mtime,
+                "owner": self.owner,
+            }
+        )
+
+    def with_(self, **changes: Any) -> Version:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    mtime: float
+    owner: str
+
+    @classmethod
+    def decode(cls, key: str, raw: bytes) -> IndexEntry:
+        b = json.loads(raw)
+        return cls(key, b["v"], b["size"], b["etag"], b["mtime"], b.get("owner", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: float
+    owner: str = ""
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str = ""
+    checksum_type: str = ""
+
+    def encode(self) -> bytes:
+        return _dumps(
+            {
+                "initiated": self.initiated,
+                "owner": self.owner,
+                "ct": self.content_type,
+                "meta": self.metadata,
+                "hdr": self.headers,
+                "tags": self.tags,
+                "ck": [self.checksum_algorithm, self.checksum_type],
+            }
+        )
+
+    @classmethod
+    def decode(cls, bucket: str, key: str, upload_id: str, raw: bytes) -> Upload:
+        b = json.loads(raw)
+        return cls(
+            bucket,
+            key,
+            upload_id,
+            b["initiated"],
+            b["owner"],
+            b["ct"],
+            b["meta"],
+            b["hdr"],
+            b["tags"],
+            *b["ck"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    number: int
+    size: int
+    etag: str  # hex MD5
+    mtime: float
+    checksum: str = ""  # base64 digest in the upload's algorithm
+    chunks: tuple[ChunkRef, ...] = ()
+    inline: bytes | None = None
+
+    def encode(self) -> bytes:
+        head = _dumps(
+            {
+                "size": self.size,
+                "etag": self.etag,
+                "mtime": self.mtime,
+                "ck": self.checksum,
+                "chunks": [c.to_json() for c in self.chunks],
+            }
+        )
+        return head if self.inline is None else head + b"\0" + self.inline
+
+    @classmethod
+    def decode(cls, number: int, raw: bytes) -> Part:
+        head, sep, inline = raw.partition(b"\0")
+        b = json.loads(head)
+        chunks = tuple(ChunkRef.from_json(c) for c in b["chunks"])
+        return cls(
+            number, b["size"], b["etag"], b["mtime"], b["ck"], chunks, inline if sep else None
+        )
+
+
+def ref_value(ref: ChunkRef, owner: bytes) -> bytes:
+    return _dumps({"ref": ref.to_json(), "owner": owner.decode(errors="replace")})
+
+
+def ref_from_value(raw: bytes) -> ChunkRef:
+    return ChunkRef.from_json(json.loads(raw)["ref"])
+
+
+def _pack(values: tuple[int, ...]) -> str:
+    return base64.b64encode(b"".join(v.to_bytes(4, "little") for v in values)).decode()
+
+
+def _unpack(text: str) -> tuple[int, ...]:
+    raw = base64.b64decode(text)
+    return tuple(int.from_bytes(raw[i : i + 4], "little") for i in range(0, len(raw), 4))
+
+
+# -- byte ranges ---------------------------------------------------------------------------------
+
+
+def resolve_range(first: int | None, last: int | None, size: int) -> tuple[int, int]:
+    """(offset, length) of an HTTP byte range ``first-last`` (``-last`` is a suffix) of an
+    object of ``size`` bytes; OutOfRange when it is not satisfiable (RFC 9110 14.1.2).
+
+    >>> resolve_range(0, 99, 1000), resolve_range(None, 10, 1000), resolve_range(990, None, 1000)
+    ((0, 100), (990, 10), (990, 10))
+    >>> resolve_range(500, 2000, 1000)
+    (500, 500)
+    """
+    if first is None:
+        if last is None or last <= 0 or size == 0:
+            raise OutOfRange(f"suffix range -{last} of a {size}-byte object")
+        n = min(last, size)
+        return size - n, n
+    if first >= size or (last is not None and last < first):
+        raise OutOfRange(f"range {first}-{last} of a {size}-byte object")
+    end = size - 1 if last is None else min(last, size - 1)
+    return first, end - first + 1
