@@ -34,6 +34,64 @@ def _native_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="./data", help="data directory (default ./data)")
+    p.add_argument("--drives", type=int, default=6, help="drive directories under DATA")
+    p.add_argument(
+        "--drive", action="append", default=[], metavar="PATH", help="a drive (repeatable)"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _maintenance(args: argparse.Namespace) -> int:
+    """scrub / heal / gc on a data directory (the service may be running)."""
+    from pathlib import Path
+
+    import trio
+    from tqdm import tqdm
+
+    from store.engine import maintenance
+    from store.engine.node import open_local_engine
+
+    drives = [Path(d) for d in args.drive] or args.drives
+
+    async def run() -> dict[str, object]:
+        async with open_local_engine(Path(args.data), drives=drives) as engine:
+            if args.command == "gc":
+                removed = await maintenance.collect_garbage(engine)
+                orphans = await maintenance.sweep_orphans(engine, grace_s=args.grace)
+                return {"garbage_chunks_removed": removed, "orphan_shards_removed": orphans}
+            bar = tqdm(total=0, unit="chunk", disable=args.json or None, file=sys.stderr)
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            rate = args.rate * 1e6 if args.rate else None
+            try:
+                report = await maintenance.scrub(
+                    engine, repair=args.command == "heal", rate_bytes_s=rate, progress=progress
+                )
+            finally:
+                bar.close()
+            summary: dict[str, object] = dict(report.as_dict())
+            summary["orphan_shards"] = await maintenance.sweep_orphans(engine, dry_run=True)
+            summary["clean"] = report.clean
+            return summary
+
+    summary = trio.run(run)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for name, value in summary.items():
+            print(f"{name:>16}: {value}")
+    if args.command == "scrub" and not summary["clean"]:
+        return 1
+    if args.command == "heal" and summary.get("unrepairable"):
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="store", description="Object (S3) and block (NBD) storage."
@@ -43,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("native-info", help="show the native kernels chosen for this CPU")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=_native_info)
+    for name, text in [
+        ("scrub", "verify every shard against its checksums (exit 1 if anything is damaged)"),
+        ("heal", "verify every shard and rebuild missing or corrupt ones from the others"),
+        ("gc", "remove garbage chunks now, and orphan shards older than --grace seconds"),
+    ]:
+        cmd = sub.add_parser(name, help=text, description=text)
+        _engine_args(cmd)
+        if name == "gc":
+            cmd.add_argument("--grace", type=float, default=6 * 3600.0, help="seconds")
+        else:
+            cmd.add_argument("--rate", type=float, default=0, help="MB/s limit (0: none)")
+        cmd.set_defaults(func=_maintenance)
     return parser
 
 

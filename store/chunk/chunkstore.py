@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +54,7 @@ class DriveAPI(Protocol):
     async def verify(self, sid: str) -> list[int]: ...
     async def geometry(self, sid: str) -> ShardGeometry: ...
     async def delete(self, sid: str) -> bool: ...
+    def list_shards(self) -> AsyncIterator[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,8 @@ class ChunkStore:
         # Encoding is CPU work: bound the threads it takes so drives keep theirs.
         self.cpu = trio.CapacityLimiter(cpu_threads)
         self._codecs: dict[tuple[int, int], native.ErasureCode] = {}
+        # Chunks being written now: no metadata names them yet, the orphan sweep must skip them.
+        self.inflight: set[str] = set()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -179,6 +182,11 @@ class ChunkStore:
         async with self.open_stream() as stream:
             await stream.write(data)
             return await stream.commit()
+
+    def release(self, refs: Sequence[ChunkRef]) -> None:
+        """The caller has referenced (or deleted) these chunks: the orphan sweep may see them."""
+        for ref in refs:
+            self.inflight.discard(ref.chunk_id)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -414,6 +422,7 @@ class StreamWriter:
                 await self._store.delete(ref)
             except StoreError as e:  # garbage collection of orphans finds it later
                 log.warning("could not remove chunk %s of an aborted write: %s", ref.chunk_id, e)
+        self._store.release(self._done)
         self._done = []
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -480,6 +489,7 @@ class _ChunkWriter:
         ref = ChunkRef(new_chunk_id(), scheme, store.block_bytes, 0)
         drive_ids = store.placement(ref)
         self = cls(store, ref, drive_ids, nursery)
+        store.inflight.add(ref.chunk_id)
 
         async def open_one(index: int) -> None:
             try:
@@ -632,3 +642,4 @@ class _ChunkWriter:
             for w in self._writers.values():
                 await w.abort()
             self._writers.clear()
+            self.store.inflight.discard(self.ref.chunk_id)

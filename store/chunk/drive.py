@@ -148,9 +148,7 @@ class Drive:
             skip = 0
         return out
 
-    async def read(
-        self, sid: str, offset: int = 0, length: int | None = None
-    ) -> bytes | bytearray:
+    async def read(self, sid: str, offset: int = 0, length: int | None = None) -> bytes | bytearray:
         """Bytes [offset, offset+length) of a shard; only the blocks touched are read and verified.
 
         Raises NotFound if the shard is absent and Corrupt if a touched block fails its checksum.

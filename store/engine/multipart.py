@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import trio
+
 from store.codec import checksums
 from store.engine import records as R
 from store.engine.common import Body, ExpectedChecksum, b64, garbage_ops, verify_stored
@@ -156,8 +158,11 @@ class Multipart:
             )
             await self._commit_part(upload, part)
         except BaseException:
-            await self.engine.discard(stored)
+            with trio.CancelScope(shield=True):
+                await self.engine.discard(stored)
             raise
+        finally:
+            self.engine.chunks.release(stored.chunks)
         return part
 
     async def _commit_part(self, upload: Upload, part: Part) -> None:

@@ -398,6 +398,8 @@ class ObjectEngine:
             with trio.CancelScope(shield=True):
                 await self.discard(stored)
             raise
+        finally:
+            self.chunks.release(stored.chunks)
         self.stats.puts += 1
         return committed
 

@@ -248,4 +248,3 @@ def compare_holds(cmp: Compare, kv: KeyValue | None) -> bool:
     if cmp.op == ">":
         return actual > cmp.operand  # type: ignore[operator]
     raise InvalidArgument(f"unknown compare operator {cmp.op!r}")
-
