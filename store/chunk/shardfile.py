@@ -115,6 +115,18 @@ def verify_blocks(
     return blocks
 
 
+def verify_payloads(
+    geometry: ShardGeometry, first: int, data: memoryview, crcs: bytes | bytearray
+) -> None:
+    """Check block payloads read back to back (from block ``first`` on) against their CRCs."""
+    pos = 0
+    for i, (stored,) in enumerate(struct.iter_unpack("<I", crcs)):
+        size = min(geometry.block_bytes, geometry.length - (first + i) * geometry.block_bytes)
+        if crc32c(data[pos : pos + size]) != stored:
+            raise Corrupt(f"shard block {first + i} checksum mismatch")
+        pos += size
+
+
 def crc_trailer(payload: bytes | bytearray | memoryview, crc: int | None = None) -> bytes:
     """The 4 bytes that follow a block: its CRC32C (computed here unless the caller has it)."""
     return struct.pack("<I", crc32c(payload) if crc is None else crc)

@@ -10,6 +10,7 @@ Usage: python -m store.testing.crash_worker DATA_DIR JOURNAL SEED
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -38,10 +39,8 @@ async def work(data: Path, journal: Path, seed: int) -> None:
         os.fsync(fd)
 
     async with open_local_engine(data, min_part_bytes=1) as engine:
-        try:
+        with contextlib.suppress(AlreadyExists):
             await engine.create_bucket(BUCKET, "crash")
-        except AlreadyExists:
-            pass
         log("ready")
         while True:
             key = rng.choice(KEYS)

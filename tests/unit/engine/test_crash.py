@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from store.engine import maintenance
 from store.engine.node import open_local_engine
@@ -44,7 +44,7 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
     data, journal = tmp_path / "data", tmp_path / "journal"
     rng = random.Random(1234)
     for round_ in range(ROUNDS):
-        worker = subprocess.Popen(
+        worker = await trio.lowlevel.open_process(
             [
                 sys.executable,
                 "-m",
@@ -57,10 +57,10 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while "ready" not in (journal.read_text() if journal.exists() else ""):
             assert time.monotonic() < deadline and worker.poll() is None
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.05, 1.5))
+            await trio.sleep(0.05)
+        await trio.sleep(rng.uniform(0.05, 1.5))
         worker.send_signal(signal.SIGKILL)
-        worker.wait()
+        await worker.wait()
         allowed = replay(journal)
         journal.write_text(journal.read_text().replace("ready\n", ""))
         async with open_local_engine(data) as engine:
