@@ -56,7 +56,7 @@ from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
 log = logging.getLogger(__name__)
 
 INLINE_BYTES = 64 << 10
-HASH_BATCH_BYTES = 1 << 20  # hash in worker threads in batches this big (one hop per batch)
+HASH_BATCH_BYTES = 4 << 20  # hash in worker threads in batches this big (one hop per batch)
 FRAME_BYTES = 1 << 20  # raw bytes per zstd frame of a compressed object
 MAX_PUT_BYTES = 5 << 30  # S3's single-request limit
 MAX_OBJECT_BYTES = 5 << 40
