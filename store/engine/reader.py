@@ -9,8 +9,10 @@ stripe raises before the caller has sent anything.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -23,6 +25,8 @@ from store.errors import InvalidArgument, OutOfRange, StoreError
 
 if TYPE_CHECKING:
     from store.engine.objects import ObjectEngine
+
+Job = Callable[[], Awaitable[list[Any]]]
 
 
 class ObjectReader:
@@ -57,22 +61,20 @@ class ObjectReader:
         self.offset, self.length = self._resolve(version)
         self._engine.stats.gets += 1
         self._engine.stats.bytes_out += self.length
-        send, self._receive = trio.open_memory_channel[Any](1)
-        self._cm = trio.open_nursery()
-        nursery = self._nursery = await self._cm.__aenter__()
-        nursery.start_soon(self._produce, send)
-        try:
-            self._first = await self._receive.receive()
-            if isinstance(self._first, BaseException):
-                raise self._first
-        except BaseException:
-            nursery.cancel_scope.cancel()
-            await self._cm.__aexit__(None, None, None)
-            raise
+        jobs = self._plan()
+        # The first window is read here, before the caller sends anything; only objects with
+        # more windows pay for a read-ahead task.
+        self._first = await jobs[0]() if jobs else []
+        if len(jobs) > 1:
+            send, self._receive = trio.open_memory_channel[Any](1)
+            self._cm = trio.open_nursery()
+            self._nursery = await self._cm.__aenter__()
+            self._nursery.start_soon(self._produce, send, jobs[1:])
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        assert self._nursery is not None and self._receive is not None
+        if self._nursery is None or self._receive is None:
+            return
         self._nursery.cancel_scope.cancel()  # stop reading ahead: the caller is done
         self._receive.close()
         await self._cm.__aexit__(None, None, None)
@@ -90,68 +92,76 @@ class ObjectReader:
             return 0, version.size
         return R.resolve_range(*self._range, version.size)
 
-    async def _produce(self, send: trio.MemorySendChannel[Any]) -> None:
+    async def _produce(self, send: trio.MemorySendChannel[Any], jobs: list[Job]) -> None:
         async with send:
             try:
-                async for pieces in self._windows():
-                    await send.send(pieces)
+                for job in jobs:
+                    await send.send(await job())
                 await send.send(None)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             except StoreError as e:
-                try:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await send.send(e)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
 
-    async def _windows(self) -> AsyncIterator[list[Any]]:
+    def _plan(self) -> list[Job]:
+        """One job per window of the range, in order; each returns a list of buffers."""
         v = self.version
         if self.length == 0:
-            return
+            return []
         if v.compression:
-            async for pieces in self._frames():
-                yield pieces
-            return
+            return self._frame_jobs()
         if v.inline is not None:
-            yield [memoryview(v.inline)[self.offset : self.offset + self.length]]
-            return
-        store = self._engine.chunks
-        for ref, off, n in chunk_spans(v.chunks, self.offset, self.length):
-            for w_off, w_len in store.windows(ref, off, n):
-                yield await store.read(ref, w_off, w_len)
+            piece = memoryview(v.inline)[self.offset : self.offset + self.length]
 
-    async def _frames(self) -> AsyncIterator[list[Any]]:
-        """Decompress only the frames covering the range; frames are read in groups of about
-        8 MiB of raw data."""
+            async def inline() -> list[Any]:
+                return [piece]
+
+            return [inline]
+        store = self._engine.chunks
+        return [
+            functools.partial(store.read, ref, w_off, w_len)
+            for ref, off, n in chunk_spans(v.chunks, self.offset, self.length)
+            for w_off, w_len in store.windows(ref, off, n)
+        ]
+
+    def _frame_jobs(self) -> list[Job]:
+        """Decompress only the frames covering the range, in groups of about 8 MiB raw."""
         v = self.version
-        starts = [0, *itertools.accumulate(v.frames)]
         first = self.offset // v.frame_bytes
         last = (self.offset + self.length - 1) // v.frame_bytes
-        ctx = zstandard.ZstdDecompressor()
         group = max(1, (8 << 20) // v.frame_bytes)
-        for g in range(first, last + 1, group):
-            g_end = min(last, g + group - 1)
-            raw = await self._engine.read_stored(v, starts[g], starts[g_end + 1] - starts[g])
-            blob = b"".join(bytes(p) for p in raw)
-            out = []
-            for f in range(g, g_end + 1):
-                frame = blob[starts[f] - starts[g] : starts[f + 1] - starts[g]]
-                data = await trio.to_thread.run_sync(ctx.decompress, frame)
-                lo = max(self.offset, f * v.frame_bytes) - f * v.frame_bytes
-                hi = min(self.offset + self.length, (f + 1) * v.frame_bytes) - f * v.frame_bytes
-                out.append(memoryview(data)[lo:hi])
-            yield out
+        return [
+            functools.partial(self._frames, g, min(last, g + group - 1))
+            for g in range(first, last + 1, group)
+        ]
+
+    async def _frames(self, g: int, g_end: int) -> list[Any]:
+        v = self.version
+        starts = [0, *itertools.accumulate(v.frames)]
+        raw = await self._engine.read_stored(v, starts[g], starts[g_end + 1] - starts[g])
+        blob = b"".join(bytes(p) for p in raw)
+        ctx = zstandard.ZstdDecompressor()
+        out = []
+        for f in range(g, g_end + 1):
+            frame = blob[starts[f] - starts[g] : starts[f + 1] - starts[g]]
+            data = await trio.to_thread.run_sync(ctx.decompress, frame)
+            lo = max(self.offset, f * v.frame_bytes) - f * v.frame_bytes
+            hi = min(self.offset + self.length, (f + 1) * v.frame_bytes) - f * v.frame_bytes
+            out.append(memoryview(data)[lo:hi])
+        return out
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Any]:
-        assert self._receive is not None
-        item = self._first
-        self._first = None
-        while item is not None:
+        item, self._first = self._first, None
+        for piece in item:
+            yield piece
+        if self._receive is None:
+            return
+        while (item := await self._receive.receive()) is not None:
             if isinstance(item, BaseException):
                 raise item
             for piece in item:
                 yield piece
-            item = await self._receive.receive()
