@@ -6,6 +6,9 @@ here has a mapping. Anything that is not a StoreError is a bug and is reported a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class StoreError(Exception):
     """Base of every expected failure."""
@@ -138,3 +141,15 @@ class BucketAlreadyExists(AlreadyExists):
     def __init__(self, message: str, *, owner: str = "") -> None:
         super().__init__(message)
         self.owner = owner
+
+
+@contextlib.contextmanager
+def collapse_single_group() -> Iterator[None]:
+    """Re-raise a lone exception out of a nursery's ExceptionGroup as itself, so callers (and
+    the protocol error maps) see ``NoSpace`` rather than a group holding it."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

@@ -156,7 +156,9 @@ class Drive:
         skip = offset - first * geometry.block_bytes
         return view[skip : skip + length]
 
-    async def read(self, sid: str, offset: int = 0, length: int | None = None) -> bytes | memoryview:
+    async def read(
+        self, sid: str, offset: int = 0, length: int | None = None
+    ) -> bytes | memoryview:
         """Bytes [offset, offset+length) of a shard; only the blocks touched are read and verified.
 
         Raises NotFound if the shard is absent and Corrupt if a touched block fails its checksum.

@@ -50,6 +50,7 @@ from store.errors import (
     NoSuchVersion,
     PreconditionFailed,
     StoreError,
+    collapse_single_group,
 )
 from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
 
@@ -123,6 +124,26 @@ class _Compressor:
             self.frames.append(len(frame))
             out.append(frame)
         return out
+
+
+async def _hash_batches(hasher: _Hasher, batches: trio.MemoryReceiveChannel[list[Any]]) -> None:
+    async with batches:
+        async for batch in batches:
+            await trio.to_thread.run_sync(hasher.update, batch)
+
+
+async def _write_batch(
+    stream: Any,
+    compressor: _Compressor | None,
+    batch: list[bytes | bytearray | memoryview],
+    final: bool,
+) -> None:
+    if compressor is None:
+        for piece in batch:
+            await stream.write(piece)
+        return
+    for frame in await trio.to_thread.run_sync(compressor.feed, batch, final):
+        await stream.write(frame)
 
 
 class ObjectEngine:
@@ -266,22 +287,29 @@ class ObjectEngine:
             return Stored(len(data), hasher.md5.digest(), digest, inline=data)
         compressor = _Compressor() if compression == "zstd" else None
         total = 0
-        async with self.chunks.open_stream() as stream:
-            batch, batch_bytes = head, head_bytes
-            done = False
-            while not done:
-                async for piece in source:
-                    batch.append(piece)
-                    batch_bytes += len(piece)
-                    if batch_bytes >= HASH_BATCH_BYTES:
-                        break
-                else:
-                    done = True
-                total += batch_bytes
-                self._check_size(total, size, limit, final=done)
-                await self._write_batch(stream, hasher, compressor, batch, done)
-                batch, batch_bytes = [], 0
-            refs = await stream.commit()
+        # Hashing runs as its own task, a batch or two ahead of the chunk store at most, so the
+        # hashing thread (the bottleneck of a single stream) never waits for a stripe write.
+        to_hasher, from_reader = trio.open_memory_channel[list[Any]](2)
+        with collapse_single_group():
+            async with self.chunks.open_stream() as stream, trio.open_nursery() as nursery:
+                nursery.start_soon(_hash_batches, hasher, from_reader)
+                async with to_hasher:
+                    batch, batch_bytes = head, head_bytes
+                    done = False
+                    while not done:
+                        async for piece in source:
+                            batch.append(piece)
+                            batch_bytes += len(piece)
+                            if batch_bytes >= HASH_BATCH_BYTES:
+                                break
+                        else:
+                            done = True
+                        total += batch_bytes
+                        self._check_size(total, size, limit, final=done)
+                        await to_hasher.send(batch)
+                        await _write_batch(stream, compressor, batch, done)
+                        batch, batch_bytes = [], 0
+                refs = await stream.commit()
         self.stats.bytes_in += total
         digest = hasher.checksum.digest() if hasher.checksum else None
         if compressor is None:
@@ -303,28 +331,6 @@ class ObjectEngine:
             raise EntityTooLarge(f"body is over the {limit}-byte limit")
         if size is not None and (total > size or (final and total < size)):
             raise IncompleteBody(f"body has {total} bytes, the request declared {size}")
-
-    async def _write_batch(
-        self,
-        stream: Any,
-        hasher: _Hasher,
-        compressor: _Compressor | None,
-        batch: list[bytes | bytearray | memoryview],
-        final: bool,
-    ) -> None:
-        """Hash a batch in a worker thread while the chunk store takes it."""
-
-        async def write() -> None:
-            if compressor is None:
-                for piece in batch:
-                    await stream.write(piece)
-                return
-            for frame in await trio.to_thread.run_sync(compressor.feed, batch, final):
-                await stream.write(frame)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.to_thread.run_sync, hasher.update, batch)
-            await write()
 
     async def discard(self, stored: Stored) -> None:
         for ref in stored.chunks:
