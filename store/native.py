@@ -343,6 +343,24 @@ def crc32c(buf: Buffer, value: int = 0) -> int:
     return int(lib.store_crc32c(value, view, len(view)))
 
 
+def crc32c_verify_blocks(buf: Buffer, block_bytes: int, crcs: Buffer) -> int:
+    """Index of the first ``block_bytes`` block of ``buf`` whose CRC32C differs from its entry in
+    ``crcs`` (little-endian uint32 per block), or -1 if every block matches. One native call.
+
+    >>> import struct
+    >>> crcs = struct.pack("<2I", crc32c(b"abcd"), crc32c(b"ef"))
+    >>> crc32c_verify_blocks(b"abcdef", 4, crcs), crc32c_verify_blocks(b"abcdeX", 4, crcs)
+    (-1, 1)
+    """
+    if not isinstance(block_bytes, int) or block_bytes < 1:
+        raise ValueError("block_bytes must be a positive integer")
+    view = _view(buf, "crc32c input")
+    table = _view(crcs, "crcs")
+    if len(table) < 4 * -(-len(view) // block_bytes):
+        raise ValueError("crcs holds fewer entries than there are blocks")
+    return int(lib.store_crc32c_verify_blocks(view, len(view), block_bytes, table))
+
+
 def crc32c_with(kernel: str, buf: Buffer, value: int = 0) -> int:
     """crc32c() computed by a named kernel (for tests and benchmarks)."""
     if kernel not in CRC_KERNELS:

@@ -83,5 +83,10 @@ int store_crc_default(void);
 uint32_t store_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 /* The same with a named kernel; STORE_ENOTSUP status via *status when the CPU lacks it. */
 uint32_t store_crc32c_with(int kernel, uint32_t crc, const uint8_t *buf, size_t len, int *status);
+/* Verify consecutive blocks of `block_len` bytes (the last may be short) laid back to back in
+ * `buf` against `crcs` (one little-endian uint32 per block, as stored in shard files): the index
+ * of the first block that does not match, or -1 when all do. One call per read, not per block. */
+long store_crc32c_verify_blocks(const uint8_t *buf, size_t len, size_t block_len,
+                                const uint8_t *crcs);
 
 #endif

@@ -121,3 +121,18 @@ uint32_t store_crc32c_with(int kernel, uint32_t crc, const uint8_t *buf, size_t 
     if (status) *status = STORE_OK;
     return ~crc_kernels[kernel](~crc, buf, len);
 }
+
+long store_crc32c_verify_blocks(const uint8_t *buf, size_t len, size_t block_len,
+                                const uint8_t *crcs) {
+    if (block_len == 0) return len ? 0 : -1;
+    crc_kernel fn = crc_kernels[store_crc_default()];
+    long index = 0;
+    for (size_t pos = 0; pos < len; pos += block_len, index++) {
+        size_t n = len - pos < block_len ? len - pos : block_len;
+        const uint8_t *c = crcs + 4 * (size_t)index;
+        uint32_t stored = (uint32_t)c[0] | (uint32_t)c[1] << 8 | (uint32_t)c[2] << 16 |
+                          (uint32_t)c[3] << 24;
+        if (~fn(~0u, buf + pos, n) != stored) return index;
+    }
+    return -1;
+}

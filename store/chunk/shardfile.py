@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 
 from store.errors import Corrupt, InvalidArgument
-from store.native import crc32c
+from store.native import crc32c, crc32c_verify_blocks
 
 MAGIC = b"STSHARD1"
 HEADER_BYTES = 64
@@ -119,12 +119,9 @@ def verify_payloads(
     geometry: ShardGeometry, first: int, data: memoryview, crcs: bytes | bytearray
 ) -> None:
     """Check block payloads read back to back (from block ``first`` on) against their CRCs."""
-    pos = 0
-    for i, (stored,) in enumerate(struct.iter_unpack("<I", crcs)):
-        size = min(geometry.block_bytes, geometry.length - (first + i) * geometry.block_bytes)
-        if crc32c(data[pos : pos + size]) != stored:
-            raise Corrupt(f"shard block {first + i} checksum mismatch")
-        pos += size
+    bad = crc32c_verify_blocks(data, geometry.block_bytes, crcs)
+    if bad >= 0:
+        raise Corrupt(f"shard block {first + bad} checksum mismatch")
 
 
 def crc_trailer(payload: bytes | bytearray | memoryview, crc: int | None = None) -> bytes:

@@ -75,3 +75,22 @@ def test_bad_arguments() -> None:
     for kernel in set(native.CRC_KERNELS) - set(CRC_KERNELS):
         with pytest.raises(ValueError, match="not supported"):
             crc32c_with(kernel, b"x")
+
+
+@given(
+    data=st.binary(max_size=5000),
+    block=st.integers(1, 700),
+    flip=st.one_of(st.none(), st.integers(0, 4999)),
+)
+def test_verify_blocks_finds_the_first_bad_block(data: bytes, block: int, flip: int | None) -> None:
+    import struct
+
+    blocks = [data[i : i + block] for i in range(0, len(data), block)]
+    crcs = b"".join(struct.pack("<I", crc32c(b)) for b in blocks)
+    assert native.crc32c_verify_blocks(data, block, crcs) == -1
+    if flip is not None and flip < len(data):
+        bad = bytearray(data)
+        bad[flip] ^= 0x10
+        assert native.crc32c_verify_blocks(bad, block, crcs) == flip // block
+    with pytest.raises(ValueError):
+        native.crc32c_verify_blocks(data + b"x" * block, block, crcs)
