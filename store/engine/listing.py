@@ -87,7 +87,8 @@ def _after_key(base: bytes, marker: str, prefix: str, delimiter: str) -> bytes:
     return base + marker.encode() + b"\0"
 
 
-def _check(max_items: int, delimiter: str) -> None:
+def _check(max_items: int, delimiter: str, bucket: str) -> None:
+    R.check_bucket_lookup(bucket)
     if max_items < 0:
         raise InvalidArgument("max-keys must not be negative")
     if "\0" in delimiter:
@@ -115,7 +116,7 @@ async def list_objects(
     max_keys: int = MAX_LIST,
 ) -> ObjectListing:
     """ListObjects (v1 marker, v2 start-after / continuation): keys strictly after ``after``."""
-    _check(max_keys, delimiter)
+    _check(max_keys, delimiter, bucket)
     base = R.current_prefix(bucket)
     result = await scan(
         kv,
@@ -153,7 +154,7 @@ async def list_versions(
     max_keys: int = MAX_LIST,
 ) -> VersionListing:
     """ListObjectVersions: newest first within a key, keys in byte order."""
-    _check(max_keys, delimiter)
+    _check(max_keys, delimiter, bucket)
     base = R.versions_prefix(bucket)
     if version_marker and key_marker:
         if version_marker == "null":
@@ -223,7 +224,7 @@ async def list_uploads(
     upload_marker: str = "",
     max_uploads: int = MAX_LIST,
 ) -> UploadListing:
-    _check(max_uploads, delimiter)
+    _check(max_uploads, delimiter, bucket)
     base = R.uploads_prefix(bucket)
     if key_marker and upload_marker:
         R.check_upload_id(upload_marker)

@@ -25,6 +25,7 @@ import zstandard
 
 from store.chunk.chunkstore import ChunkStore
 from store.codec import checksums
+from store.engine import listing
 from store.engine import records as R
 from store.engine.common import (
     Body,
@@ -184,7 +185,7 @@ class ObjectEngine:
         return bucket
 
     async def _bucket_kv(self, name: str) -> tuple[Bucket, KeyValue]:
-        R.check_bucket_name(name) if len(name) > 2 else None
+        R.check_bucket_lookup(name)
         kv = await self.kv.get(R.bucket_key(name))
         if kv is None:
             raise NoSuchBucket(f"no bucket {name!r}")
@@ -538,9 +539,10 @@ class ObjectEngine:
         """The version record (GET without the data). NoSuchKey (with ``delete_marker`` set when
         the newest version is one) or NoSuchVersion; MethodNotAllowed for a delete marker asked
         for by id."""
+        R.check_bucket_lookup(bucket)
         R.check_object_key(key)
-        await self.get_bucket(bucket)
         if version_id is not None:
+            await self.get_bucket(bucket)
             R.check_version_id(version_id)
             found = await self._lookup_version(bucket, key, version_id)
             if found is None:
@@ -555,8 +557,9 @@ class ObjectEngine:
         if current is not None:
             vid = R.IndexEntry.decode(key, current.value).version_id
             kv = await self.kv.get(R.version_key(bucket, key, vid))
-            if kv is not None:
+            if kv is not None:  # an object exists, so its bucket does: no bucket read needed
                 return Version.decode(bucket, key, kv.value)
+        await self.get_bucket(bucket)
         newest = await self._newest_other(bucket, key, b"")
         if newest is not None and newest[1].delete_marker:
             raise NoSuchKey(
@@ -593,6 +596,20 @@ class ObjectEngine:
             for w_off, w_len in self.chunks.windows(ref, off, n):
                 out += await self.chunks.read(ref, w_off, w_len)
         return out
+
+    # -- listings (the bucket must exist; see listing.py) ---------------------------------------
+
+    async def list_objects(self, bucket: str, **kw: Any) -> listing.ObjectListing:
+        await self.get_bucket(bucket)
+        return await listing.list_objects(self.kv, bucket, **kw)
+
+    async def list_versions(self, bucket: str, **kw: Any) -> listing.VersionListing:
+        await self.get_bucket(bucket)
+        return await listing.list_versions(self.kv, bucket, **kw)
+
+    async def list_uploads(self, bucket: str, **kw: Any) -> listing.UploadListing:
+        await self.get_bucket(bucket)
+        return await listing.list_uploads(self.kv, bucket, **kw)
 
     # -- copy and tags ----------------------------------------------------------------------------
 

@@ -66,6 +66,16 @@ def check_bucket_name(name: str) -> None:
         raise InvalidBucketName(f"invalid bucket name {name!r}")
 
 
+_LOOKUP = re.compile(r"[A-Za-z0-9._-]{1,255}")
+
+
+def check_bucket_lookup(name: str) -> None:
+    """Names looked up may predate today's rules, but never contain a separator of the key
+    space: a bucket name can never reach into another bucket's keys."""
+    if not isinstance(name, str) or not _LOOKUP.fullmatch(name):
+        raise InvalidBucketName(f"invalid bucket name {name!r}")
+
+
 def check_object_key(key: str) -> bytes:
     """The UTF-8 bytes of a valid object key: 1..1024 bytes, no NUL, valid Unicode."""
     if not isinstance(key, str) or not key:
