@@ -15,6 +15,8 @@ threads bounded by the drive's limiter, so a slow drive cannot take every thread
 
 from __future__ import annotations
 
+import array
+import mmap
 import os
 import re
 import secrets
@@ -29,12 +31,17 @@ from typing import Any, BinaryIO, TypeVar
 import trio
 
 from store.chunk import shardfile
-from store.chunk.shardfile import HEADER_BYTES, ShardGeometry
+from store.chunk.shardfile import CRC_BYTES, HEADER_BYTES, ShardGeometry
 from store.errors import InvalidArgument, NotFound
+from store.native import crc32c
 
+VERIFY_BYTES = 4 << 20  # scrub reads this much per call
+# Reads this large map the file instead of copying it: the CRC pass and the consumer then read
+# the page cache directly. (Shard files are never truncated in place, only replaced by rename,
+# and the size is checked against the header first, so a mapping cannot fault.)
+MAP_MIN_BYTES = 256 << 10
 _SHARD_ID = re.compile(r"[0-9a-f]{32}\.[0-9]{1,2}")
 DEFAULT_THREADS = 8
-IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 T = TypeVar("T")
 
 
@@ -132,29 +139,17 @@ class Drive:
             if length == 0 and 0 <= offset <= geometry.length:
                 return b""
             first, last = geometry.blocks_for(offset, length)
-            start, count = geometry.block_span(first, last)
-            # Scatter the read: block payloads land back to back in ``data`` and their CRCs in
-            # ``crcs``, so the bytes are copied once (by the kernel) and never again.
-            nblocks = last - first + 1
-            data = bytearray(count - nblocks * shardfile.CRC_BYTES)
-            crcs = bytearray(nblocks * shardfile.CRC_BYTES)
-            view, crc_view = memoryview(data), memoryview(crcs)
-            iov: list[memoryview] = []
-            pos = 0
-            for i in range(nblocks):
-                size = min(
-                    geometry.block_bytes, geometry.length - (first + i) * geometry.block_bytes
-                )
-                iov += [view[pos : pos + size], crc_view[4 * i : 4 * i + 4]]
-                pos += size
-            got = 0
-            for group in range(0, len(iov), IOV_MAX):
-                got += os.preadv(f.fileno(), iov[group : group + IOV_MAX], start + got)
-            if got != count:
+            if os.fstat(f.fileno()).st_size < geometry.file_bytes:
                 raise shardfile.Corrupt(f"shard {sid} is truncated (shorter than its header says)")
-        shardfile.verify_payloads(geometry, first, view, crcs)
+            crc_at, crc_count = geometry.crc_span(first, last)
+            crcs = os.pread(f.fileno(), crc_count, crc_at)
+            start, count = geometry.block_span(first, last)
+            data = _map_or_read(f.fileno(), start, count)
+        bad = shardfile.first_bad_block(geometry, first, data, crcs)
+        if bad >= 0:
+            raise shardfile.Corrupt(f"shard {sid} block {bad} checksum mismatch")
         skip = offset - first * geometry.block_bytes
-        return view[skip : skip + length]
+        return data[skip : skip + length]
 
     async def read(
         self, sid: str, offset: int = 0, length: int | None = None
@@ -166,14 +161,25 @@ class Drive:
         return await self._run(self._read_sync, sid, offset, length)
 
     def _verify_sync(self, sid: str) -> list[int]:
-        bad = []
-        with self._open(sid) as (f, geometry):
-            for b in range(geometry.nblocks):
-                start, count = geometry.block_span(b, b)
-                try:
-                    shardfile.verify_blocks(geometry, b, os.pread(f.fileno(), count, start))
-                except shardfile.Corrupt:
-                    bad.append(b)
+        bad: list[int] = []
+        with self._open(sid) as (f, g):
+            if g.length == 0:
+                return bad
+            crcs = os.pread(f.fileno(), *reversed(g.crc_span(0, g.nblocks - 1)))
+            step = max(1, VERIFY_BYTES // g.block_bytes)
+            for first in range(0, g.nblocks, step):
+                last = min(g.nblocks, first + step) - 1
+                start, count = g.block_span(first, last)
+                data = os.pread(f.fileno(), count, start)
+                table = crcs[first * CRC_BYTES : (last + 1) * CRC_BYTES]
+                if len(data) == count and shardfile.first_bad_block(g, first, data, table) < 0:
+                    continue
+                for block in range(first, last + 1):  # find every bad block of this piece
+                    lo, n = g.block_span(block, block)
+                    piece = data[lo - start : lo - start + n]
+                    entry = crcs[block * CRC_BYTES : (block + 1) * CRC_BYTES]
+                    if len(piece) < n or shardfile.first_bad_block(g, block, piece, entry) >= 0:
+                        bad.append(block)
         return bad
 
     async def verify(self, sid: str) -> list[int]:
@@ -231,7 +237,8 @@ class Drive:
 
 
 class ShardWriter:
-    """Appends a shard's bytes, framing blocks with CRCs; commit makes it durable and visible."""
+    """Appends a shard's bytes, keeping a CRC per block; commit writes the CRC table and the
+    header, and makes the file durable and visible."""
 
     def __init__(self, drive: Drive, fd: int, tmp: Path, final: Path, block_bytes: int) -> None:
         self._drive = drive
@@ -241,18 +248,21 @@ class ShardWriter:
         self._block = block_bytes
         self._pending = bytearray()
         self._length = 0
-        self._offset = HEADER_BYTES
+        self._written = 0  # bytes of whole blocks already in the file
+        self._crcs = array.array("I")
 
-    def _append_sync(self, chunks: list[bytes | memoryview]) -> None:
+    def _pwrite_sync(self, data: memoryview) -> None:
         assert self._fd is not None
-        for first in range(0, len(chunks), IOV_MAX):
-            group = chunks[first : first + IOV_MAX]
-            total = sum(len(c) for c in group)
-            # A regular file takes the whole vector or fails (ENOSPC, EIO); check anyway.
-            written = os.pwritev(self._fd, group, self._offset)
-            if written != total:
-                raise OSError(f"short write: {written} of {total} bytes")
-            self._offset += total
+        done = 0
+        while done < len(data):  # a regular file takes it all or fails; loop anyway
+            done += os.pwrite(self._fd, data[done:], HEADER_BYTES + self._written + done)
+        self._written += len(data)
+
+    def _append_sync(self, view: memoryview, crcs: Sequence[int] | None) -> None:
+        if crcs is None:
+            crcs = [crc32c(view[p : p + self._block]) for p in range(0, len(view), self._block)]
+        self._pwrite_sync(view)
+        self._crcs.extend(crcs)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes; whole blocks go to the file, a partial block waits for more."""
@@ -263,7 +273,7 @@ class ShardWriter:
         if not whole:
             return
         view = memoryview(self._pending)
-        await self._drive._run(self._append_blocks_sync, view[:whole], None)
+        await self._drive._run(self._append_sync, view[:whole], None)
         view.release()
         del self._pending[:whole]
 
@@ -279,14 +289,7 @@ class ShardWriter:
         if len(crcs) != -(-len(data) // self._block):
             raise InvalidArgument(f"{len(crcs)} CRCs for {len(data)} bytes of data")
         self._length += len(data)
-        await self._drive._run(self._append_blocks_sync, memoryview(data), crcs)
-
-    def _append_blocks_sync(self, view: memoryview, crcs: Sequence[int] | None) -> None:
-        chunks: list[bytes | memoryview] = []
-        for i, pos in enumerate(range(0, len(view), self._block)):
-            block = view[pos : pos + self._block]
-            chunks += [block, shardfile.crc_trailer(block, None if crcs is None else crcs[i])]
-        self._append_sync(chunks)
+        await self._drive._run(self._append_sync, memoryview(data).cast("B"), crcs)
 
     def _check_open(self) -> None:
         if self._fd is None:
@@ -295,9 +298,9 @@ class ShardWriter:
     def _commit_sync(self) -> None:
         assert self._fd is not None
         if self._pending:
-            self._append_sync([bytes(self._pending), shardfile.crc_trailer(self._pending)])
-        header = shardfile.encode_header(ShardGeometry(self._block, self._length))
-        os.pwrite(self._fd, header, 0)
+            self._append_sync(memoryview(self._pending), None)
+        os.pwrite(self._fd, shardfile.crc_table(self._crcs), HEADER_BYTES + self._length)
+        os.pwrite(self._fd, shardfile.encode_header(ShardGeometry(self._block, self._length)), 0)
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
@@ -321,3 +324,18 @@ class ShardWriter:
             self._tmp.unlink(missing_ok=True)
 
         await self._drive._run(drop)
+
+
+def _map_or_read(fd: int, start: int, count: int) -> memoryview:
+    """File bytes [start, start + count): mapped (no copy) when large, read when small."""
+    if count < MAP_MIN_BYTES:
+        return memoryview(os.pread(fd, count, start))
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    mapped = mmap.mmap(
+        fd,
+        start + count - base,
+        flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+        prot=mmap.PROT_READ,
+        offset=base,
+    )
+    return memoryview(mapped)[start - base :]

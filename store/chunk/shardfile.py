@@ -1,31 +1,34 @@
 """The shard file format (pure: layout math and header bytes, no I/O).
 
-A shard file holds one shard of one chunk: a fixed header, then the shard's bytes cut into blocks,
-each block followed by its CRC32C:
+A shard file holds one shard of one chunk: a fixed header, the shard's bytes, then a table with
+one CRC32C per block of the bytes:
 
-    offset 0     header (HEADER_BYTES)
-                   magic   b"STSHARD1"           8 bytes   (format version in the magic)
-                   block   block size, bytes      u32
-                   length  shard length, bytes    u64
-                   crc     CRC32C of the above    u32
-                   pad     zeros to HEADER_BYTES
-    then         block 0 | crc 0 | block 1 | crc 1 | ... | last block (may be short) | crc
+    offset 0                  header (HEADER_BYTES)
+                                magic   b"STSHARD2"         8 bytes   (format version in the magic)
+                                block   block size, bytes    u32
+                                length  shard length, bytes  u64
+                                crc     CRC32C of the above  u32
+                                pad     zeros to HEADER_BYTES
+    HEADER_BYTES              the shard's bytes, contiguous (``length`` bytes)
+    HEADER_BYTES + length     CRC table: u32 little-endian per block (``nblocks`` entries)
 
-Invariants: every block but the last is exactly ``block`` bytes; the CRC after a block covers that
-block only, so a range read verifies just the blocks it touches; the header's own CRC guards the
-geometry, so a torn or foreign file is never read as data. Files are written under a temporary name,
+Invariants: every block but the last is exactly ``block`` bytes; CRC entry i covers block i only,
+so a range read verifies just the blocks it touches; the header's own CRC guards the geometry, so
+a torn or foreign file is never read as data. The bytes are contiguous so that a read can map
+them (or send them) without a copy. Files are written under a temporary name,
 fsynced, renamed into place and the directory fsynced: a visible shard file is always complete.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from store.errors import Corrupt, InvalidArgument
 from store.native import crc32c, crc32c_verify_blocks
 
-MAGIC = b"STSHARD1"
+MAGIC = b"STSHARD2"
 HEADER_BYTES = 64
 CRC_BYTES = 4
 _HEADER = struct.Struct("<8sIQ")
@@ -46,15 +49,22 @@ class ShardGeometry:
         return HEADER_BYTES + self.length + self.nblocks * CRC_BYTES
 
     def block_span(self, first: int, last: int) -> tuple[int, int]:
-        """(file offset, byte count) covering blocks first..last inclusive, with their CRCs.
+        """(file offset, byte count) of the bytes of blocks first..last inclusive.
 
         >>> ShardGeometry(4096, 10000).block_span(1, 2)
-        (4164, 5912)
+        (4160, 5904)
         """
-        start = HEADER_BYTES + first * (self.block_bytes + CRC_BYTES)
-        end_data = min(self.length, (last + 1) * self.block_bytes)
-        end = HEADER_BYTES + end_data + (last + 1) * CRC_BYTES
-        return start, end - start
+        start = first * self.block_bytes
+        end = min(self.length, (last + 1) * self.block_bytes)
+        return HEADER_BYTES + start, end - start
+
+    def crc_span(self, first: int, last: int) -> tuple[int, int]:
+        """(file offset, byte count) of the CRC entries of blocks first..last inclusive.
+
+        >>> ShardGeometry(4096, 10000).crc_span(1, 2)
+        (10068, 8)
+        """
+        return HEADER_BYTES + self.length + first * CRC_BYTES, (last - first + 1) * CRC_BYTES
 
     def blocks_for(self, offset: int, length: int) -> tuple[int, int]:
         """The first and last block a byte range of the shard touches.
@@ -90,40 +100,16 @@ def decode_header(raw: bytes) -> ShardGeometry:
     return ShardGeometry(block_bytes, length)
 
 
-def verify_blocks(
-    geometry: ShardGeometry, first: int, raw: bytes | bytearray | memoryview
-) -> list[memoryview]:
-    """Split ``raw`` (as read from ``block_span(first, ...)``) into verified block payloads.
-
-    Raises Corrupt naming the first block whose CRC does not match.
-    """
-    view = memoryview(raw)
-    blocks = []
-    pos = 0
-    index = first
-    while pos < len(view):
-        size = min(geometry.block_bytes, geometry.length - index * geometry.block_bytes)
-        if size <= 0 or pos + size + CRC_BYTES > len(view):
-            raise Corrupt(f"shard block {index} is truncated")
-        payload = view[pos : pos + size]
-        (stored,) = struct.unpack_from("<I", view, pos + size)
-        if crc32c(payload) != stored:
-            raise Corrupt(f"shard block {index} checksum mismatch")
-        blocks.append(payload)
-        pos += size + CRC_BYTES
-        index += 1
-    return blocks
-
-
-def verify_payloads(
-    geometry: ShardGeometry, first: int, data: memoryview, crcs: bytes | bytearray
-) -> None:
-    """Check block payloads read back to back (from block ``first`` on) against their CRCs."""
+def first_bad_block(
+    geometry: ShardGeometry, first: int, data: bytes | bytearray | memoryview, crcs: bytes
+) -> int:
+    """Index of the first block of ``data`` (blocks ``first``.. back to back) whose CRC differs
+    from ``crcs``, or -1."""
+    if len(crcs) < CRC_BYTES * -(-len(data) // geometry.block_bytes):
+        return first
     bad = crc32c_verify_blocks(data, geometry.block_bytes, crcs)
-    if bad >= 0:
-        raise Corrupt(f"shard block {first + bad} checksum mismatch")
+    return bad if bad < 0 else first + bad
 
 
-def crc_trailer(payload: bytes | bytearray | memoryview, crc: int | None = None) -> bytes:
-    """The 4 bytes that follow a block: its CRC32C (computed here unless the caller has it)."""
-    return struct.pack("<I", crc32c(payload) if crc is None else crc)
+def crc_table(crcs: Sequence[int]) -> bytes:
+    return struct.pack(f"<{len(crcs)}I", *crcs)

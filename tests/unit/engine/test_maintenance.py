@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from store.chunk.chunkstore import CRC_BLOCK_BYTES
+from store.chunk import shardfile
 from store.chunk.shardfile import CRC_BYTES, HEADER_BYTES
 from store.engine import maintenance
 from store.engine.node import open_local_engine
@@ -41,10 +42,14 @@ async def test_bit_rot_is_served_around_found_by_scrub_and_healed(tmp_path: Path
                 continue
             per_chunk[chunk].add(path)
             raw = bytearray(originals[path])
+            # A byte of the data or of the CRC table: either way one block fails its check.
+            length = shardfile.decode_header(bytes(raw[:HEADER_BYTES])).length
             pos = rng.randrange(HEADER_BYTES, len(raw))
             raw[pos] ^= 1 << rng.randrange(8)
             path.write_bytes(raw)
-            flipped.add((path, (pos - HEADER_BYTES) // (CRC_BLOCK_BYTES + CRC_BYTES)))
+            offset = pos - HEADER_BYTES
+            block = offset // CRC_BLOCK_BYTES if offset < length else (offset - length) // CRC_BYTES
+            flipped.add((path, block))
         for key, blob in blobs.items():
             assert (await engine.get_object("rot", key))[1] == blob
         assert engine.chunks.stats.corrupt_reads > 0
