@@ -22,6 +22,7 @@ fewer than k good shards the read raises ``TooFewShards`` and returns nothing pa
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -34,7 +35,15 @@ from store import native
 from store.chunk.drive import ShardWriter, new_chunk_id, shard_id
 from store.chunk.shardfile import ShardGeometry
 from store.codec.stripe import ChunkLayout
-from store.errors import Corrupt, InvalidArgument, NotFound, StoreError, TooFewShards, Unavailable
+from store.errors import (
+    Corrupt,
+    InvalidArgument,
+    NoSpace,
+    NotFound,
+    StoreError,
+    TooFewShards,
+    Unavailable,
+)
 from store.placement.hrw import ClusterMap, place
 from store.placement.layout import ErasureCoded, Replicated, Scheme, parse_scheme, write_quorum
 
@@ -476,6 +485,7 @@ class _ChunkWriter:
         self._flushed = trio.Event()
         self._flushed.set()
         self._error: BaseException | None = None
+        self._out_of_space = False
 
     def _new_buffer(self, width: int) -> _Buffer:
         """One stripe's buffers: k data views then parity (EC), or a single copy."""
@@ -497,15 +507,15 @@ class _ChunkWriter:
                 sid = shard_id(ref.chunk_id, index)
                 self._writers[index] = await drive.create(sid, CRC_BLOCK_BYTES)
             except (StoreError, OSError) as e:
+                self._note_failure(index, e)
                 store.stats.shard_write_failures += 1
-                log.warning("drive %s cannot take a shard: %s", drive_ids[index], e)
 
         async with trio.open_nursery() as n:
             for index in range(scheme.width):
                 n.start_soon(open_one, index)
         if len(self._writers) < self._quorum:
             await self.abort()
-            raise Unavailable(f"{len(self._writers)} drives writable, need {self._quorum}")
+            raise self._short(f"{len(self._writers)} drives writable, need {self._quorum}")
         return self
 
     async def write(self, view: memoryview) -> int:
@@ -548,7 +558,7 @@ class _ChunkWriter:
                 try:
                     await w.append(source[:size], mine)
                 except (StoreError, OSError) as e:
-                    log.warning("shard write to %s failed: %s", self._drive_ids[index], e)
+                    self._note_failure(index, e)
                     failed.append(index)
 
             async with trio.open_nursery() as n:
@@ -576,10 +586,25 @@ class _ChunkWriter:
             self.store.stats.shard_write_failures += 1
             await self._writers.pop(index).abort()
         if len(self._writers) < self._quorum:
-            raise Unavailable(
+            raise self._short(
                 f"chunk {self.ref.chunk_id}: {len(self._writers)} shards written, "
                 f"need {self._quorum}"
             )
+
+    def _note_failure(self, index: int, error: BaseException) -> None:
+        log.warning(
+            "shard %d of %s on %s failed: %s",
+            index,
+            self.ref.chunk_id,
+            self._drive_ids[index],
+            error,
+        )
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._out_of_space = True
+
+    def _short(self, message: str) -> StoreError:
+        """The error for a write that missed its quorum: NoSpace when drives were full."""
+        return NoSpace(message) if self._out_of_space else Unavailable(message)
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -615,7 +640,7 @@ class _ChunkWriter:
             try:
                 await w.commit()
             except (StoreError, OSError) as e:
-                log.warning("shard commit on %s failed: %s", self._drive_ids[index], e)
+                self._note_failure(index, e)
                 failed.append(index)
 
         async with trio.open_nursery() as n:
@@ -629,7 +654,7 @@ class _ChunkWriter:
             durable = len(self._writers)
             self._writers.clear()
             await self.store.delete(ref)
-            raise Unavailable(
+            raise self._short(
                 f"chunk {ref.chunk_id}: {durable} shards durable, need {self._quorum}"
             )
         self.store.stats.chunks_written += 1

@@ -159,3 +159,25 @@ async def test_concurrent_writers(tmp_path: Path) -> None:
             n.start_soon(put, i)
     for i, blob in enumerate(blobs):
         assert await read_all(store, refs[i], 0, len(blob)) == blob
+
+
+async def test_full_drives_give_no_space_and_leave_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from store.chunk.drive import ShardWriter
+    from store.errors import NoSpace
+
+    store = make_store(tmp_path, ErasureCoded(4, 2))
+
+    def full(self: ShardWriter, data: memoryview) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ShardWriter, "_pwrite_sync", full)
+    with pytest.raises(NoSpace):
+        await store.write(os.urandom(3_000_000))
+    for drive in store.drives.values():
+        assert isinstance(drive, Drive)
+        assert [s async for s in drive.list_shards()] == []
+        assert list((drive.root / "tmp").iterdir()) == []
