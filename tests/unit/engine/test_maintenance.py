@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from store.chunk.chunkstore import CRC_BLOCK_BYTES
 from store.chunk import shardfile
+from store.chunk.chunkstore import CRC_BLOCK_BYTES
 from store.chunk.shardfile import CRC_BYTES, HEADER_BYTES
 from store.engine import maintenance
 from store.engine.node import open_local_engine
