@@ -38,8 +38,10 @@ async def scan(
     start: bytes,
     max_items: int,
     key_of: Callable[[bytes], str],
+    keep: Callable[[KeyValue], bool] | None = None,
 ) -> Scan:
-    """Entries under ``base + prefix`` from KV key ``start`` on (inclusive)."""
+    """Entries under ``base + prefix`` from KV key ``start`` on (inclusive); entries ``keep``
+    rejects are passed over as if absent (they neither count nor roll up)."""
     lo = max(start, base + prefix.encode())
     hi = prefix_end(base + prefix.encode()) if prefix else prefix_end(base)
     entries: list[tuple[str, KeyValue]] = []
@@ -53,6 +55,9 @@ async def scan(
             return Scan(entries, prefixes, False, last)
         jumped = False
         for item in page.kvs:
+            if keep is not None and not keep(item):
+                lo = item.key + b"\0"
+                continue
             key = key_of(item.key)
             rolled = _rollup(key, prefix, delimiter)
             if len(entries) + len(prefixes) == max_items:
@@ -126,6 +131,7 @@ async def list_objects(
         start=_after_key(base, after, prefix, delimiter),
         max_items=min(max_keys, MAX_LIST),
         key_of=lambda raw: raw[len(base) :].decode(),
+        keep=lambda item: b'"dm":true' not in item.value,
     )
     objects = [IndexEntry.decode(key, item.value) for key, item in result.entries]
     return ObjectListing(objects, result.prefixes, result.truncated, result.last)
@@ -195,11 +201,15 @@ async def list_versions(
 
 async def _null_key(kv: KV, bucket: str, key: str) -> bytes | None:
     prefix = R.versions_of(bucket, key)
-    page = await kv.range(prefix, prefix_end(prefix), limit=MAX_LIST)
-    for item in page.kvs:
-        if b'"null":true' in item.value.partition(b"\0")[0]:
-            return item.key
-    return None
+    start, end = prefix, prefix_end(prefix)
+    while True:
+        page = await kv.range(start, end, limit=MAX_LIST)
+        for item in page.kvs:
+            if b'"null":true' in item.value.partition(b"\0")[0]:
+                return item.key
+        if not page.more:
+            return None
+        start = page.kvs[-1].key + b"\0"
 
 
 # -- multipart uploads ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from store.errors import (
 from store.meta.api import Compare, Delete, Op, Put, prefix_end
 
 if TYPE_CHECKING:
-    from store.engine.objects import ObjectEngine
+    from store.engine.objects import ObjectEngine, Prepared
 
 MAX_PART_BYTES = 5 << 30
 
@@ -76,7 +76,6 @@ class Multipart:
         checksum_type: str = "",
     ) -> Upload:
         R.check_object_key(key)
-        await self.engine.get_bucket(bucket)
         if checksum_algorithm:
             checksum_algorithm = checksums.canonical_algorithm(checksum_algorithm)
             checksum_type = checksum_type or checksums.default_checksum_type(checksum_algorithm)
@@ -100,8 +99,15 @@ class Multipart:
             checksum_type,
         )
         ukey = R.upload_key(bucket, key, upload.upload_id)
-        await self.kv.txn([Compare.exists(R.bucket_key(bucket))], [Put(ukey, upload.encode())], [])
-        return upload
+        for _ in range(20):
+            # Comparing the bucket record's revision fails if the bucket is being deleted.
+            _, bkv = await self.engine._bucket_kv(bucket)
+            result = await self.kv.txn(
+                [Compare.mod_is(bkv.key, bkv.mod_revision)], [Put(ukey, upload.encode())], []
+            )
+            if result.succeeded:
+                return upload
+        raise Conflict(f"bucket {bucket} is changing too fast; retry")
 
     async def get(self, bucket: str, key: str, upload_id: str) -> Upload:
         R.check_object_key(key)
@@ -170,8 +176,13 @@ class Multipart:
         pkey = R.part_key(upload.upload_id, part.number)
         for _ in range(20):
             old = await self.kv.get(pkey)
-            compares = [Compare.exists(ukey)]
-            ops: list[Op] = [Put(pkey, part.encode())]
+            ukv = await self.kv.get(ukey)
+            if ukv is None:
+                raise NoSuchUpload(f"upload {upload.upload_id} was completed or aborted")
+            # Rewriting the upload record bumps its revision: a completion or abort that read the
+            # parts before this one fails its compare and re-reads them.
+            compares = [Compare.mod_is(ukey, ukv.mod_revision)]
+            ops: list[Op] = [Put(pkey, part.encode()), Put(ukey, ukv.value)]
             ops += [Put(R.ref_key(c.chunk_id), R.ref_value(c, pkey)) for c in part.chunks]
             if old is None:
                 compares.append(Compare.absent(pkey))
@@ -225,21 +236,60 @@ class Multipart:
         if_match: str | None = None,
         if_none_match: str | None = None,
     ) -> Version:
-        upload = await self.get(bucket, key, upload_id)
         if not listed:
             raise InvalidArgument("a multipart upload needs at least one part")
         numbers = [p.number for p in listed]
         if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
             raise InvalidPartOrder("the list of parts was not in ascending order")
-        if checksum_type and upload.checksum_type and checksum_type != upload.checksum_type:
-            raise InvalidArgument(f"the upload's checksum type is {upload.checksum_type}")
-        uploaded = {p.number: (k, rev, p) for k, rev, p in await self._all_parts(upload_id)}
+        ukey = R.upload_key(bucket, key, upload_id)
+
+        async def prepare() -> Prepared:
+            """Re-read on every attempt: a part uploaded meanwhile bumps the upload record, so a
+            stale view of the parts can never commit (and drop that part's data unaccounted)."""
+            upload = await self.get(bucket, key, upload_id)
+            ukv = await self.kv.get(ukey)
+            if ukv is None:
+                raise NoSuchUpload(f"upload {upload_id} was completed or aborted")
+            if checksum_type and upload.checksum_type and checksum_type != upload.checksum_type:
+                raise InvalidArgument(f"the upload's checksum type is {upload.checksum_type}")
+            uploaded = {p.number: p for _, _, p in await self._all_parts(upload_id)}
+            chosen = self._choose(listed, uploaded)
+            md5 = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen))
+            ops: list[Op] = [
+                Delete(ukey),
+                Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
+            ]
+            for number, part in uploaded.items():
+                if number not in set(numbers):
+                    ops += garbage_ops(part.chunks)
+            version = Version(
+                bucket=bucket,
+                key=key,
+                version_id="",
+                size=sum(p.size for p in chosen),
+                etag=f"{md5.hexdigest()}-{len(chosen)}",
+                mtime=time.time(),
+                owner=upload.owner,
+                content_type=upload.content_type,
+                metadata=upload.metadata,
+                headers=upload.headers,
+                checksum=self._object_checksum(upload, chosen, expected_checksum),
+                parts=tuple(PartInfo(p.size, p.etag, p.checksum.partition(":")[2]) for p in chosen),
+                tags=upload.tags,
+                chunks=tuple(c for p in chosen for c in p.chunks),
+            )
+            return version, ops, [Compare.mod_is(ukey, ukv.mod_revision)]
+
+        return await self.engine.commit_version(
+            prepare=prepare, if_match=if_match, if_none_match=if_none_match
+        )
+
+    def _choose(self, listed: Sequence[CompletedPart], uploaded: dict[int, Part]) -> list[Part]:
         chosen: list[Part] = []
         for i, want in enumerate(listed):
-            have = uploaded.get(want.number)
-            if have is None or have[2].etag != want.etag.strip().strip('"').lower():
+            part = uploaded.get(want.number)
+            if part is None or part.etag != want.etag.strip().strip('"').lower():
                 raise InvalidPart(f"part {want.number} was not uploaded with that ETag")
-            part = have[2]
             if want.checksum and part.checksum.partition(":")[2] != want.checksum:
                 raise InvalidPart(f"part {want.number}: the checksum does not match")
             if i < len(listed) - 1 and part.size < self.engine.min_part_bytes:
@@ -248,50 +298,7 @@ class Multipart:
                     f"{self.engine.min_part_bytes} except for the last part"
                 )
             chosen.append(part)
-        md5 = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen), usedforsecurity=False)
-        checksum = self._object_checksum(upload, chosen, expected_checksum)
-        ukey = R.upload_key(bucket, key, upload_id)
-        ukv = await self.kv.get(ukey)
-        if ukv is None:
-            raise NoSuchUpload(f"upload {upload_id} was completed or aborted")
-        compares = [Compare.mod_is(ukey, ukv.mod_revision)]
-        compares += [Compare.mod_is(k, rev) for k, rev, _ in uploaded.values()]
-        used = set(numbers)
-        ops: list[Op] = [
-            Delete(ukey),
-            Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
-        ]
-        for number, (_, _, part) in uploaded.items():
-            if number not in used:
-                ops += garbage_ops(part.chunks)
-        version = Version(
-            bucket=bucket,
-            key=key,
-            version_id=R.new_version_id(),
-            size=sum(p.size for p in chosen),
-            etag=f"{md5.hexdigest()}-{len(chosen)}",
-            mtime=time.time(),
-            owner=upload.owner,
-            content_type=upload.content_type,
-            metadata=upload.metadata,
-            headers=upload.headers,
-            checksum=checksum,
-            parts=tuple(PartInfo(p.size, p.etag, p.checksum.partition(":")[2]) for p in chosen),
-            tags=upload.tags,
-            chunks=tuple(c for p in chosen for c in p.chunks),
-        )
-        try:
-            return await self.engine.commit_version(
-                version,
-                if_match=if_match,
-                if_none_match=if_none_match,
-                extra_ops=ops,
-                extra_compares=compares,
-            )
-        except Conflict:
-            if await self.kv.get(ukey) is None:
-                raise NoSuchUpload(f"upload {upload_id} was completed or aborted") from None
-            raise
+        return chosen
 
     @staticmethod
     def _object_checksum(
@@ -325,9 +332,11 @@ class Multipart:
 
     async def _drop(self, ukey: bytes, upload_id: str) -> None:
         for _ in range(20):
+            ukv = await self.kv.get(ukey)
+            if ukv is None:
+                raise NoSuchUpload(f"upload {upload_id} was completed or aborted")
             parts = await self._all_parts(upload_id)
-            compares = [Compare.exists(ukey)]
-            compares += [Compare.mod_is(k, rev) for k, rev, _ in parts]
+            compares = [Compare.mod_is(ukey, ukv.mod_revision)]
             ops: list[Op] = [
                 Delete(ukey),
                 Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),

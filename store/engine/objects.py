@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +147,9 @@ async def _write_batch(
         await stream.write(frame)
 
 
+Prepared = tuple[Version, Sequence[Op], Sequence[Compare]]
+
+
 class ObjectEngine:
     def __init__(
         self,
@@ -174,6 +177,8 @@ class ObjectEngine:
         self, name: str, owner: str, *, versioning: str = "", compression: str = ""
     ) -> Bucket:
         R.check_bucket_name(name)
+        if versioning not in ("", "Enabled", "Suspended"):
+            raise InvalidArgument("versioning must be Enabled or Suspended")
         if compression not in ("", "zstd"):
             raise InvalidArgument(f"unknown compression {compression!r}")
         bucket = Bucket(name, owner, time.time(), versioning, compression)
@@ -382,7 +387,7 @@ class ObjectEngine:
             version = Version(
                 bucket=bucket,
                 key=key,
-                version_id=R.new_version_id(),
+                version_id="",
                 size=stored.size,
                 etag=stored.md5.hex(),
                 mtime=time.time(),
@@ -412,33 +417,45 @@ class ObjectEngine:
 
     async def commit_version(
         self,
-        version: Version,
+        version: Version | None = None,
         *,
+        prepare: Callable[[], Awaitable[Prepared]] | None = None,
         if_match: str | None = None,
         if_none_match: str | None = None,
-        extra_ops: Sequence[Op] = (),
-        extra_compares: Sequence[Compare] = (),
     ) -> Version:
-        """Make ``version`` the newest version of its key (or a delete marker), in one
-        transaction with ``extra_ops`` (multipart completion removes its upload records here)."""
-        bucket_key = R.bucket_key(version.bucket)
-        okey = R.current_key(version.bucket, version.key)
+        """Make ``version`` the newest version of its key (a delete marker too).
+
+        ``prepare`` (instead of ``version``) is called on every attempt and returns the version
+        plus operations and compares to commit with it: multipart completion re-reads its parts
+        there, so a part uploaded meanwhile is never lost. The version id is drawn at commit
+        time and always sorts before the key's newest version, so commit order is version order.
+        """
         for _ in range(TXN_RETRIES):
+            extra_ops: Sequence[Op] = ()
+            extra_compares: Sequence[Compare] = ()
+            if prepare is not None:
+                version, extra_ops, extra_compares = await prepare()
+            assert version is not None
+            okey = R.current_key(version.bucket, version.key)
             bucket, bkv = await self._bucket_kv(version.bucket)
             current = await self.kv.get(okey)
-            _check_preconditions(current, if_match, if_none_match, version.key)
+            entry = R.IndexEntry.decode(version.key, current.value) if current else None
+            _check_preconditions(entry, if_match, if_none_match, version.key)
             null = bucket.versioning != "Enabled"
-            new = version.with_(null=null)
-            compares = [Compare.mod_is(bucket_key, bkv.mod_revision), *extra_compares]
-            compares.append(
-                Compare.mod_is(okey, current.mod_revision) if current else Compare.absent(okey)
-            )
-            vkey = R.version_key(new.bucket, new.key, new.version_id)
-            ops: list[Op] = [Put(vkey, new.encode()), *extra_ops]
+            vid = R.new_version_id(before=entry.version_id if entry else None)
+            new = version.with_(null=null, version_id=vid)
+            vkey = R.version_key(new.bucket, new.key, vid)
+            compares = [
+                Compare.mod_is(bkv.key, bkv.mod_revision),
+                Compare.mod_is(okey, current.mod_revision) if current else Compare.absent(okey),
+                Compare.absent(vkey),
+                *extra_compares,
+            ]
+            # O/ always names the newest version, delete markers included (listings skip those),
+            # so every change to a key's versions changes O/ and the compare above serialises them.
+            ops: list[Op] = [Put(vkey, new.encode()), Put(okey, new.index_entry()), *extra_ops]
             ops += [Put(R.ref_key(c.chunk_id), R.ref_value(c, vkey)) for c in new.chunks]
-            ops.append(Delete(okey) if new.delete_marker else Put(okey, new.index_entry()))
-            compares.append(Compare.absent(vkey))
-            if null:  # the new null version replaces the old one, wherever it is
+            if null and current is not None:  # the new null version replaces the old one
                 old = await self._find_null(new.bucket, new.key)
                 if old is not None:
                     kv, rec = old
@@ -449,7 +466,7 @@ class ObjectEngine:
             if result.succeeded:
                 return new
             self.stats.txn_retries += 1
-        raise Conflict(f"{version.bucket}/{version.key} is changing too fast; retry")
+        raise Conflict("the object is changing too fast; retry")
 
     async def _find_null(self, bucket: str, key: str) -> tuple[KeyValue, Version] | None:
         prefix = R.versions_of(bucket, key)
@@ -475,9 +492,7 @@ class ObjectEngine:
             bucket_rec = await self.get_bucket(bucket)
             if bucket_rec.versioning == "":
                 return await self._delete_version(bucket, key, None)
-            marker = Version(
-                bucket, key, R.new_version_id(), delete_marker=True, mtime=time.time(), owner=owner
-            )
+            marker = Version(bucket, key, "", delete_marker=True, mtime=time.time(), owner=owner)
             new = await self.commit_version(marker)
             return DeleteResult(new.public_id, True)
         R.check_version_id(version_id)
@@ -501,11 +516,9 @@ class ObjectEngine:
             ]
             ops: list[Op] = [Delete(kv.key), *garbage_ops(rec.chunks)]
             newest = await self._newest_other(bucket, key, kv.key)
-            if newest is None or newest[1].delete_marker:
+            if newest is None:
                 if current is not None:
                     ops.append(Delete(okey))
-                if newest is not None:
-                    compares.append(Compare.mod_is(newest[0].key, newest[0].mod_revision))
             else:
                 compares.append(Compare.mod_is(newest[0].key, newest[0].mod_revision))
                 ops.append(Put(okey, newest[1].index_entry()))
@@ -554,17 +567,16 @@ class ObjectEngine:
                 )
             return rec
         current = await self.kv.get(R.current_key(bucket, key))
-        if current is not None:
-            vid = R.IndexEntry.decode(key, current.value).version_id
-            kv = await self.kv.get(R.version_key(bucket, key, vid))
-            if kv is not None:  # an object exists, so its bucket does: no bucket read needed
+        if current is not None:  # a version exists, so its bucket does: no bucket read needed
+            entry = R.IndexEntry.decode(key, current.value)
+            if entry.delete_marker:
+                raise NoSuchKey(
+                    f"no object {key!r}", delete_marker=True, version_id=entry.public_id
+                )
+            kv = await self.kv.get(R.version_key(bucket, key, entry.version_id))
+            if kv is not None:
                 return Version.decode(bucket, key, kv.value)
         await self.get_bucket(bucket)
-        newest = await self._newest_other(bucket, key, b"")
-        if newest is not None and newest[1].delete_marker:
-            raise NoSuchKey(
-                f"no object {key!r}", delete_marker=True, version_id=newest[1].public_id
-            )
         raise NoSuchKey(f"no object {key!r}")
 
     def open_object(
@@ -684,13 +696,14 @@ def _fields(bucket: Bucket) -> dict[str, Any]:
 
 
 def _check_preconditions(
-    current: KeyValue | None, if_match: str | None, if_none_match: str | None, key: str
+    entry: R.IndexEntry | None, if_match: str | None, if_none_match: str | None, key: str
 ) -> None:
-    etag = R.IndexEntry.decode(key, current.value).etag if current else None
-    if if_match is not None and (etag is None or not _etag_matches(if_match, etag)):
-        raise PreconditionFailed(
-            "If-Match: the object's ETag differs" if etag else f"If-Match: no object {key!r}"
-        )
+    etag = entry.etag if entry is not None and not entry.delete_marker else None
+    if if_match is not None:
+        if etag is None:  # AWS answers a conditional write on a missing key with 404
+            raise NoSuchKey(f"If-Match: no object {key!r}")
+        if not _etag_matches(if_match, etag):
+            raise PreconditionFailed("If-Match: the object's ETag differs")
     if if_none_match is not None and etag is not None and _etag_matches(if_none_match, etag):
         raise PreconditionFailed("If-None-Match: the object exists")
 

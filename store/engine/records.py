@@ -16,9 +16,11 @@ Version ids are 16 hex digits of (2^64 - 1 - a hybrid clock in ns) plus 8 random
 a key's versions sort newest first and a listing of V/ is S3's ListObjectVersions order. The
 "null" version (unversioned or suspended buckets) is stored under such an id too, flagged null.
 
-Invariants: O/<b>/<k> exists iff the newest V/<b>/<k>\\0* entry exists and is not a delete marker,
-and it names that entry. Every chunk named by a version, a part or a G/ entry has an R/ entry;
-shards whose chunk has no R/ entry are orphans of a crash (removed after a grace period).
+Invariants: O/<b>/<k> exists iff some V/<b>/<k>\\0* entry exists, and it names the newest one
+(flagged when that is a delete marker, which listings skip). So every change to a key's versions
+changes O/<b>/<k>, and a transaction comparing it is serialised with all of them.
+Every chunk named by a version, a part or a G/ entry has an R/ entry; shards whose chunk has no
+R/ entry are orphans of a crash (removed after a grace period).
 """
 
 from __future__ import annotations
@@ -167,12 +169,21 @@ def _clock_ns() -> int:
         return _last_ns
 
 
-def new_version_id() -> str:
-    """Sorts before every earlier id of this process (newest first), unique across processes."""
-    return f"{(1 << 64) - 1 - _clock_ns():016x}{secrets.token_hex(4)}"
+def new_version_id(before: str | None = None) -> str:
+    """Sorts before every earlier id of this process (newest first), unique across processes;
+    and before ``before`` (a key's newest version), whatever another host's clock said.
+
+    >>> new_version_id(before="0000000000000005ffffffff")[:16]
+    '0000000000000004'
+    """
+    stamp = (1 << 64) - 1 - _clock_ns()
+    if before is not None and before != "null":
+        stamp = min(stamp, int(before[:16], 16) - 1)
+    return f"{stamp:016x}{secrets.token_hex(4)}"
 
 
-new_upload_id = new_version_id
+def new_upload_id() -> str:
+    return new_version_id()
 
 
 def check_version_id(vid: str) -> None:
@@ -330,15 +341,18 @@ class Version:
 
     def index_entry(self) -> bytes:
         """The O/ entry naming this version (what listings need without the full record)."""
-        return _dumps(
-            {
-                "v": self.version_id,
-                "size": self.size,
-                "etag": self.etag,
-                "mtime": self.mtime,
-                "owner": self.owner,
-            }
-        )
+        body: dict[str, Any] = {
+            "v": self.version_id,
+            "size": self.size,
+            "etag": self.etag,
+            "mtime": self.mtime,
+            "owner": self.owner,
+        }
+        if self.null:
+            body["null"] = True
+        if self.delete_marker:
+            body["dm"] = True
+        return _dumps(body)
 
     def with_(self, **changes: Any) -> Version:
         return replace(self, **changes)
@@ -352,11 +366,26 @@ class IndexEntry:
     etag: str
     mtime: float
     owner: str
+    null: bool = False
+    delete_marker: bool = False  # the newest version is a delete marker: listings skip it
+
+    @property
+    def public_id(self) -> str:
+        return "null" if self.null else self.version_id
 
     @classmethod
     def decode(cls, key: str, raw: bytes) -> IndexEntry:
         b = json.loads(raw)
-        return cls(key, b["v"], b["size"], b["etag"], b["mtime"], b.get("owner", ""))
+        return cls(
+            key,
+            b["v"],
+            b["size"],
+            b["etag"],
+            b["mtime"],
+            b.get("owner", ""),
+            b.get("null", False),
+            b.get("dm", False),
+        )
 
 
 @dataclass(frozen=True, slots=True)
