@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 CRC_BLOCK_BYTES = 64 << 10  # verification granularity of a read
 STRIPE_BLOCK_BYTES = 1 << 20  # per-shard bytes of one full stripe (a multiple of the CRC block)
 CHUNK_BYTES = 64 << 20  # data bytes per chunk before a stream rolls over to a new chunk
-READ_WINDOW_BYTES = 1 << 20  # per-shard bytes a single read call fetches
+READ_WINDOW_BYTES = 4 << 20  # per-shard bytes a single read call fetches (mapped, not copied)
 
 
 class DriveAPI(Protocol):
