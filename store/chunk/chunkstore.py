@@ -393,7 +393,8 @@ class ChunkStore:
 
 class StreamWriter:
     """Cuts a byte stream into chunks of ``CHUNK_BYTES`` and writes them; ``commit()`` returns
-    the chunk refs. Encoding and shard writes of one stripe overlap with filling the next.
+    the chunk refs. Encoding and shard writes of one stripe overlap with filling the next, and
+    the commit (fsync) of a full chunk overlaps with writing the next chunk.
 
     Use as an async context manager: leaving it without ``commit()`` (an error, a cancelled
     upload) deletes whatever was written, so nothing is left behind."""
@@ -404,7 +405,10 @@ class StreamWriter:
         self._nursery: trio.Nursery | None = None
         self._cm: Any = None
         self._chunk: _ChunkWriter | None = None
-        self._done: list[ChunkRef] = []
+        self._done: list[ChunkRef | None] = []  # None: its commit is still running
+        self._committing = trio.Event()
+        self._committing.set()
+        self._error: BaseException | None = None
         self._committed = False
 
     async def __aenter__(self) -> StreamWriter:
@@ -418,25 +422,29 @@ class StreamWriter:
                 with trio.CancelScope(shield=True):
                     await self._discard()
         finally:
-            # The background flushes are done (discard and commit wait for them), so the nursery
+            # The background work is done (discard and commit wait for it), so the nursery
             # exits cleanly; the body's own exception, if any, propagates unwrapped.
             await self._cm.__aexit__(None, None, None)
 
     async def _discard(self) -> None:
+        await self._committing.wait()
         if self._chunk is not None:
             await self._chunk.abort()
             self._chunk = None
-        for ref in self._done:
+        refs = [ref for ref in self._done if ref is not None]
+        for ref in refs:
             try:
                 await self._store.delete(ref)
             except StoreError as e:  # garbage collection of orphans finds it later
                 log.warning("could not remove chunk %s of an aborted write: %s", ref.chunk_id, e)
-        self._store.release(self._done)
+        self._store.release(refs)
         self._done = []
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         while len(view):
+            if self._error is not None:
+                raise self._error
             if self._chunk is None:
                 assert self._nursery is not None
                 self._chunk = await _ChunkWriter.start(self._store, self._scheme, self._nursery)
@@ -444,7 +452,21 @@ class StreamWriter:
             view = view[taken:]
             if self._chunk.length == CHUNK_BYTES:
                 chunk, self._chunk = self._chunk, None
-                self._done.append(await chunk.commit())
+                await self._committing.wait()  # one chunk commit in flight at a time
+                self._committing = trio.Event()
+                self._done.append(None)
+                assert self._nursery is not None
+                self._nursery.start_soon(
+                    self._commit_chunk, chunk, len(self._done) - 1, self._committing
+                )
+
+    async def _commit_chunk(self, chunk: _ChunkWriter, slot: int, done: trio.Event) -> None:
+        try:
+            self._done[slot] = await chunk.commit()
+        except Exception as e:  # surfaced by the next write or commit
+            self._error = e
+        finally:
+            done.set()
 
     async def commit(self) -> list[ChunkRef]:
         if self._chunk is not None:
@@ -453,8 +475,13 @@ class StreamWriter:
                 self._done.append(await chunk.commit())
             else:
                 await chunk.abort()
+        await self._committing.wait()
+        if self._error is not None:
+            raise self._error
         self._committed = True
-        return self._done
+        refs = [ref for ref in self._done if ref is not None]
+        assert len(refs) == len(self._done)
+        return refs
 
 
 @dataclass(slots=True)
