@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -9,6 +10,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import trio
 
 from store.chunk import shardfile
 from store.chunk.chunkstore import CRC_BLOCK_BYTES
@@ -117,3 +120,29 @@ async def test_orphans_are_swept_after_the_grace_period(tmp_path: Path) -> None:
         assert await maintenance.sweep_orphans(engine, grace_s=-10) == 6
         assert len(shard_files(tmp_path)) == 6
         assert (await engine.get_object("orph", "keep"))[1]
+
+
+async def test_background_housekeeping_collects_and_heals(tmp_path: Path) -> None:
+    async with open_local_engine(tmp_path, inline_bytes=0) as engine:
+        await engine.create_bucket("bg1", "me")
+        blob = os.urandom(400_000)
+        await engine.put_object("bg1", "k", os.urandom(300_000))
+        await engine.put_object("bg1", "k", blob)  # the first version's chunk is now garbage
+        version = await engine.head_object("bg1", "k")
+        (ref,) = version.chunks
+        shard = engine.chunks.placement(ref)[1]
+        victim = next((tmp_path / "drives" / shard / "shards").rglob(f"{ref.chunk_id}.1"))
+        original = victim.read_bytes()
+        victim.unlink()
+        assert (await engine.get_object("bg1", "k"))[1] == blob  # degraded, queues the repair
+        assert ref.chunk_id in engine.damaged
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(maintenance.run_housekeeping, engine, gc_interval_s=0.05)
+            )
+            with trio.fail_after(10):
+                while engine.damaged or engine.stats.garbage_collected < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        assert victim.read_bytes() == original
+        assert len(shard_files(tmp_path)) == 6
