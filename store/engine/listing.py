@@ -92,6 +92,30 @@ def _after_key(base: bytes, marker: str, prefix: str, delimiter: str) -> bytes:
     return base + marker.encode() + b"\0"
 
 
+def _after_all_of(base: bytes, marker: str, prefix: str, delimiter: str) -> bytes:
+    """Start of the range after every version (or upload) of key ``marker``: those keys are
+    ``marker\\0<id>``, so ``marker\\1`` is past them all (keys never contain NUL)."""
+    start = _after_key(base, marker, prefix, delimiter)
+    if start == base + marker.encode() + b"\0":
+        start = base + marker.encode() + b"\1"
+    return start
+
+
+async def _scan_ids(
+    kv: KV, base: bytes, prefix: str, delimiter: str, start: bytes, max_items: int
+) -> Scan:
+    """A scan of ``<key>\\0<id>`` entries (versions, uploads), rolled up by key."""
+    return await scan(
+        kv,
+        base,
+        prefix=prefix,
+        delimiter=delimiter,
+        start=start,
+        max_items=min(max_items, MAX_LIST),
+        key_of=lambda raw: raw[len(base) :].rpartition(b"\0")[0].decode(),
+    )
+
+
 def _check(max_items: int, delimiter: str, bucket: str) -> None:
     R.check_bucket_lookup(bucket)
     if max_items < 0:
@@ -164,30 +188,16 @@ async def list_versions(
     base = R.versions_prefix(bucket)
     if version_marker and key_marker:
         if version_marker == "null":
-            found = await _null_key(kv, bucket, key_marker)
-            start = (found + b"\0") if found else base + key_marker.encode() + b"\1"
+            found = await find_null_version(kv, bucket, key_marker)
+            start = (found.key + b"\0") if found else base + key_marker.encode() + b"\1"
         else:
             R.check_version_id(version_marker)
             start = R.version_key(bucket, key_marker, version_marker) + b"\0"
     elif key_marker:
-        start = _after_key(base, key_marker, prefix, delimiter)
-        if start == base + key_marker.encode() + b"\0":
-            start = base + key_marker.encode() + b"\1"  # past every version of the marker key
+        start = _after_all_of(base, key_marker, prefix, delimiter)
     else:
         start = base
-
-    def key_of(raw: bytes) -> str:
-        return raw[len(base) :].rpartition(b"\0")[0].decode()
-
-    result = await scan(
-        kv,
-        base,
-        prefix=prefix,
-        delimiter=delimiter,
-        start=start,
-        max_items=min(max_keys, MAX_LIST),
-        key_of=key_of,
-    )
+    result = await _scan_ids(kv, base, prefix, delimiter, start, max_keys)
     versions = []
     previous = key_marker if version_marker else None
     for key, item in result.entries:
@@ -199,14 +209,15 @@ async def list_versions(
     return VersionListing(versions, result.prefixes, result.truncated, result.last, next_version)
 
 
-async def _null_key(kv: KV, bucket: str, key: str) -> bytes | None:
+async def find_null_version(kv: KV, bucket: str, key: str) -> KeyValue | None:
+    """The V/ entry of a key's "null" version, if it has one (any number of versions)."""
     prefix = R.versions_of(bucket, key)
     start, end = prefix, prefix_end(prefix)
     while True:
         page = await kv.range(start, end, limit=MAX_LIST)
         for item in page.kvs:
             if b'"null":true' in item.value.partition(b"\0")[0]:
-                return item.key
+                return item
         if not page.more:
             return None
         start = page.kvs[-1].key + b"\0"
@@ -240,20 +251,10 @@ async def list_uploads(
         R.check_upload_id(upload_marker)
         start = R.upload_key(bucket, key_marker, upload_marker) + b"\0"
     elif key_marker:
-        start = _after_key(base, key_marker, prefix, delimiter)
-        if start == base + key_marker.encode() + b"\0":
-            start = base + key_marker.encode() + b"\1"
+        start = _after_all_of(base, key_marker, prefix, delimiter)
     else:
         start = base
-    result = await scan(
-        kv,
-        base,
-        prefix=prefix,
-        delimiter=delimiter,
-        start=start,
-        max_items=min(max_uploads, MAX_LIST),
-        key_of=lambda raw: raw[len(base) :].rpartition(b"\0")[0].decode(),
-    )
+    result = await _scan_ids(kv, base, prefix, delimiter, start, max_uploads)
     uploads = []
     for key, item in result.entries:
         _, upload_id = R.split_versioned(item.key, base)

@@ -469,16 +469,8 @@ class ObjectEngine:
         raise Conflict("the object is changing too fast; retry")
 
     async def _find_null(self, bucket: str, key: str) -> tuple[KeyValue, Version] | None:
-        prefix = R.versions_of(bucket, key)
-        start = prefix
-        while True:
-            page = await self.kv.range(start, prefix_end(prefix), limit=100)
-            for kv in page.kvs:
-                if b'"null":true' in kv.value.partition(b"\0")[0]:
-                    return kv, Version.decode(bucket, key, kv.value)
-            if not page.more:
-                return None
-            start = page.kvs[-1].key + b"\0"
+        kv = await listing.find_null_version(self.kv, bucket, key)
+        return None if kv is None else (kv, Version.decode(bucket, key, kv.value))
 
     async def delete_object(
         self, bucket: str, key: str, version_id: str | None = None, *, owner: str = ""
