@@ -577,21 +577,13 @@ class _ChunkWriter:
         try:
             crcs = await trio.to_thread.run_sync(self._encode, stripe, size, limiter=self.store.cpu)
             per_shard = math.ceil(size / CRC_BLOCK_BYTES)
-            failed: list[int] = []
 
             async def append(index: int, w: ShardWriter) -> None:
                 source = stripe.views[index] if self._ec is not None else stripe.views[0]
                 mine = crcs[index * per_shard : (index + 1) * per_shard] if self._ec else crcs
-                try:
-                    await w.append(source[:size], mine)
-                except (StoreError, OSError) as e:
-                    self._note_failure(index, e)
-                    failed.append(index)
+                await w.append(source[:size], mine)
 
-            async with trio.open_nursery() as n:
-                for index, w in list(self._writers.items()):
-                    n.start_soon(append, index, w)
-            await self._drop(failed)
+            await self._drop(await self._on_each_writer(append))
         except BaseException as e:  # noqa: BLE001 - surfaced by the next write or commit
             self._error = e
             if not isinstance(e, Exception):
@@ -617,6 +609,24 @@ class _ChunkWriter:
                 f"chunk {self.ref.chunk_id}: {len(self._writers)} shards written, "
                 f"need {self._quorum}"
             )
+
+    async def _on_each_writer(
+        self, op: Callable[[int, ShardWriter], Awaitable[object]]
+    ) -> list[int]:
+        """Run ``op`` on every shard writer in parallel; the indices of those that failed."""
+        failed: list[int] = []
+
+        async def one(index: int, w: ShardWriter) -> None:
+            try:
+                await op(index, w)
+            except (StoreError, OSError) as e:
+                self._note_failure(index, e)
+                failed.append(index)
+
+        async with trio.open_nursery() as n:
+            for index, w in list(self._writers.items()):
+                n.start_soon(one, index, w)
+        return failed
 
     def _note_failure(self, index: int, error: BaseException) -> None:
         log.warning(
@@ -661,19 +671,7 @@ class _ChunkWriter:
             await self._flush(self._relayout_tail())
         await self._flushed.wait()
         self._raise_error()
-        failed: list[int] = []
-
-        async def commit_one(index: int, w: ShardWriter) -> None:
-            try:
-                await w.commit()
-            except (StoreError, OSError) as e:
-                self._note_failure(index, e)
-                failed.append(index)
-
-        async with trio.open_nursery() as n:
-            for index, w in list(self._writers.items()):
-                n.start_soon(commit_one, index, w)
-        for index in failed:
+        for index in await self._on_each_writer(lambda _, w: w.commit()):
             self.store.stats.shard_write_failures += 1
             self._writers.pop(index)
         ref = ChunkRef(self.ref.chunk_id, self.ref.scheme, self.ref.block_bytes, self.length)
