@@ -11,7 +11,6 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.chunk import chunkstore
 from store.chunk.chunkstore import ChunkRef, ChunkStore
 from store.chunk.drive import Drive, shard_id
 from store.errors import TooFewShards, Unavailable
@@ -56,9 +55,9 @@ async def test_roundtrip_and_ranges(tmp_path: Path, scheme: Scheme, size: int) -
     assert await store.check(ref) == []
 
 
-async def test_stream_rolls_over_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(chunkstore, "CHUNK_BYTES", 300_000)
+async def test_stream_rolls_over_chunks(tmp_path: Path) -> None:
     store = make_store(tmp_path, ErasureCoded(4, 2))
+    store.chunk_bytes = 300_000
     data = os.urandom(1_000_000)
     async with store.open_stream() as stream:
         for pos in range(0, len(data), 77_777):
