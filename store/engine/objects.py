@@ -13,19 +13,17 @@ cores. Bodies up to ``inline_bytes`` are stored inside the version record instea
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-import zstandard
 
 from store.chunk.chunkstore import ChunkStore
 from store.codec import checksums
-from store.engine import listing
+from store.engine import ingest, listing
 from store.engine import records as R
 from store.engine.common import (
     Body,
@@ -42,8 +40,6 @@ from store.errors import (
     BucketAlreadyExists,
     BucketNotEmpty,
     Conflict,
-    EntityTooLarge,
-    IncompleteBody,
     InvalidArgument,
     MethodNotAllowed,
     NoSuchBucket,
@@ -51,15 +47,12 @@ from store.errors import (
     NoSuchVersion,
     PreconditionFailed,
     StoreError,
-    collapse_single_group,
 )
 from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
 
 log = logging.getLogger(__name__)
 
 INLINE_BYTES = 64 << 10
-HASH_BATCH_BYTES = 4 << 20  # hash in worker threads in batches this big (one hop per batch)
-FRAME_BYTES = 1 << 20  # raw bytes per zstd frame of a compressed object
 MAX_PUT_BYTES = 5 << 30  # S3's single-request limit
 MAX_OBJECT_BYTES = 5 << 40
 TXN_RETRIES = 20
@@ -82,69 +75,6 @@ class EngineStats:
     garbage_collected: int = 0
     orphans_removed: int = 0
     extra: dict[str, int] = field(default_factory=dict)
-
-
-async def _iterate(body: Body) -> AsyncIterable[bytes | bytearray | memoryview]:
-    if isinstance(body, bytes | bytearray | memoryview):
-        yield body
-        return
-    async for piece in body:
-        yield piece
-
-
-class _Hasher:
-    """MD5 plus an optional S3 checksum over the raw body, fed in batches from worker threads."""
-
-    def __init__(self, algorithm: str | None) -> None:
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.checksum = checksums.new_checksum(algorithm) if algorithm else None
-
-    def update(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
-        for piece in pieces:
-            self.md5.update(piece)
-            if self.checksum is not None:
-                self.checksum.update(piece)
-
-
-class _Compressor:
-    """Cuts the raw stream into FRAME_BYTES frames and zstd-compresses each on its own, so a
-    range read decompresses only the frames it touches."""
-
-    def __init__(self) -> None:
-        self._ctx = zstandard.ZstdCompressor(level=3)
-        self._pending = bytearray()
-        self.frames: list[int] = []
-
-    def feed(self, pieces: Sequence[bytes | bytearray | memoryview], final: bool) -> list[bytes]:
-        for piece in pieces:
-            self._pending += piece
-        out = []
-        while len(self._pending) >= FRAME_BYTES or (final and self._pending):
-            frame = self._ctx.compress(bytes(self._pending[:FRAME_BYTES]))
-            del self._pending[:FRAME_BYTES]
-            self.frames.append(len(frame))
-            out.append(frame)
-        return out
-
-
-async def _hash_batches(hasher: _Hasher, batches: trio.MemoryReceiveChannel[list[Any]]) -> None:
-    async with batches:
-        async for batch in batches:
-            await trio.to_thread.run_sync(hasher.update, batch)
-
-
-async def _write_batch(
-    stream: Any,
-    compressor: _Compressor | None,
-    batch: list[bytes | bytearray | memoryview],
-    final: bool,
-) -> None:
-    if compressor is None:
-        for piece in batch:
-            await stream.write(piece)
-        return
-    for frame in await trio.to_thread.run_sync(compressor.feed, batch, final):
-        await stream.write(frame)
 
 
 Prepared = tuple[Version, Sequence[Op], Sequence[Compare]]
@@ -266,77 +196,20 @@ class ObjectEngine:
         limit: int | None = None,
         inline_bytes: int | None = None,
     ) -> Stored:
-        """Write a body to the chunk store (or keep it for inlining), hashing it on the way.
-
-        The caller verifies digests and then references the result in a transaction, or calls
-        ``discard`` on it."""
-        limit = self.max_put_bytes if limit is None else limit
-        inline_bytes = self.inline_bytes if inline_bytes is None else inline_bytes
-        if size is not None and size > limit:
-            raise EntityTooLarge(f"{size} bytes is over the {limit}-byte limit")
-        hasher = _Hasher(checksum_algorithm)
-        head: list[bytes | bytearray | memoryview] = []
-        head_bytes = 0
-        source = _iterate(body).__aiter__()
-        # Read up to the inline threshold first: small bodies never touch the drives.
-        async for piece in source:
-            head.append(piece)
-            head_bytes += len(piece)
-            if head_bytes > inline_bytes:
-                break
-        else:
-            data = b"".join(head)
-            self._check_size(len(data), size, limit)
-            hasher.update([data])
-            self.stats.bytes_in += len(data)
-            digest = hasher.checksum.digest() if hasher.checksum else None
-            return Stored(len(data), hasher.md5.digest(), digest, inline=data)
-        compressor = _Compressor() if compression == "zstd" else None
-        total = 0
-        # Hashing runs as its own task, a batch or two ahead of the chunk store at most, so the
-        # hashing thread (the bottleneck of a single stream) never waits for a stripe write.
-        to_hasher, from_reader = trio.open_memory_channel[list[Any]](2)
-        with collapse_single_group():
-            async with self.chunks.open_stream() as stream, trio.open_nursery() as nursery:
-                nursery.start_soon(_hash_batches, hasher, from_reader)
-                async with to_hasher:
-                    batch, batch_bytes = head, head_bytes
-                    done = False
-                    while not done:
-                        async for piece in source:
-                            batch.append(piece)
-                            batch_bytes += len(piece)
-                            if batch_bytes >= HASH_BATCH_BYTES:
-                                break
-                        else:
-                            done = True
-                        total += batch_bytes
-                        self._check_size(total, size, limit, final=done)
-                        await to_hasher.send(batch)
-                        await _write_batch(stream, compressor, batch, done)
-                        batch, batch_bytes = [], 0
-                refs = await stream.commit()
-        self.stats.bytes_in += total
-        digest = hasher.checksum.digest() if hasher.checksum else None
-        if compressor is None:
-            return Stored(total, hasher.md5.digest(), digest, tuple(refs))
-        return Stored(
-            total,
-            hasher.md5.digest(),
-            digest,
-            tuple(refs),
-            None,
-            "zstd",
-            tuple(compressor.frames),
-            FRAME_BYTES,
+        """Write a body to the chunk store (or keep it for inlining), hashing it on the way
+        (see ingest.py). The caller verifies digests and then references the result in a
+        transaction, or calls ``discard`` on it."""
+        stored = await ingest.store_body(
+            self.chunks,
+            body,
+            size=size,
+            limit=self.max_put_bytes if limit is None else limit,
+            inline_bytes=self.inline_bytes if inline_bytes is None else inline_bytes,
+            compression=compression,
+            checksum_algorithm=checksum_algorithm,
         )
-
-    @staticmethod
-    def _check_size(total: int, size: int | None, limit: int, final: bool = True) -> None:
-        if total > limit:
-            raise EntityTooLarge(f"body is over the {limit}-byte limit")
-        if size is not None and (total > size or (final and total < size)):
-            raise IncompleteBody(f"body has {total} bytes, the request declared {size}")
+        self.stats.bytes_in += stored.size
+        return stored
 
     async def discard(self, stored: Stored) -> None:
         for ref in stored.chunks:
