@@ -49,7 +49,7 @@ from store.errors import (
     TooFewShards,
     Unavailable,
 )
-from store.placement.hrw import ClusterMap, place
+from store.placement.hrw import ClusterMap, drives_for_pg, pg_of
 from store.placement.layout import ErasureCoded, Replicated, Scheme
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class ChunkStore:
         self._codecs: dict[tuple[int, int], native.ErasureCode] = {}
         # Chunks being written now: no metadata names them yet, the orphan sweep must skip them.
         self.inflight: set[str] = set()
+        self._placements: dict[tuple[int, int], list[str]] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -100,7 +101,13 @@ class ChunkStore:
         return self._codecs[key]
 
     def placement(self, ref: ChunkRef) -> list[str]:
-        return place(self.cmap, ref.chunk_id, ref.scheme.width)
+        """Drive ids of the chunk's shards (shard i on entry i). Rankings are cached per
+        placement group: the map is fixed for the store's lifetime (a new map, a new store)."""
+        key = (pg_of(ref.chunk_id, self.cmap.pg_count), ref.scheme.width)
+        found = self._placements.get(key)
+        if found is None:
+            found = self._placements[key] = drives_for_pg(self.cmap, *key)
+        return found
 
     def _damaged(self, ref: ChunkRef, kind: str) -> None:
         if kind == "corrupt":
