@@ -109,3 +109,43 @@ def test_matches_botocore_signer_with_awkward_keys_and_query() -> None:
     req = SignedRequest("PUT", "/" + path, query, headers)
     auth = sigv4.verify(req, lookup)
     assert auth.payload == hashlib.sha256(b"hello").hexdigest()
+
+
+def test_aws_example_streaming_put_chunk_signatures() -> None:
+    """AWS docs, "Example calculations" for STREAMING-AWS4-HMAC-SHA256-PAYLOAD: the seed
+    signature, then 64 KiB of 'a', 1 KiB of 'a' and the final empty chunk."""
+    names = (
+        "content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;"
+        "x-amz-decoded-content-length;x-amz-storage-class"
+    )
+    seed = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"
+    req = SignedRequest(
+        "PUT",
+        "/examplebucket/chunkObject.txt",
+        "",
+        [
+            ("host", "s3.amazonaws.com"),
+            ("x-amz-date", "20130524T000000Z"),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-decoded-content-length", "66560"),
+            ("content-length", "66824"),
+            ("x-amz-content-sha256", sigv4.STREAMING_SIGNED),
+            (
+                "authorization",
+                f"AWS4-HMAC-SHA256 Credential={AK}/20130524/us-east-1/s3/aws4_request,"
+                f"SignedHeaders={names},Signature={seed}",
+            ),
+        ],
+    )
+    auth = sigv4.verify(req, lookup, now=NOW)
+    chain = sigv4.ChunkSigner(auth)
+    chain.verify_chunk(
+        b"a" * 65536, "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"
+    )
+    chain.verify_chunk(
+        b"a" * 1024, "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497"
+    )
+    chain.verify_chunk(b"", "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9")
+    with pytest.raises(S3Error):  # a replayed or reordered chunk breaks the chain
+        chain.verify_chunk(b"", "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9")
