@@ -1,0 +1,293 @@
+"""HTTP/1.1 server on Trio and h11: keep-alive, streaming bodies both ways, bounded everything.
+
+One task per connection, one request at a time on it (h11 keeps pipelined requests queued in its
+buffer until the previous response is complete, so pipelining is safe). The handler gets a
+``Request`` whose body is read on demand: reading it answers ``Expect: 100-continue`` first, and a
+handler that fails before reading it never makes the client send the body (the connection is
+then closed instead of draining an unread upload). Responses stream from an async iterable.
+
+Limits: header block size (h11's incomplete-event limit), header count, an idle timeout between
+requests, a deadline for receiving the request head (a slowloris client is cut off), and a
+per-read timeout while a body is streaming in. Each connection's socket has TCP_NODELAY.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import h11
+import trio
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16 << 10
+MAX_HEADERS = 100
+READ_BYTES = 256 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    idle_timeout_s: float = 60.0  # between requests on a kept-alive connection
+    head_timeout_s: float = 20.0  # to receive a whole request head once it has started
+    body_read_timeout_s: float = 60.0  # for each read of a request body
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_headers: int = MAX_HEADERS
+
+
+class ClientGone(Exception):
+    """The client closed the connection or stopped sending within the deadline."""
+
+
+class BadRequest(Exception):
+    """The bytes are not HTTP/1.1 a server can answer (h11 protocol error, limits)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | AsyncIterable[bytes | bytearray | memoryview] = b""
+    length: int | None = None  # Content-Length of a streamed body (None: chunked)
+
+
+class Request:
+    """A request head plus a body read on demand (``receive`` / ``async for``)."""
+
+    def __init__(self, conn: _Connection, event: h11.Request, peer: str) -> None:
+        self._conn = conn
+        self.method = event.method.decode("ascii")
+        self.target = event.target.decode("ascii", errors="replace")
+        self.headers: list[tuple[str, str]] = [
+            (n.decode("ascii").lower(), v.decode("latin-1")) for n, v in event.headers
+        ]
+        self.peer = peer
+        self.body_done = False
+        self.body_bytes = 0
+
+    def header(self, name: str) -> str | None:
+        values = [v for n, v in self.headers if n == name]
+        return ",".join(values) if values else None
+
+    async def receive(self) -> bytes:
+        """The next piece of the body; b"" at its end."""
+        if self.body_done:
+            return b""
+        data = await self._conn.next_body_piece()
+        if data is None:
+            self.body_done = True
+            return b""
+        self.body_bytes += len(data)
+        return data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pieces()
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        while data := await self.receive():
+            yield data
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+ErrorResponder = Callable[[Request | None, BadRequest], Response]
+
+
+class _Connection:
+    def __init__(self, stream: trio.SocketStream, limits: Limits) -> None:
+        self.stream = stream
+        self.limits = limits
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+
+    async def _read_more(self, timeout_s: float) -> None:
+        with trio.move_on_after(timeout_s) as scope:
+            try:
+                data = await self.stream.receive_some(READ_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                raise ClientGone(str(e)) from None
+        if scope.cancelled_caught:
+            raise ClientGone("timed out waiting for the client")
+        self.h11.receive_data(data)
+
+    async def next_event(self, timeout_s: float) -> h11.Event:
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as e:
+                raise BadRequest(e.error_status_hint, str(e)) from None
+            if event is h11.NEED_DATA:
+                await self._read_more(timeout_s)
+                continue
+            return event  # type: ignore[return-value]
+
+    async def next_body_piece(self) -> bytes | None:
+        if self.h11.they_are_waiting_for_100_continue:
+            await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+        event = await self.next_event(self.limits.body_read_timeout_s)
+        if isinstance(event, h11.Data):
+            return bytes(event.data)
+        if isinstance(event, h11.EndOfMessage):
+            return None
+        if isinstance(event, h11.ConnectionClosed):
+            raise ClientGone("the client closed the connection mid-body")
+        raise BadRequest(400, f"unexpected {type(event).__name__} in a request body")
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                raise ClientGone(str(e)) from None
+
+    async def send_data(self, piece: bytes | bytearray | memoryview) -> None:
+        """Send body bytes without h11 joining them into a new buffer (no copy)."""
+        parts = self.h11.send_with_data_passthrough(h11.Data(data=piece))  # type: ignore[arg-type]
+        try:
+            for part in parts or ():
+                await self.stream.send_all(part)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise ClientGone(str(e)) from None
+
+    async def send_response(self, response: Response, head_only: bool) -> None:
+        headers = list(response.headers)
+        body = response.body
+        if isinstance(body, bytes):
+            headers.append(("content-length", str(len(body))))
+        elif response.length is not None:
+            headers.append(("content-length", str(response.length)))
+        await self.send(
+            h11.Response(
+                status_code=response.status,
+                headers=[(n.encode(), v.encode("latin-1")) for n, v in headers],
+            )
+        )
+        if not head_only:
+            if isinstance(body, bytes):
+                if body:
+                    await self.send(h11.Data(data=body))
+            else:
+                async for piece in body:
+                    if piece:
+                        await self.send_data(piece)
+        await self.send(h11.EndOfMessage())
+
+
+async def serve_connection(
+    stream: trio.SocketStream,
+    handler: Handler,
+    on_bad_request: ErrorResponder,
+    limits: Limits = Limits(),  # noqa: B008 - frozen
+) -> None:
+    """Serve one client until it closes, idles out, or breaks the protocol."""
+    peer = _peer(stream)
+    with contextlib.suppress(OSError):
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    conn = _Connection(stream, limits)
+    try:
+        while True:
+            try:
+                event = await _next_request(conn)
+            except BadRequest as e:
+                await _answer_bad_request(conn, on_bad_request(None, e))
+                return
+            if event is None:
+                return
+            request = Request(conn, event, peer)
+            head_bytes = sum(len(n) + len(v) + 4 for n, v in request.headers)
+            if len(request.headers) > limits.max_headers or head_bytes > limits.max_header_bytes:
+                error = BadRequest(431, "request header fields too large")
+                await _answer_bad_request(conn, on_bad_request(request, error))
+                return
+            try:
+                response = await handler(request)
+            except BadRequest as e:
+                response = on_bad_request(request, e)
+            await conn.send_response(response, head_only=request.method == "HEAD")
+            # A body the handler did not read: a client still waiting for 100-continue never
+            # sends it, so close; otherwise drain a little, or close rather than read an upload.
+            if not request.body_done and (
+                conn.h11.they_are_waiting_for_100_continue or not await _drain(request)
+            ):
+                return
+            if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
+                return
+            conn.h11.start_next_cycle()
+    except ClientGone:
+        return
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await stream.aclose()
+
+
+async def _drain(request: Request, limit: int = 1 << 20) -> bool:
+    drained = 0
+    while not request.body_done:
+        drained += len(await request.receive())
+        if drained > limit:
+            return False
+    return True
+
+
+async def _next_request(conn: _Connection) -> h11.Request | None:
+    """The next request head, or None when the client is done or idle. Once the first bytes of
+    a head have arrived the whole head must follow within ``head_timeout_s`` (slowloris)."""
+    deadline: float | None = None
+    while True:
+        try:
+            event = conn.h11.next_event()
+        except h11.RemoteProtocolError as e:
+            raise BadRequest(e.error_status_hint, str(e)) from None
+        if event is h11.NEED_DATA:
+            if deadline is None and conn.h11.trailing_data[0]:
+                deadline = trio.current_time() + conn.limits.head_timeout_s
+            timeout = (
+                conn.limits.idle_timeout_s
+                if deadline is None
+                else max(0.0, deadline - trio.current_time())
+            )
+            try:
+                await conn._read_more(timeout)
+            except ClientGone:
+                return None
+            continue
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        if not isinstance(event, h11.Request):
+            raise BadRequest(400, f"unexpected {type(event).__name__}")
+        return event
+
+
+async def _answer_bad_request(conn: _Connection, response: Response) -> None:
+    with contextlib.suppress(ClientGone, h11.LocalProtocolError):
+        if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            response.headers.append(("connection", "close"))
+            await conn.send_response(response, head_only=False)
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except (OSError, ValueError):
+        return "?"
+
+
+async def serve_http(
+    listeners: Sequence[trio.SocketListener],
+    handler: Handler,
+    on_bad_request: ErrorResponder,
+    limits: Limits = Limits(),  # noqa: B008 - frozen
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async def one(stream: trio.SocketStream) -> None:
+        await serve_connection(stream, handler, on_bad_request, limits)
+
+    await trio.serve_listeners(one, list(listeners), task_status=task_status)  # type: ignore[arg-type]
