@@ -1,0 +1,179 @@
+"""S3 XML bodies: safe parsing of what clients send, rendering of what S3 answers (sans-IO).
+
+Client XML goes through defusedxml (no entity expansion, no external entities, no DTDs), with
+a size cap checked by the caller, and namespaces are ignored the way S3 ignores them. Rendering
+escapes every text node; ``encoding-type=url`` listings encode keys and prefixes before they get
+here (see ``url_encode``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+from xml.etree.ElementTree import Element
+from xml.sax.saxutils import escape
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from store.s3.errors import S3Error
+
+NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+MAX_XML_BYTES = 1 << 20
+HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def parse(body: bytes, root: str) -> Element:
+    """The document's root element (namespace stripped), which must be ``root``."""
+    if len(body) > MAX_XML_BYTES:
+        raise S3Error("MalformedXML", 400, "the XML body is too large")
+    try:
+        element = SafeET.fromstring(body, forbid_dtd=True)
+    except (SafeET.ParseError, DefusedXmlException, ValueError) as e:
+        raise S3Error(
+            "MalformedXML", 400, f"the XML you provided was not well-formed: {e}"
+        ) from None
+    for node in element.iter():
+        if isinstance(node.tag, str) and "}" in node.tag:
+            node.tag = node.tag.split("}", 1)[1]
+    if element.tag != root:
+        raise S3Error("MalformedXML", 400, f"expected <{root}>, got <{element.tag}>")
+    return element
+
+
+def text(element: Element, name: str, default: str = "") -> str:
+    found = element.find(name)
+    return default if found is None or found.text is None else found.text
+
+
+@dataclass(frozen=True, slots=True)
+class PartEntry:
+    number: int
+    etag: str
+    checksums: dict[str, str]
+
+
+def parse_complete_multipart(body: bytes) -> list[PartEntry]:
+    root = parse(body, "CompleteMultipartUpload")
+    parts = []
+    for part in root.findall("Part"):
+        try:
+            number = int(text(part, "PartNumber"))
+        except ValueError:
+            raise S3Error("MalformedXML", 400, "PartNumber must be an integer") from None
+        checksums = {
+            name[len("Checksum") :].upper(): text(part, name)
+            for name in (
+                "ChecksumCRC32",
+                "ChecksumCRC32C",
+                "ChecksumCRC64NVME",
+                "ChecksumSHA1",
+                "ChecksumSHA256",
+            )
+            if part.find(name) is not None
+        }
+        parts.append(PartEntry(number, text(part, "ETag"), checksums))
+    if not parts:
+        raise S3Error("MalformedXML", 400, "CompleteMultipartUpload lists no parts")
+    return parts
+
+
+def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+    """(objects as (key, version id), quiet) of a DeleteObjects request."""
+    root = parse(body, "Delete")
+    objects = []
+    for obj in root.findall("Object"):
+        key = obj.find("Key")
+        if key is None or not key.text:
+            raise S3Error("MalformedXML", 400, "an Object without a Key")
+        version = obj.find("VersionId")
+        objects.append((key.text, version.text if version is not None else None))
+    if not objects or len(objects) > 1000:
+        raise S3Error("MalformedXML", 400, "Delete needs 1 to 1000 objects")
+    return objects, text(root, "Quiet").lower() == "true"
+
+
+def parse_versioning(body: bytes) -> str:
+    status = text(parse(body, "VersioningConfiguration"), "Status")
+    if status not in ("Enabled", "Suspended"):
+        raise S3Error("MalformedXML", 400, "Status must be Enabled or Suspended")
+    return status
+
+
+def parse_tagging(body: bytes) -> dict[str, str]:
+    root = parse(body, "Tagging")
+    tags = {}
+    tag_set = root.find("TagSet")
+    for tag in tag_set.findall("Tag") if tag_set is not None else ():
+        key, value = text(tag, "Key"), text(tag, "Value")
+        if not key or len(key) > 128 or len(value) > 256 or key in tags:
+            raise S3Error("InvalidTag", 400, "tag keys must be 1-128 characters and unique")
+        tags[key] = value
+    if len(tags) > 50:
+        raise S3Error("BadRequest", 400, "an object can have at most 50 tags")
+    return tags
+
+
+def parse_create_bucket(body: bytes) -> str:
+    """The LocationConstraint of a CreateBucket body ("" when there is none)."""
+    if not body.strip():
+        return ""
+    return text(parse(body, "CreateBucketConfiguration"), "LocationConstraint")
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def iso8601(seconds: float) -> str:
+    """S3's timestamp format in XML bodies.
+
+    >>> iso8601(0)
+    '1970-01-01T00:00:00.000Z'
+    """
+    millis = int(round(seconds * 1000))
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000))
+    return f"{whole}.{millis % 1000:03d}Z"
+
+
+def url_encode(value: str) -> str:
+    """encoding-type=url: what botocore decodes with unquote_plus."""
+    return quote(value, safe="-_.~/")
+
+
+def _el(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+def document(root: str, children: Iterable[str]) -> bytes:
+    return f'{HEAD}<{root} xmlns="{NS}">{"".join(children)}</{root}>'.encode()
+
+
+def owner(owner_id: str) -> str:
+    return f"<Owner>{_el('ID', owner_id)}{_el('DisplayName', owner_id)}</Owner>"
+
+
+def list_buckets(owner_id: str, buckets: Sequence[tuple[str, float]]) -> bytes:
+    items = "".join(
+        f"<Bucket>{_el('Name', name)}{_el('CreationDate', iso8601(created))}</Bucket>"
+        for name, created in buckets
+    )
+    return document("ListAllMyBucketsResult", [owner(owner_id), f"<Buckets>{items}</Buckets>"])
+
+
+def element(name: str, children: Iterable[str] = ()) -> str:
+    return f"<{name}>{''.join(children)}</{name}>"
+
+
+def field(name: str, value: object) -> str:
+    return _el(name, value)
+
+
+def simple(root: str, **fields: object) -> bytes:
+    return document(root, [_el(name, value) for name, value in fields.items()])
