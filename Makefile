@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml setup.py $(NATIVE_SRC)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Single node on the embedded defaults: ./data, 6 drive directories (EC 4+2), S3 on 127.0.0.1:9000.
+# Override with e.g. `make serve SERVE_ARGS="--s3 0.0.0.0:9000 --data /srv/store"`.
 serve: $(VENV)/.installed
-	@echo "store: the service (S3 + NBD gateway) is not built yet; this checkout has the native" >&2
-	@echo "library only. Try: $(VENV)/bin/store native-info" >&2
-	@exit 1
+	$(VENV)/bin/store serve $(SERVE_ARGS)
 
 test: $(VENV)/.installed lint layers typecheck asan
 	$(PY) -m pytest -q

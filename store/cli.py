@@ -92,6 +92,16 @@ def _maintenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from store.app import ServeConfig, parse_address, run
+
+    host, port = parse_address(args.s3)
+    drives = [Path(d) for d in args.drive] or args.drives
+    return run(ServeConfig(Path(args.data), host, port, drives, args.scheme))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="store", description="Object (S3) and block (NBD) storage."
@@ -101,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("native-info", help="show the native kernels chosen for this CPU")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=_native_info)
+    serve = sub.add_parser("serve", help="run the single-node service (S3 on --s3)")
+    serve.add_argument("--data", default="./data", help="data directory (default ./data)")
+    serve.add_argument("--s3", default="127.0.0.1:9000", help="S3 listen address HOST:PORT")
+    serve.add_argument("--drives", type=int, default=6, help="drive directories under DATA")
+    serve.add_argument(
+        "--drive",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a drive (repeatable; replaces --drives)",
+    )
+    serve.add_argument("--scheme", default="auto", help="auto | replicas:N | ec:K+M")
+    serve.set_defaults(func=_serve)
     for name, text in [
         ("scrub", "verify every shard against its checksums (exit 1 if anything is damaged)"),
         ("heal", "verify every shard and rebuild missing or corrupt ones from the others"),

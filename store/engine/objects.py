@@ -453,11 +453,14 @@ class ObjectEngine:
         byte_range: tuple[int | None, int | None] | None = None,
         part_number: int | None = None,
         version: Version | None = None,
+        deferred: bool = False,
     ) -> ObjectReader:
         """``async with engine.open_object(...) as reader``: ``reader.version``, ``.offset``,
         ``.length``; iterate it for the bytes. Errors (no such key, range not satisfiable, too
         few shards for the first bytes) raise on entry, before any byte is returned."""
-        return ObjectReader(self, bucket, key, version_id, byte_range, part_number, version)
+        return ObjectReader(
+            self, bucket, key, version_id, byte_range, part_number, version, deferred
+        )
 
     async def get_object(self, bucket: str, key: str, **kw: Any) -> tuple[Version, bytes]:
         """The whole (or ranged) object in memory: for tests and small objects."""

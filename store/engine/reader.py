@@ -21,7 +21,7 @@ import zstandard
 from store.engine import records as R
 from store.engine.common import chunk_spans
 from store.engine.records import Version
-from store.errors import InvalidArgument, OutOfRange, StoreError
+from store.errors import InvalidArgument, OutOfRange, StoreError, collapse_single_group
 
 if TYPE_CHECKING:
     from store.engine.objects import ObjectEngine
@@ -43,8 +43,11 @@ class ObjectReader:
         byte_range: tuple[int | None, int | None] | None,
         part_number: int | None,
         version: Version | None,
+        deferred: bool = False,
     ) -> None:
         self._engine = engine
+        self._deferred = deferred
+        self._rest: list[Job] = []
         self._args = (bucket, key, version_id)
         self._range = byte_range
         self._part = part_number
@@ -65,7 +68,8 @@ class ObjectReader:
         # The first window is read here, before the caller sends anything; only objects with
         # more windows pay for a read-ahead task.
         self._first = await jobs[0]() if jobs else []
-        if len(jobs) > 1:
+        self._rest = jobs[1:]
+        if len(jobs) > 1 and not self._deferred:
             send, self._receive = trio.open_memory_channel[Any](1)
             self._cm = trio.open_nursery()
             self._nursery = await self._cm.__aenter__()
@@ -150,6 +154,26 @@ class ObjectReader:
             hi = min(self.offset + self.length, (f + 1) * v.frame_bytes) - f * v.frame_bytes
             out.append(memoryview(data)[lo:hi])
         return out
+
+    async def send_to(self, send: Callable[[Any], Awaitable[None]]) -> None:
+        """Pass every piece to ``send``, reading one window ahead in a nursery of this call's
+        own (for readers opened with ``deferred=True``, whose entry and exit are in different
+        frames, as a server's handler and its response writer are)."""
+        for piece in self._first:
+            await send(piece)
+        self._first = []
+        if not self._rest:
+            return
+        to_sender, from_reader = trio.open_memory_channel[Any](1)
+        with collapse_single_group():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._produce, to_sender, self._rest)
+                async with from_reader:
+                    while (item := await from_reader.receive()) is not None:
+                        if isinstance(item, BaseException):
+                            raise item
+                        for piece in item:
+                            await send(piece)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()

@@ -56,6 +56,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | AsyncIterable[bytes | bytearray | memoryview] = b""
     length: int | None = None  # Content-Length of a streamed body (None: chunked)
+    close: Callable[[], Awaitable[None]] | None = None  # called once the body is sent (or not)
 
 
 class Request:
@@ -158,10 +159,10 @@ class _Connection:
     async def send_response(self, response: Response, head_only: bool) -> None:
         headers = list(response.headers)
         body = response.body
-        if isinstance(body, bytes):
-            headers.append(("content-length", str(len(body))))
-        elif response.length is not None:
+        if response.length is not None:
             headers.append(("content-length", str(response.length)))
+        elif isinstance(body, bytes):
+            headers.append(("content-length", str(len(body))))
         await self.send(
             h11.Response(
                 status_code=response.status,
@@ -172,10 +173,19 @@ class _Connection:
             if isinstance(body, bytes):
                 if body:
                     await self.send(h11.Data(data=body))
+            elif hasattr(body, "send_to"):  # a producer that wants its own nursery
+                await body.send_to(self.send_data)
             else:
-                async for piece in body:
-                    if piece:
-                        await self.send_data(piece)
+                pieces = aiter(body)
+                try:
+                    async for piece in pieces:
+                        if piece:
+                            await self.send_data(piece)
+                finally:
+                    aclose = getattr(pieces, "aclose", None)
+                    if aclose is not None:
+                        with trio.CancelScope(shield=True):
+                            await aclose()
         await self.send(h11.EndOfMessage())
 
 
@@ -209,7 +219,12 @@ async def serve_connection(
                 response = await handler(request)
             except BadRequest as e:
                 response = on_bad_request(request, e)
-            await conn.send_response(response, head_only=request.method == "HEAD")
+            try:
+                await conn.send_response(response, head_only=request.method == "HEAD")
+            finally:
+                if response.close is not None:
+                    with trio.CancelScope(shield=True):
+                        await response.close()
             # A body the handler did not read: a client still waiting for 100-continue never
             # sends it, so close; otherwise drain a little, or close rather than read an upload.
             if not request.body_done and (

@@ -145,6 +145,10 @@ def url_encode(value: str) -> str:
     return quote(value, safe="-_.~/")
 
 
+def escaped(value: str) -> str:
+    return escape(value)
+
+
 def _el(name: str, value: object) -> str:
     if isinstance(value, bool):
         value = "true" if value else "false"

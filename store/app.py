@@ -1,0 +1,76 @@
+"""The single-node service: engine, housekeeping and the S3 listener in one root nursery."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from store.engine import maintenance, users
+from store.engine.node import DEFAULT_DRIVES, open_local_engine
+from store.gateway.http import serve_http
+from store.gateway.s3 import GatewayConfig, S3Gateway, bad_request_response
+
+log = logging.getLogger("store")
+
+
+@dataclass
+class ServeConfig:
+    data_dir: Path = Path("./data")
+    s3_host: str = "127.0.0.1"
+    s3_port: int = 9000
+    drives: int | list[Path] = DEFAULT_DRIVES
+    scheme: str = "auto"
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+
+
+def parse_address(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """HOST:PORT (or :PORT, or [v6]:PORT).
+
+    >>> parse_address("0.0.0.0:9000"), parse_address(":9001"), parse_address("[::1]:9")
+    (('0.0.0.0', 9000), ('127.0.0.1', 9001), ('::1', 9))
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or default_host
+    return host, int(port)
+
+
+async def serve(
+    config: ServeConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run until cancelled; reports the S3 port once it is listening."""
+    async with open_local_engine(
+        config.data_dir, drives=config.drives, scheme=config.scheme
+    ) as engine:
+        root, created = await users.ensure_root(engine.kv, config.data_dir)
+        gateway = S3Gateway(engine, config.gateway)
+        listeners = await trio.open_tcp_listeners(config.s3_port, host=config.s3_host)
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(maintenance.run_housekeeping, engine)
+            await nursery.start(serve_http, listeners, gateway.handle, bad_request_response)
+            endpoint = f"http://{config.s3_host}:{port}"
+            # Printed to the terminal, never logged: the secret appears once, on first start.
+            print(f"S3 endpoint:  {endpoint}", flush=True)
+            print(f"Access key:   {root.access_key}", flush=True)
+            if created:
+                print(f"Secret key:   {root.secret_key}", flush=True)
+            print(f"Credentials:  {config.data_dir / 'credentials.json'} (mode 0600)", flush=True)
+            log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
+            task_status.started(port)
+
+
+def run(config: ServeConfig) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    try:
+        trio.run(serve, config)
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,766 @@
+"""The S3 gateway: HTTP requests -> route -> SigV4 -> engine -> HTTP responses.
+
+Every request gets a request id (``x-amz-request-id``) and one access-log line. Errors are
+mapped once (``store.s3.errors.code_for``) to S3's error document; anything that is not a store or
+protocol error is logged with its traceback and answered 500 InternalError.
+
+Request bodies stream into the engine: the aws-chunked framing is decoded (and every chunk
+signature verified) on the way, a signed payload's SHA-256 is checked before the engine commits,
+and a checksum sent as a trailer is handed to the engine to verify before the commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from store.codec import checksums
+from store.engine import users
+from store.engine.multipart import CompletedPart
+from store.engine.objects import ObjectEngine
+from store.engine.records import Bucket, Version
+from store.errors import InvalidArgument, PermissionDenied, StoreError
+from store.gateway.http import BadRequest, Request, Response
+from store.s3 import sigv4, xml
+from store.s3.chunked import Chunk, ChunkedDecoder, Trailers
+from store.s3.errors import ErrorCode, S3Error, code_for, error_document
+from store.s3.router import Route, route
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("store.access")
+
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+@dataclass
+class GatewayConfig:
+    region: str = "us-east-1"
+    base_domains: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Call:
+    """One request on its way through the gateway."""
+
+    request: Request
+    route: Route
+    request_id: str
+    user: str = ""
+    auth: sigv4.Auth | None = None
+
+
+class S3Gateway:
+    def __init__(self, engine: ObjectEngine, config: GatewayConfig | None = None) -> None:
+        self.engine = engine
+        self.config = config or GatewayConfig()
+        self._ops: dict[str, Callable[[Call], Awaitable[Response]]] = {
+            "ListBuckets": self.list_buckets,
+            "CreateBucket": self.create_bucket,
+            "HeadBucket": self.head_bucket,
+            "DeleteBucket": self.delete_bucket,
+            "GetBucketLocation": self.get_bucket_location,
+            "GetBucketVersioning": self.get_bucket_versioning,
+            "PutBucketVersioning": self.put_bucket_versioning,
+            "ListObjects": self.list_objects,
+            "ListObjectsV2": self.list_objects,
+            "PutObject": self.put_object,
+            "GetObject": self.get_object,
+            "HeadObject": self.get_object,
+            "DeleteObject": self.delete_object,
+            "DeleteObjects": self.delete_objects,
+            "CreateMultipartUpload": self.create_multipart,
+            "UploadPart": self.upload_part,
+            "CompleteMultipartUpload": self.complete_multipart,
+            "AbortMultipartUpload": self.abort_multipart,
+        }
+
+    # -- the request pipeline -------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        request_id = secrets.token_hex(8).upper()
+        started = time.monotonic()
+        call: Call | None = None
+        try:
+            headers = dict(request.headers)
+            r = route(
+                request.method,
+                request.target,
+                headers.get("host", ""),
+                headers,
+                self.config.base_domains,
+            )
+            call = Call(request, r, request_id)
+            await self._authenticate(call)
+            handler = self._ops.get(r.operation)
+            if handler is None:
+                raise S3Error("NotImplemented", 501, f"{r.operation} is not implemented")
+            response = await handler(call)
+        except (StoreError, S3Error, Exception) as e:
+            response = self._error(e, request, call, request_id)
+        response.headers.append(("x-amz-request-id", request_id))
+        response.headers.append(("server", "store"))
+        access_log.info(
+            "%s %s %s %s %d %.1fms %s",
+            request.peer,
+            call.user if call else "-",
+            request.method,
+            request.target[:200],
+            response.status,
+            1000 * (time.monotonic() - started),
+            request_id,
+        )
+        return response
+
+    def _error(
+        self, error: BaseException, request: Request, call: Call | None, request_id: str
+    ) -> Response:
+        code = code_for(error)
+        if code.status == 500 and not isinstance(error, S3Error | StoreError):
+            log.exception("request %s failed", request_id, exc_info=error)
+            message = "we encountered an internal error; please try again"
+        else:
+            message = str(error)
+        extra: dict[str, str] = {}
+        headers: list[tuple[str, str]] = [("content-type", "application/xml")]
+        if call is not None:
+            if call.route.bucket:
+                extra["BucketName"] = call.route.bucket
+            if call.route.key:
+                extra["Key"] = call.route.key
+        if getattr(error, "delete_marker", False):
+            headers.append(("x-amz-delete-marker", "true"))
+            if getattr(error, "version_id", ""):
+                headers.append(("x-amz-version-id", error.version_id))  # type: ignore[attr-defined]
+        path = request.target.partition("?")[0]
+        body = error_document(code, message, request_id=request_id, resource=path, extra=extra)
+        if request.method == "HEAD" or code.status == 304:
+            return Response(
+                code.status,
+                headers[1:] if code.status == 304 else headers,
+                b"",
+                length=None if code.status != 304 else 0,
+            )
+        return Response(code.status, headers, body)
+
+    async def _authenticate(self, call: Call) -> None:
+        req = call.request
+        signed = sigv4.SignedRequest(
+            req.method, call.route.raw_path, call.route.raw_query, req.headers
+        )
+        access_key = _access_key_of(req, call.route.raw_query)
+        found = await users.lookup(self.engine.kv, access_key) if access_key else None
+        call.auth = sigv4.verify(signed, lambda ak: found.secret_key if found else None)
+        assert found is not None
+        call.user = found.user
+
+    async def _bucket(self, call: Call) -> Bucket:
+        bucket = await self.engine.get_bucket(call.route.bucket)
+        if bucket.owner != call.user and call.user != users.ROOT_USER:
+            raise PermissionDenied("access denied")
+        return bucket
+
+    # -- bodies ---------------------------------------------------------------------------------
+
+    def _body(self, call: Call) -> tuple[AsyncIterator[bytes], int | None, _BodyState]:
+        """The decoded request body, its length if known, and what it learns on the way."""
+        req = call.request
+        assert call.auth is not None
+        payload = call.auth.payload
+        state = _BodyState()
+        if payload in sigv4.STREAMING_MODES:
+            decoded = req.header("x-amz-decoded-content-length")
+            size = int(decoded) if decoded and decoded.isdigit() else None
+            signer = (
+                sigv4.ChunkSigner(call.auth)
+                if payload != sigv4.STREAMING_UNSIGNED_TRAILER
+                else None
+            )
+            return _dechunk(req, signer, state), size, state
+        length = req.header("content-length")
+        size = int(length) if length and length.isdigit() else None
+        if payload in (sigv4.UNSIGNED,):
+            return _raw(req), size, state
+        return _sha256_checked(req, payload), size, state
+
+    async def _read_small(self, call: Call, limit: int = xml.MAX_XML_BYTES) -> bytes:
+        body, _, _ = self._body(call)
+        out = bytearray()
+        async for piece in body:
+            out += piece
+            if len(out) > limit:
+                raise S3Error("MaxMessageLengthExceeded", 400, "the request body is too large")
+        return bytes(out)
+
+    # -- service and buckets --------------------------------------------------------------------
+
+    async def list_buckets(self, call: Call) -> Response:
+        owner = None if call.user == users.ROOT_USER else call.user
+        buckets = await self.engine.list_buckets(owner)
+        return _xml(200, xml.list_buckets(call.user, [(b.name, b.created) for b in buckets]))
+
+    async def create_bucket(self, call: Call) -> Response:
+        location = xml.parse_create_bucket(await self._read_small(call))
+        if location and location != self.config.region:
+            raise S3Error(
+                "InvalidLocationConstraint",
+                400,
+                "the specified location constraint is not valid for this server",
+            )
+        try:
+            await self.engine.create_bucket(call.route.bucket, call.user)
+        except StoreError as e:
+            if getattr(e, "owner", None) == call.user:
+                raise S3Error("BucketAlreadyOwnedByYou", 409, "you already own this bucket") from e
+            raise
+        return Response(200, [("location", "/" + call.route.bucket)])
+
+    async def head_bucket(self, call: Call) -> Response:
+        await self._bucket(call)
+        return Response(200, [("x-amz-bucket-region", self.config.region)])
+
+    async def delete_bucket(self, call: Call) -> Response:
+        await self._bucket(call)
+        await self.engine.delete_bucket(call.route.bucket)
+        return Response(204)
+
+    async def get_bucket_location(self, call: Call) -> Response:
+        await self._bucket(call)
+        region = "" if self.config.region == "us-east-1" else self.config.region
+        return _xml(200, xml.document("LocationConstraint", [xml.escaped(region)]))
+
+    async def get_bucket_versioning(self, call: Call) -> Response:
+        bucket = await self._bucket(call)
+        fields = [xml.field("Status", bucket.versioning)] if bucket.versioning else []
+        return _xml(200, xml.document("VersioningConfiguration", fields))
+
+    async def put_bucket_versioning(self, call: Call) -> Response:
+        await self._bucket(call)
+        status = xml.parse_versioning(await self._read_small(call))
+        await self.engine.update_bucket(call.route.bucket, versioning=status)
+        return Response(200)
+
+    async def list_objects(self, call: Call) -> Response:
+        await self._bucket(call)
+        q = call.route.query
+        v2 = call.route.operation == "ListObjectsV2"
+        encode = q.get("encoding-type") == "url"
+        if "encoding-type" in q and not encode:
+            raise InvalidArgument("invalid encoding type")
+        try:
+            max_keys = int(q.get("max-keys", "1000"))
+        except ValueError:
+            raise InvalidArgument("max-keys must be an integer") from None
+        if v2:
+            token = q.get("continuation-token")
+            after = _decode_token(token) if token is not None else q.get("start-after", "")
+        else:
+            after = q.get("marker", "")
+        prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+        result = await self.engine.list_objects(
+            call.route.bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            after=after,
+            max_keys=max_keys,
+        )
+
+        def enc(value: str) -> str:
+            return xml.url_encode(value) if encode else value
+
+        out = [xml.field("Name", call.route.bucket), xml.field("Prefix", enc(prefix))]
+        if v2:
+            out.append(xml.field("KeyCount", len(result.objects) + len(result.prefixes)))
+            if "continuation-token" in q:
+                out.append(xml.field("ContinuationToken", q["continuation-token"]))
+            if "start-after" in q:
+                out.append(xml.field("StartAfter", enc(q["start-after"])))
+            if result.truncated:
+                out.append(xml.field("NextContinuationToken", _encode_token(result.next_marker)))
+        else:
+            out.append(xml.field("Marker", enc(after)))
+            if result.truncated and delimiter:
+                out.append(xml.field("NextMarker", enc(result.next_marker)))
+        out += [xml.field("MaxKeys", max_keys)]
+        if delimiter:
+            out.append(xml.field("Delimiter", enc(delimiter)))
+        if encode:
+            out.append(xml.field("EncodingType", "url"))
+        out.append(xml.field("IsTruncated", result.truncated))
+        fetch_owner = not v2 or q.get("fetch-owner") == "true"
+        for entry in result.objects:
+            children = [
+                xml.field("Key", enc(entry.key)),
+                xml.field("LastModified", xml.iso8601(entry.mtime)),
+                xml.field("ETag", f'"{entry.etag}"'),
+                xml.field("Size", entry.size),
+                xml.field("StorageClass", "STANDARD"),
+            ]
+            if fetch_owner:
+                children.append(xml.owner(entry.owner))
+            out.append(xml.element("Contents", children))
+        for cp in result.prefixes:
+            out.append(xml.element("CommonPrefixes", [xml.field("Prefix", enc(cp))]))
+        return _xml(200, xml.document("ListBucketResult", out))
+
+    # -- objects --------------------------------------------------------------------------------
+
+    async def put_object(self, call: Call) -> Response:
+        await self._bucket(call)
+        req = call.request
+        body, size, state = self._body(call)
+        algorithm, expected = _checksum_request(req)
+        version = await self.engine.put_object(
+            call.route.bucket,
+            call.route.key,
+            body,
+            size=size,
+            owner=call.user,
+            content_type=req.header("content-type") or "",
+            metadata=_user_metadata(req),
+            headers=_stored_headers(req),
+            content_md5=_content_md5(req),
+            checksum_algorithm=algorithm,
+            expected_checksum=expected
+            if expected is not None
+            else state.trailer_checksum(algorithm),
+            if_match=req.header("if-match"),
+            if_none_match=req.header("if-none-match"),
+        )
+        headers = [("etag", f'"{version.etag}"')]
+        headers += _version_headers(version)
+        if version.checksum:
+            headers.append(
+                (checksums.header_name(version.checksum.algorithm), version.checksum.value)
+            )
+        return Response(200, headers)
+
+    async def get_object(self, call: Call) -> Response:
+        """GetObject and HeadObject. Conditions are checked on the record before any data is
+        read; a GET reads its first window before answering, so a read error is a clean S3
+        error rather than a cut-off body."""
+        await self._bucket(call)
+        req, q = call.request, call.route.query
+        byte_range = _parse_range(req.header("range"))
+        part = q.get("partNumber")
+        v = await self.engine.head_object(call.route.bucket, call.route.key, q.get("versionId"))
+        _check_read_conditions(req, v)
+        reader = self.engine.open_object(
+            call.route.bucket,
+            call.route.key,
+            byte_range=byte_range,
+            part_number=int(part) if part and part.isdigit() else None,
+            version=v,
+            deferred=True,
+        )
+        head = call.route.operation == "HeadObject"
+        if head:
+            reader.version = v
+            reader.offset, reader.length = reader._resolve(v)
+        else:
+            await reader.__aenter__()
+        headers = _object_headers(v, q)
+        status = 200
+        if byte_range is not None:
+            status = 206
+            last = reader.offset + reader.length - 1
+            headers.append(("content-range", f"bytes {reader.offset}-{last}/{v.size}"))
+        if part:
+            headers.append(("x-amz-mp-parts-count", str(len(v.parts) or 1)))
+        if req.header("x-amz-checksum-mode") == "ENABLED" and v.checksum and byte_range is None:
+            headers.append((checksums.header_name(v.checksum.algorithm), v.checksum.value))
+            headers.append(("x-amz-checksum-type", v.checksum.type))
+        return Response(status, headers, b"" if head else reader, length=reader.length)
+
+    async def delete_object(self, call: Call) -> Response:
+        await self._bucket(call)
+        result = await self.engine.delete_object(
+            call.route.bucket, call.route.key, call.route.query.get("versionId"), owner=call.user
+        )
+        headers = []
+        if result.delete_marker:
+            headers.append(("x-amz-delete-marker", "true"))
+        if result.version_id != "null" or call.route.query.get("versionId"):
+            headers.append(("x-amz-version-id", result.version_id))
+        return Response(204, headers)
+
+    async def delete_objects(self, call: Call) -> Response:
+        await self._bucket(call)
+        objects, quiet = xml.parse_delete(await self._read_small(call))
+        out = []
+        for key, version_id in objects:
+            try:
+                result = await self.engine.delete_object(
+                    call.route.bucket, key, version_id, owner=call.user
+                )
+            except (StoreError, S3Error) as e:
+                code = code_for(e)
+                out.append(
+                    xml.element(
+                        "Error",
+                        [
+                            xml.field("Key", key),
+                            xml.field("Code", code.code),
+                            xml.field("Message", str(e)),
+                        ],
+                    )
+                )
+                continue
+            if quiet:
+                continue
+            children = [xml.field("Key", key)]
+            if version_id:
+                children.append(xml.field("VersionId", version_id))
+            if result.delete_marker:
+                children += [
+                    xml.field("DeleteMarker", True),
+                    xml.field("DeleteMarkerVersionId", result.version_id),
+                ]
+            out.append(xml.element("Deleted", children))
+        return _xml(200, xml.document("DeleteResult", out))
+
+    # -- multipart ------------------------------------------------------------------------------
+
+    async def create_multipart(self, call: Call) -> Response:
+        await self._bucket(call)
+        req = call.request
+        algorithm = req.header("x-amz-checksum-algorithm") or ""
+        upload = await self.engine.multipart.create(
+            call.route.bucket,
+            call.route.key,
+            owner=call.user,
+            content_type=req.header("content-type") or "",
+            metadata=_user_metadata(req),
+            headers=_stored_headers(req),
+            checksum_algorithm=algorithm,
+            checksum_type=req.header("x-amz-checksum-type") or "",
+        )
+        body = xml.document(
+            "InitiateMultipartUploadResult",
+            [
+                xml.field("Bucket", call.route.bucket),
+                xml.field("Key", call.route.key),
+                xml.field("UploadId", upload.upload_id),
+            ],
+        )
+        headers = []
+        if upload.checksum_algorithm:
+            headers += [
+                ("x-amz-checksum-algorithm", upload.checksum_algorithm),
+                ("x-amz-checksum-type", upload.checksum_type),
+            ]
+        return _xml(200, body, headers)
+
+    async def upload_part(self, call: Call) -> Response:
+        await self._bucket(call)
+        q, req = call.route.query, call.request
+        try:
+            number = int(q.get("partNumber", ""))
+        except ValueError:
+            raise InvalidArgument("partNumber must be an integer") from None
+        body, size, state = self._body(call)
+        algorithm, expected = _checksum_request(req)
+        part = await self.engine.multipart.upload_part(
+            call.route.bucket,
+            call.route.key,
+            q.get("uploadId", ""),
+            number,
+            body,
+            size=size,
+            content_md5=_content_md5(req),
+            checksum_algorithm=algorithm,
+            expected_checksum=expected
+            if expected is not None
+            else state.trailer_checksum(algorithm),
+        )
+        headers = [("etag", f'"{part.etag}"')]
+        if part.checksum:
+            alg, _, value = part.checksum.partition(":")
+            headers.append((checksums.header_name(alg), value))
+        return Response(200, headers)
+
+    async def complete_multipart(self, call: Call) -> Response:
+        await self._bucket(call)
+        entries = xml.parse_complete_multipart(await self._read_small(call))
+        req = call.request
+        expected = None
+        for algorithm in checksums.ALGORITHMS:
+            value = req.header(checksums.header_name(algorithm))
+            if value:
+                expected = value
+        listed = [
+            CompletedPart(e.number, e.etag, next(iter(e.checksums.values()), "")) for e in entries
+        ]
+        version = await self.engine.multipart.complete(
+            call.route.bucket,
+            call.route.key,
+            call.route.query.get("uploadId", ""),
+            listed,
+            expected_checksum=expected,
+            checksum_type=req.header("x-amz-checksum-type") or "",
+            if_match=req.header("if-match"),
+            if_none_match=req.header("if-none-match"),
+        )
+        children = [
+            xml.field("Location", f"/{call.route.bucket}/{call.route.key}"),
+            xml.field("Bucket", call.route.bucket),
+            xml.field("Key", call.route.key),
+            xml.field("ETag", f'"{version.etag}"'),
+        ]
+        if version.checksum:
+            children.append(
+                xml.field("Checksum" + version.checksum.algorithm, version.checksum.value)
+            )
+            children.append(xml.field("ChecksumType", version.checksum.type))
+        return _xml(
+            200, xml.document("CompleteMultipartUploadResult", children), _version_headers(version)
+        )
+
+    async def abort_multipart(self, call: Call) -> Response:
+        await self._bucket(call)
+        await self.engine.multipart.abort(
+            call.route.bucket, call.route.key, call.route.query.get("uploadId", "")
+        )
+        return Response(204)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+class _BodyState:
+    """What decoding a body learned: the trailers, once the body has been read."""
+
+    def __init__(self) -> None:
+        self.trailers: dict[str, str] = {}
+
+    def trailer_checksum(self, algorithm: str | None) -> Callable[[], str | None] | None:
+        if algorithm is None:
+            return None
+        name = checksums.header_name(algorithm)
+        return lambda: self.trailers.get(name)
+
+
+async def _raw(req: Request) -> AsyncIterator[bytes]:
+    async for piece in req:
+        yield piece
+
+
+async def _sha256_checked(req: Request, expected: str) -> AsyncIterator[bytes]:
+    digest = hashlib.sha256()
+    async for piece in req:
+        digest.update(piece)
+        yield piece
+    if digest.hexdigest() != expected:
+        raise S3Error(
+            "XAmzContentSHA256Mismatch",
+            400,
+            "the provided x-amz-content-sha256 does not match what was computed",
+        )
+
+
+async def _dechunk(
+    req: Request, signer: sigv4.ChunkSigner | None, state: _BodyState
+) -> AsyncIterator[bytes]:
+    decoder = ChunkedDecoder()
+    async for piece in req:
+        for event in decoder.feed(piece):
+            if isinstance(event, Chunk):
+                if signer is not None:
+                    if event.signature is None:
+                        raise S3Error("SignatureDoesNotMatch", 403, "a chunk is not signed")
+                    signer.verify_chunk(event.data, event.signature)
+                if event.data:
+                    yield event.data
+            elif isinstance(event, Trailers):
+                if signer is not None and event.signature is not None:
+                    signer.verify_trailer(decoder.signed_trailer_bytes(event), event.signature)
+                state.trailers = event.headers
+    if not decoder.done:
+        raise S3Error("IncompleteBody", 400, "the aws-chunked body ended early")
+
+
+def _access_key_of(req: Request, raw_query: str) -> str:
+    auth = req.header("authorization") or ""
+    found = re.search(r"Credential=([^/,\s]+)/", auth)
+    if found:
+        return found[1]
+    found = re.search(r"X-Amz-Credential=([^%&/]+)(?:%2F|/)", raw_query)
+    return found[1] if found else ""
+
+
+def _xml(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, [("content-type", "application/xml"), *(headers or [])], body)
+
+
+def _encode_token(marker: str) -> str:
+    return base64.urlsafe_b64encode(marker.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument("the continuation token provided is incorrect") from None
+
+
+def _user_metadata(req: Request) -> dict[str, str]:
+    meta = {n[len("x-amz-meta-") :]: v for n, v in req.headers if n.startswith("x-amz-meta-")}
+    if sum(len(n) + len(v) for n, v in meta.items()) > 2048:
+        raise S3Error("MetadataTooLarge", 400, "user metadata is limited to 2 KB")
+    return meta
+
+
+def _stored_headers(req: Request) -> dict[str, str]:
+    out = {}
+    for name in STORED_HEADERS:
+        value = req.header(name)
+        if value is None:
+            continue
+        if name == "content-encoding":
+            value = ",".join(v for v in (p.strip() for p in value.split(",")) if v != "aws-chunked")
+            if not value:
+                continue
+        out[name] = value
+    return out
+
+
+def _content_md5(req: Request) -> bytes | None:
+    value = req.header("content-md5")
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise S3Error("InvalidDigest", 400, "the Content-MD5 you specified is not valid") from None
+    if len(raw) != 16:
+        raise S3Error("InvalidDigest", 400, "the Content-MD5 you specified is not valid")
+    return raw
+
+
+def _checksum_request(req: Request) -> tuple[str | None, str | None]:
+    """(algorithm, expected value in a header) of the request's additional checksum."""
+    for algorithm in checksums.ALGORITHMS:
+        value = req.header(checksums.header_name(algorithm))
+        if value is not None:
+            return algorithm, value
+    trailer = req.header("x-amz-trailer")
+    if trailer:
+        name = trailer.strip().lower()
+        for algorithm in checksums.ALGORITHMS:
+            if checksums.header_name(algorithm) == name:
+                return algorithm, None
+        raise InvalidArgument(f"unsupported trailer {trailer}")
+    sdk = req.header("x-amz-sdk-checksum-algorithm")
+    if sdk:
+        return checksums.canonical_algorithm(sdk), None
+    return None, None
+
+
+def _parse_range(value: str | None) -> tuple[int | None, int | None] | None:
+    if value is None:
+        return None
+    found = _RANGE.fullmatch(value.strip())
+    if not found or (not found[1] and not found[2]):
+        return None  # S3 ignores a range it cannot parse
+    first = int(found[1]) if found[1] else None
+    last = int(found[2]) if found[2] else None
+    return first, last
+
+
+def _http_date(seconds: float) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
+
+
+def _version_headers(v: Version) -> list[tuple[str, str]]:
+    return [] if v.null else [("x-amz-version-id", v.public_id)]
+
+
+def _object_headers(v: Version, q: dict[str, str] | Any) -> list[tuple[str, str]]:
+    headers = [
+        ("etag", f'"{v.etag}"'),
+        ("last-modified", _http_date(v.mtime)),
+        ("accept-ranges", "bytes"),
+        ("content-type", v.content_type or "binary/octet-stream"),
+    ]
+    headers += [(n, val) for n, val in v.headers.items()]
+    headers += [(f"x-amz-meta-{n}", val) for n, val in v.metadata.items()]
+    headers += _version_headers(v)
+    if v.tags:
+        headers.append(("x-amz-tagging-count", str(len(v.tags))))
+    overrides = {
+        "response-content-type": "content-type",
+        "response-content-language": "content-language",
+        "response-expires": "expires",
+        "response-cache-control": "cache-control",
+        "response-content-disposition": "content-disposition",
+        "response-content-encoding": "content-encoding",
+    }
+    for param, name in overrides.items():
+        if param in q:
+            headers = [(n, val) for n, val in headers if n != name] + [(name, q[param])]
+    return headers
+
+
+def _check_read_conditions(req: Request, v: Version) -> None:
+    """If-Match / If-None-Match / If-(Un)Modified-Since, with RFC 9110's precedence."""
+    etag = f'"{v.etag}"'
+    if_match, if_none_match = req.header("if-match"), req.header("if-none-match")
+    unmodified_since = _date(req.header("if-unmodified-since"))
+    modified_since = _date(req.header("if-modified-since"))
+    if if_match is not None:
+        if not _etag_in(if_match, etag):
+            raise _precondition_failed()
+    elif unmodified_since is not None and int(v.mtime) > unmodified_since:
+        raise _precondition_failed()
+    if if_none_match is not None:
+        if _etag_in(if_none_match, etag):
+            raise _NotModified()
+    elif modified_since is not None and int(v.mtime) <= modified_since:
+        raise _NotModified()
+
+
+def _precondition_failed() -> S3Error:
+    return S3Error(
+        "PreconditionFailed", 412, "at least one of the preconditions you specified did not hold"
+    )
+
+
+class _NotModified(S3Error):
+    def __init__(self) -> None:
+        super().__init__("NotModified", 304, "not modified")
+
+
+def _etag_in(condition: str, etag: str) -> bool:
+    items = [i.strip() for i in condition.split(",")]
+    return "*" in items or etag in items or etag.strip('"') in items
+
+
+def _date(value: str | None) -> float | None:
+    parsed = email.utils.parsedate_tz(value) if value else None
+    return None if parsed is None else float(email.utils.mktime_tz(parsed))
+
+
+def bad_request_response(request: Request | None, error: BadRequest) -> Response:
+    """Answers to requests the HTTP layer refuses before routing (malformed, too large)."""
+    code = {431: "RequestHeaderSectionTooLarge", 414: "RequestURITooLong"}.get(
+        error.status, "BadRequest"
+    )
+    body = error_document(
+        ErrorCode(code, error.status), str(error), request_id=secrets.token_hex(8).upper()
+    )
+    return Response(error.status, [("content-type", "application/xml")], body)

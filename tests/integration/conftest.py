@@ -1,0 +1,82 @@
+"""A real `store serve` process on a free loopback port, and clients configured for it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ACCESS_KEY = "itestaccesskey"
+SECRET_KEY = "itestsecretkey123"
+
+
+@dataclass
+class Server:
+    endpoint: str
+    data: Path
+    process: subprocess.Popen[str]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("serve")
+    port = _free_port()
+    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+    log = (data / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "store.cli",
+            "serve",
+            "--data",
+            str(data),
+            "--s3",
+            f"127.0.0.1:{port}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, (data / "server.log").read_text()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "store serve did not start"
+            time.sleep(0.1)
+    yield Server(f"http://127.0.0.1:{port}", data, process)
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def s3(server: Server):  # type: ignore[no-untyped-def]
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
+    )

@@ -1,0 +1,150 @@
+"""boto3 with its current defaults against `store serve` over a real socket."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import stat
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.integration.conftest import Server
+
+
+def code_of(error: ClientError) -> str:
+    return str(error.response["Error"]["Code"])
+
+
+def test_credentials_file_is_private(server: Server) -> None:
+    mode = stat.S_IMODE((server.data / "credentials.json").stat().st_mode)
+    assert mode == 0o600
+    assert "itestsecretkey123" not in (server.data / "server.log").read_text()
+
+
+def test_bucket_lifecycle(s3: Any) -> None:
+    s3.create_bucket(Bucket="life")
+    assert "life" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.head_bucket(Bucket="life")
+    with pytest.raises(ClientError) as e:
+        s3.create_bucket(Bucket="life")
+    assert code_of(e.value) == "BucketAlreadyOwnedByYou"
+    s3.put_object(Bucket="life", Key="k", Body=b"x")
+    with pytest.raises(ClientError) as e:
+        s3.delete_bucket(Bucket="life")
+    assert code_of(e.value) == "BucketNotEmpty"
+    s3.delete_object(Bucket="life", Key="k")
+    s3.delete_bucket(Bucket="life")
+    with pytest.raises(ClientError) as e:
+        s3.head_bucket(Bucket="life")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_objects_ranges_metadata_and_listing(s3: Any) -> None:
+    s3.create_bucket(Bucket="objs")
+    key = "dir/ünï cödé+plus & space.txt"
+    s3.put_object(
+        Bucket="objs",
+        Key=key,
+        Body=b"hello world",
+        Metadata={"color": "blue"},
+        ContentType="text/plain",
+    )
+    got = s3.get_object(Bucket="objs", Key=key)
+    assert got["Body"].read() == b"hello world"
+    assert got["ETag"] == f'"{hashlib.md5(b"hello world").hexdigest()}"'
+    assert got["Metadata"] == {"color": "blue"} and got["ContentType"] == "text/plain"
+    part = s3.get_object(Bucket="objs", Key=key, Range="bytes=6-")
+    assert part["Body"].read() == b"world" and part["ContentRange"] == "bytes 6-10/11"
+    for i in range(5):
+        s3.put_object(Bucket="objs", Key=f"many/{i}", Body=b"")
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket="objs", PaginationConfig={"PageSize": 2}
+    )
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    assert keys == sorted([key] + [f"many/{i}" for i in range(5)], key=lambda k: k.encode())
+    top = s3.list_objects_v2(Bucket="objs", Delimiter="/")
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["dir/", "many/"]
+    v1 = s3.list_objects(Bucket="objs", Prefix="many/", MaxKeys=2)
+    assert [o["Key"] for o in v1["Contents"]] == ["many/0", "many/1"] and v1["IsTruncated"]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="objs", Key="missing")
+    assert code_of(e.value) == "NoSuchKey"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="objs", Key=key, Range="bytes=100-")
+    assert code_of(e.value) == "InvalidRange"
+
+
+def test_upload_and_download_file_multipart(s3: Any, tmp_path: Any) -> None:
+    s3.create_bucket(Bucket="files")
+    data = os.urandom(40 << 20)
+    source = tmp_path / "in.bin"
+    source.write_bytes(data)
+    s3.upload_file(str(source), "files", "big.bin")
+    head = s3.head_object(Bucket="files", Key="big.bin")
+    assert head["ContentLength"] == len(data) and head["ETag"].endswith('-5"')
+    target = tmp_path / "out.bin"
+    s3.download_file("files", "big.bin", str(target))
+    assert target.read_bytes() == data
+
+
+def test_conditional_and_checksummed_writes(s3: Any) -> None:
+    s3.create_bucket(Bucket="cond")
+    s3.put_object(Bucket="cond", Key="k", Body=b"one", IfNoneMatch="*")
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="cond", Key="k", Body=b"two", IfNoneMatch="*")
+    assert code_of(e.value) == "PreconditionFailed"
+    put = s3.put_object(Bucket="cond", Key="c", Body=b"data", ChecksumAlgorithm="SHA256")
+    expected = base64.b64encode(hashlib.sha256(b"data").digest()).decode()
+    assert put["ChecksumSHA256"] == expected
+    got = s3.get_object(Bucket="cond", Key="c", ChecksumMode="ENABLED")
+    assert got["Body"].read() == b"data" and got["ChecksumSHA256"] == expected
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="cond", Key="bad", Body=b"data", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
+    assert code_of(e.value) == "BadDigest"
+
+
+def test_presigned_urls_and_bad_signatures(s3: Any, server: Server) -> None:
+    s3.create_bucket(Bucket="pre")
+    s3.put_object(Bucket="pre", Key="k", Body=b"shared")
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "pre", "Key": "k"}, ExpiresIn=60
+    )
+    assert urllib.request.urlopen(url).read() == b"shared"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace("Signature=", "Signature=0"))
+    assert e.value.code == 403
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(server.endpoint + "/pre/k")
+    assert e.value.code == 403 and b"AccessDenied" in e.value.read()
+
+
+def test_wrong_secret_is_refused(server: Server) -> None:
+    import boto3
+
+    bad = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id="itestaccesskey",
+        aws_secret_access_key="wrong-secret",
+        region_name="us-east-1",
+    )
+    with pytest.raises(ClientError) as e:
+        bad.list_buckets()
+    assert code_of(e.value) == "SignatureDoesNotMatch"
+
+
+def test_delete_objects_batch(s3: Any) -> None:
+    s3.create_bucket(Bucket="batch")
+    for i in range(3):
+        s3.put_object(Bucket="batch", Key=f"k{i}", Body=io.BytesIO(b"x"))
+    result = s3.delete_objects(
+        Bucket="batch", Delete={"Objects": [{"Key": f"k{i}"} for i in range(3)]}
+    )
+    assert sorted(d["Key"] for d in result["Deleted"]) == ["k0", "k1", "k2"]
+    assert s3.list_objects_v2(Bucket="batch")["KeyCount"] == 0
