@@ -29,6 +29,7 @@ from store.engine.multipart import CompletedPart
 from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket, Version
 from store.errors import InvalidArgument, PermissionDenied, StoreError
+from store.gateway import s3_listings
 from store.gateway.http import BadRequest, Request, Response
 from store.s3 import sigv4, xml
 from store.s3.chunked import Chunk, ChunkedDecoder, Trailers
@@ -77,8 +78,11 @@ class S3Gateway:
             "GetBucketLocation": self.get_bucket_location,
             "GetBucketVersioning": self.get_bucket_versioning,
             "PutBucketVersioning": self.put_bucket_versioning,
-            "ListObjects": self.list_objects,
-            "ListObjectsV2": self.list_objects,
+            "ListObjects": self._listing(s3_listings.list_objects),
+            "ListObjectsV2": self._listing(s3_listings.list_objects),
+            "ListObjectVersions": self._listing(s3_listings.list_versions),
+            "ListMultipartUploads": self._listing(s3_listings.list_uploads),
+            "ListParts": self._listing(s3_listings.list_parts),
             "PutObject": self.put_object,
             "GetObject": self.get_object,
             "HeadObject": self.get_object,
@@ -169,6 +173,15 @@ class S3Gateway:
         assert found is not None
         call.user = found.user
 
+    def _listing(
+        self, fn: Callable[[ObjectEngine, Call], Awaitable[bytes]]
+    ) -> Callable[[Call], Awaitable[Response]]:
+        async def handle(call: Call) -> Response:
+            await self._bucket(call)
+            return _xml(200, await fn(self.engine, call))
+
+        return handle
+
     async def _bucket(self, call: Call) -> Bucket:
         bucket = await self.engine.get_bucket(call.route.bucket)
         if bucket.owner != call.user and call.user != users.ROOT_USER:
@@ -254,69 +267,6 @@ class S3Gateway:
         status = xml.parse_versioning(await self._read_small(call))
         await self.engine.update_bucket(call.route.bucket, versioning=status)
         return Response(200)
-
-    async def list_objects(self, call: Call) -> Response:
-        await self._bucket(call)
-        q = call.route.query
-        v2 = call.route.operation == "ListObjectsV2"
-        encode = q.get("encoding-type") == "url"
-        if "encoding-type" in q and not encode:
-            raise InvalidArgument("invalid encoding type")
-        try:
-            max_keys = int(q.get("max-keys", "1000"))
-        except ValueError:
-            raise InvalidArgument("max-keys must be an integer") from None
-        if v2:
-            token = q.get("continuation-token")
-            after = _decode_token(token) if token is not None else q.get("start-after", "")
-        else:
-            after = q.get("marker", "")
-        prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-        result = await self.engine.list_objects(
-            call.route.bucket,
-            prefix=prefix,
-            delimiter=delimiter,
-            after=after,
-            max_keys=max_keys,
-        )
-
-        def enc(value: str) -> str:
-            return xml.url_encode(value) if encode else value
-
-        out = [xml.field("Name", call.route.bucket), xml.field("Prefix", enc(prefix))]
-        if v2:
-            out.append(xml.field("KeyCount", len(result.objects) + len(result.prefixes)))
-            if "continuation-token" in q:
-                out.append(xml.field("ContinuationToken", q["continuation-token"]))
-            if "start-after" in q:
-                out.append(xml.field("StartAfter", enc(q["start-after"])))
-            if result.truncated:
-                out.append(xml.field("NextContinuationToken", _encode_token(result.next_marker)))
-        else:
-            out.append(xml.field("Marker", enc(after)))
-            if result.truncated and delimiter:
-                out.append(xml.field("NextMarker", enc(result.next_marker)))
-        out += [xml.field("MaxKeys", max_keys)]
-        if delimiter:
-            out.append(xml.field("Delimiter", enc(delimiter)))
-        if encode:
-            out.append(xml.field("EncodingType", "url"))
-        out.append(xml.field("IsTruncated", result.truncated))
-        fetch_owner = not v2 or q.get("fetch-owner") == "true"
-        for entry in result.objects:
-            children = [
-                xml.field("Key", enc(entry.key)),
-                xml.field("LastModified", xml.iso8601(entry.mtime)),
-                xml.field("ETag", f'"{entry.etag}"'),
-                xml.field("Size", entry.size),
-                xml.field("StorageClass", "STANDARD"),
-            ]
-            if fetch_owner:
-                children.append(xml.owner(entry.owner))
-            out.append(xml.element("Contents", children))
-        for cp in result.prefixes:
-            out.append(xml.element("CommonPrefixes", [xml.field("Prefix", enc(cp))]))
-        return _xml(200, xml.document("ListBucketResult", out))
 
     # -- objects --------------------------------------------------------------------------------
 
@@ -605,17 +555,6 @@ def _access_key_of(req: Request, raw_query: str) -> str:
 
 def _xml(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Response:
     return Response(status, [("content-type", "application/xml"), *(headers or [])], body)
-
-
-def _encode_token(marker: str) -> str:
-    return base64.urlsafe_b64encode(marker.encode()).decode()
-
-
-def _decode_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument("the continuation token provided is incorrect") from None
 
 
 def _user_metadata(req: Request) -> dict[str, str]:

@@ -159,8 +159,8 @@ def document(root: str, children: Iterable[str]) -> bytes:
     return f'{HEAD}<{root} xmlns="{NS}">{"".join(children)}</{root}>'.encode()
 
 
-def owner(owner_id: str) -> str:
-    return f"<Owner>{_el('ID', owner_id)}{_el('DisplayName', owner_id)}</Owner>"
+def owner(owner_id: str, tag: str = "Owner") -> str:
+    return f"<{tag}>{_el('ID', owner_id)}{_el('DisplayName', owner_id)}</{tag}>"
 
 
 def list_buckets(owner_id: str, buckets: Sequence[tuple[str, float]]) -> bytes:

@@ -148,3 +148,36 @@ def test_delete_objects_batch(s3: Any) -> None:
     )
     assert sorted(d["Key"] for d in result["Deleted"]) == ["k0", "k1", "k2"]
     assert s3.list_objects_v2(Bucket="batch")["KeyCount"] == 0
+
+
+def test_versions_uploads_and_parts_listings(s3: Any) -> None:
+    s3.create_bucket(Bucket="vers")
+    s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket="vers")["Status"] == "Enabled"
+    v1 = s3.put_object(Bucket="vers", Key="k", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket="vers", Key="k", Body=b"two")["VersionId"]
+    marker = s3.delete_object(Bucket="vers", Key="k")
+    assert marker["DeleteMarker"]
+    listed = s3.list_object_versions(Bucket="vers")
+    assert [v["VersionId"] for v in listed["Versions"]] == [v2, v1]
+    assert [m["IsLatest"] for m in listed["DeleteMarkers"]] == [True]
+    assert s3.get_object(Bucket="vers", Key="k", VersionId=v1)["Body"].read() == b"one"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="vers", Key="k")
+    assert code_of(e.value) == "NoSuchKey"
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "true"
+    paged = s3.get_paginator("list_object_versions").paginate(
+        Bucket="vers", PaginationConfig={"PageSize": 1}
+    )
+    assert sum(len(p.get("Versions", [])) + len(p.get("DeleteMarkers", [])) for p in paged) == 3
+
+    up = s3.create_multipart_upload(Bucket="vers", Key="mp")["UploadId"]
+    etag = s3.upload_part(Bucket="vers", Key="mp", UploadId=up, PartNumber=1, Body=b"p1")["ETag"]
+    uploads = s3.list_multipart_uploads(Bucket="vers")["Uploads"]
+    assert [(u["Key"], u["UploadId"]) for u in uploads] == [("mp", up)]
+    parts = s3.list_parts(Bucket="vers", Key="mp", UploadId=up)["Parts"]
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in parts] == [(1, etag, 2)]
+    s3.abort_multipart_upload(Bucket="vers", Key="mp", UploadId=up)
+    with pytest.raises(ClientError) as e:
+        s3.list_parts(Bucket="vers", Key="mp", UploadId=up)
+    assert code_of(e.value) == "NoSuchUpload"
