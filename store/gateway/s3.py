@@ -11,42 +11,27 @@ and a checksum sent as a trailer is handed to the engine to verify before the co
 
 from __future__ import annotations
 
-import base64
-import binascii
-import email.utils
-import hashlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from store.codec import checksums
 from store.engine import users
 from store.engine.multipart import CompletedPart
 from store.engine.objects import ObjectEngine
-from store.engine.records import Bucket, Version
+from store.engine.records import Bucket
 from store.errors import InvalidArgument, PermissionDenied, StoreError
 from store.gateway import s3_listings
+from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
 from store.s3 import sigv4, xml
-from store.s3.chunked import Chunk, ChunkedDecoder, Trailers
 from store.s3.errors import ErrorCode, S3Error, code_for, error_document
 from store.s3.router import Route, route
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("store.access")
-
-STORED_HEADERS = (
-    "cache-control",
-    "content-disposition",
-    "content-encoding",
-    "content-language",
-    "expires",
-)
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 @dataclass
@@ -167,7 +152,7 @@ class S3Gateway:
         signed = sigv4.SignedRequest(
             req.method, call.route.raw_path, call.route.raw_query, req.headers
         )
-        access_key = _access_key_of(req, call.route.raw_query)
+        access_key = m.access_key_of(req, call.route.raw_query)
         found = await users.lookup(self.engine.kv, access_key) if access_key else None
         call.auth = sigv4.verify(signed, lambda ak: found.secret_key if found else None)
         assert found is not None
@@ -178,7 +163,7 @@ class S3Gateway:
     ) -> Callable[[Call], Awaitable[Response]]:
         async def handle(call: Call) -> Response:
             await self._bucket(call)
-            return _xml(200, await fn(self.engine, call))
+            return m.xml(200, await fn(self.engine, call))
 
         return handle
 
@@ -190,12 +175,12 @@ class S3Gateway:
 
     # -- bodies ---------------------------------------------------------------------------------
 
-    def _body(self, call: Call) -> tuple[AsyncIterator[bytes], int | None, _BodyState]:
+    def _body(self, call: Call) -> tuple[AsyncIterator[bytes], int | None, m.BodyState]:
         """The decoded request body, its length if known, and what it learns on the way."""
         req = call.request
         assert call.auth is not None
         payload = call.auth.payload
-        state = _BodyState()
+        state = m.BodyState()
         if payload in sigv4.STREAMING_MODES:
             decoded = req.header("x-amz-decoded-content-length")
             size = int(decoded) if decoded and decoded.isdigit() else None
@@ -204,12 +189,12 @@ class S3Gateway:
                 if payload != sigv4.STREAMING_UNSIGNED_TRAILER
                 else None
             )
-            return _dechunk(req, signer, state), size, state
+            return m.dechunk(req, signer, state), size, state
         length = req.header("content-length")
         size = int(length) if length and length.isdigit() else None
         if payload in (sigv4.UNSIGNED,):
-            return _raw(req), size, state
-        return _sha256_checked(req, payload), size, state
+            return m.raw(req), size, state
+        return m.sha256_checked(req, payload), size, state
 
     async def _read_small(self, call: Call, limit: int = xml.MAX_XML_BYTES) -> bytes:
         body, _, _ = self._body(call)
@@ -225,7 +210,7 @@ class S3Gateway:
     async def list_buckets(self, call: Call) -> Response:
         owner = None if call.user == users.ROOT_USER else call.user
         buckets = await self.engine.list_buckets(owner)
-        return _xml(200, xml.list_buckets(call.user, [(b.name, b.created) for b in buckets]))
+        return m.xml(200, xml.list_buckets(call.user, [(b.name, b.created) for b in buckets]))
 
     async def create_bucket(self, call: Call) -> Response:
         location = xml.parse_create_bucket(await self._read_small(call))
@@ -255,12 +240,12 @@ class S3Gateway:
     async def get_bucket_location(self, call: Call) -> Response:
         await self._bucket(call)
         region = "" if self.config.region == "us-east-1" else self.config.region
-        return _xml(200, xml.document("LocationConstraint", [xml.escaped(region)]))
+        return m.xml(200, xml.document("LocationConstraint", [xml.escaped(region)]))
 
     async def get_bucket_versioning(self, call: Call) -> Response:
         bucket = await self._bucket(call)
         fields = [xml.field("Status", bucket.versioning)] if bucket.versioning else []
-        return _xml(200, xml.document("VersioningConfiguration", fields))
+        return m.xml(200, xml.document("VersioningConfiguration", fields))
 
     async def put_bucket_versioning(self, call: Call) -> Response:
         await self._bucket(call)
@@ -274,7 +259,7 @@ class S3Gateway:
         await self._bucket(call)
         req = call.request
         body, size, state = self._body(call)
-        algorithm, expected = _checksum_request(req)
+        algorithm, expected = m.checksum_request(req)
         version = await self.engine.put_object(
             call.route.bucket,
             call.route.key,
@@ -282,9 +267,9 @@ class S3Gateway:
             size=size,
             owner=call.user,
             content_type=req.header("content-type") or "",
-            metadata=_user_metadata(req),
-            headers=_stored_headers(req),
-            content_md5=_content_md5(req),
+            metadata=m.user_metadata(req),
+            headers=m.stored_headers(req),
+            content_md5=m.content_md5(req),
             checksum_algorithm=algorithm,
             expected_checksum=expected
             if expected is not None
@@ -293,7 +278,7 @@ class S3Gateway:
             if_none_match=req.header("if-none-match"),
         )
         headers = [("etag", f'"{version.etag}"')]
-        headers += _version_headers(version)
+        headers += m.version_headers(version)
         if version.checksum:
             headers.append(
                 (checksums.header_name(version.checksum.algorithm), version.checksum.value)
@@ -306,10 +291,10 @@ class S3Gateway:
         error rather than a cut-off body."""
         await self._bucket(call)
         req, q = call.request, call.route.query
-        byte_range = _parse_range(req.header("range"))
+        byte_range = m.parse_range(req.header("range"))
         part = q.get("partNumber")
         v = await self.engine.head_object(call.route.bucket, call.route.key, q.get("versionId"))
-        _check_read_conditions(req, v)
+        m.check_read_conditions(req, v)
         reader = self.engine.open_object(
             call.route.bucket,
             call.route.key,
@@ -324,7 +309,7 @@ class S3Gateway:
             reader.offset, reader.length = reader._resolve(v)
         else:
             await reader.__aenter__()
-        headers = _object_headers(v, q)
+        headers = m.object_headers(v, q)
         status = 200
         if byte_range is not None:
             status = 206
@@ -382,7 +367,7 @@ class S3Gateway:
                     xml.field("DeleteMarkerVersionId", result.version_id),
                 ]
             out.append(xml.element("Deleted", children))
-        return _xml(200, xml.document("DeleteResult", out))
+        return m.xml(200, xml.document("DeleteResult", out))
 
     # -- multipart ------------------------------------------------------------------------------
 
@@ -395,8 +380,8 @@ class S3Gateway:
             call.route.key,
             owner=call.user,
             content_type=req.header("content-type") or "",
-            metadata=_user_metadata(req),
-            headers=_stored_headers(req),
+            metadata=m.user_metadata(req),
+            headers=m.stored_headers(req),
             checksum_algorithm=algorithm,
             checksum_type=req.header("x-amz-checksum-type") or "",
         )
@@ -414,7 +399,7 @@ class S3Gateway:
                 ("x-amz-checksum-algorithm", upload.checksum_algorithm),
                 ("x-amz-checksum-type", upload.checksum_type),
             ]
-        return _xml(200, body, headers)
+        return m.xml(200, body, headers)
 
     async def upload_part(self, call: Call) -> Response:
         await self._bucket(call)
@@ -424,7 +409,7 @@ class S3Gateway:
         except ValueError:
             raise InvalidArgument("partNumber must be an integer") from None
         body, size, state = self._body(call)
-        algorithm, expected = _checksum_request(req)
+        algorithm, expected = m.checksum_request(req)
         part = await self.engine.multipart.upload_part(
             call.route.bucket,
             call.route.key,
@@ -432,7 +417,7 @@ class S3Gateway:
             number,
             body,
             size=size,
-            content_md5=_content_md5(req),
+            content_md5=m.content_md5(req),
             checksum_algorithm=algorithm,
             expected_checksum=expected
             if expected is not None
@@ -477,8 +462,8 @@ class S3Gateway:
                 xml.field("Checksum" + version.checksum.algorithm, version.checksum.value)
             )
             children.append(xml.field("ChecksumType", version.checksum.type))
-        return _xml(
-            200, xml.document("CompleteMultipartUploadResult", children), _version_headers(version)
+        return m.xml(
+            200, xml.document("CompleteMultipartUploadResult", children), m.version_headers(version)
         )
 
     async def abort_multipart(self, call: Call) -> Response:
@@ -487,211 +472,6 @@ class S3Gateway:
             call.route.bucket, call.route.key, call.route.query.get("uploadId", "")
         )
         return Response(204)
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-class _BodyState:
-    """What decoding a body learned: the trailers, once the body has been read."""
-
-    def __init__(self) -> None:
-        self.trailers: dict[str, str] = {}
-
-    def trailer_checksum(self, algorithm: str | None) -> Callable[[], str | None] | None:
-        if algorithm is None:
-            return None
-        name = checksums.header_name(algorithm)
-        return lambda: self.trailers.get(name)
-
-
-async def _raw(req: Request) -> AsyncIterator[bytes]:
-    async for piece in req:
-        yield piece
-
-
-async def _sha256_checked(req: Request, expected: str) -> AsyncIterator[bytes]:
-    digest = hashlib.sha256()
-    async for piece in req:
-        digest.update(piece)
-        yield piece
-    if digest.hexdigest() != expected:
-        raise S3Error(
-            "XAmzContentSHA256Mismatch",
-            400,
-            "the provided x-amz-content-sha256 does not match what was computed",
-        )
-
-
-async def _dechunk(
-    req: Request, signer: sigv4.ChunkSigner | None, state: _BodyState
-) -> AsyncIterator[bytes]:
-    decoder = ChunkedDecoder()
-    async for piece in req:
-        for event in decoder.feed(piece):
-            if isinstance(event, Chunk):
-                if signer is not None:
-                    if event.signature is None:
-                        raise S3Error("SignatureDoesNotMatch", 403, "a chunk is not signed")
-                    signer.verify_chunk(event.data, event.signature)
-                if event.data:
-                    yield event.data
-            elif isinstance(event, Trailers):
-                if signer is not None and event.signature is not None:
-                    signer.verify_trailer(decoder.signed_trailer_bytes(event), event.signature)
-                state.trailers = event.headers
-    if not decoder.done:
-        raise S3Error("IncompleteBody", 400, "the aws-chunked body ended early")
-
-
-def _access_key_of(req: Request, raw_query: str) -> str:
-    auth = req.header("authorization") or ""
-    found = re.search(r"Credential=([^/,\s]+)/", auth)
-    if found:
-        return found[1]
-    found = re.search(r"X-Amz-Credential=([^%&/]+)(?:%2F|/)", raw_query)
-    return found[1] if found else ""
-
-
-def _xml(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Response:
-    return Response(status, [("content-type", "application/xml"), *(headers or [])], body)
-
-
-def _user_metadata(req: Request) -> dict[str, str]:
-    meta = {n[len("x-amz-meta-") :]: v for n, v in req.headers if n.startswith("x-amz-meta-")}
-    if sum(len(n) + len(v) for n, v in meta.items()) > 2048:
-        raise S3Error("MetadataTooLarge", 400, "user metadata is limited to 2 KB")
-    return meta
-
-
-def _stored_headers(req: Request) -> dict[str, str]:
-    out = {}
-    for name in STORED_HEADERS:
-        value = req.header(name)
-        if value is None:
-            continue
-        if name == "content-encoding":
-            value = ",".join(v for v in (p.strip() for p in value.split(",")) if v != "aws-chunked")
-            if not value:
-                continue
-        out[name] = value
-    return out
-
-
-def _content_md5(req: Request) -> bytes | None:
-    value = req.header("content-md5")
-    if value is None:
-        return None
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise S3Error("InvalidDigest", 400, "the Content-MD5 you specified is not valid") from None
-    if len(raw) != 16:
-        raise S3Error("InvalidDigest", 400, "the Content-MD5 you specified is not valid")
-    return raw
-
-
-def _checksum_request(req: Request) -> tuple[str | None, str | None]:
-    """(algorithm, expected value in a header) of the request's additional checksum."""
-    for algorithm in checksums.ALGORITHMS:
-        value = req.header(checksums.header_name(algorithm))
-        if value is not None:
-            return algorithm, value
-    trailer = req.header("x-amz-trailer")
-    if trailer:
-        name = trailer.strip().lower()
-        for algorithm in checksums.ALGORITHMS:
-            if checksums.header_name(algorithm) == name:
-                return algorithm, None
-        raise InvalidArgument(f"unsupported trailer {trailer}")
-    sdk = req.header("x-amz-sdk-checksum-algorithm")
-    if sdk:
-        return checksums.canonical_algorithm(sdk), None
-    return None, None
-
-
-def _parse_range(value: str | None) -> tuple[int | None, int | None] | None:
-    if value is None:
-        return None
-    found = _RANGE.fullmatch(value.strip())
-    if not found or (not found[1] and not found[2]):
-        return None  # S3 ignores a range it cannot parse
-    first = int(found[1]) if found[1] else None
-    last = int(found[2]) if found[2] else None
-    return first, last
-
-
-def _http_date(seconds: float) -> str:
-    return email.utils.formatdate(seconds, usegmt=True)
-
-
-def _version_headers(v: Version) -> list[tuple[str, str]]:
-    return [] if v.null else [("x-amz-version-id", v.public_id)]
-
-
-def _object_headers(v: Version, q: dict[str, str] | Any) -> list[tuple[str, str]]:
-    headers = [
-        ("etag", f'"{v.etag}"'),
-        ("last-modified", _http_date(v.mtime)),
-        ("accept-ranges", "bytes"),
-        ("content-type", v.content_type or "binary/octet-stream"),
-    ]
-    headers += [(n, val) for n, val in v.headers.items()]
-    headers += [(f"x-amz-meta-{n}", val) for n, val in v.metadata.items()]
-    headers += _version_headers(v)
-    if v.tags:
-        headers.append(("x-amz-tagging-count", str(len(v.tags))))
-    overrides = {
-        "response-content-type": "content-type",
-        "response-content-language": "content-language",
-        "response-expires": "expires",
-        "response-cache-control": "cache-control",
-        "response-content-disposition": "content-disposition",
-        "response-content-encoding": "content-encoding",
-    }
-    for param, name in overrides.items():
-        if param in q:
-            headers = [(n, val) for n, val in headers if n != name] + [(name, q[param])]
-    return headers
-
-
-def _check_read_conditions(req: Request, v: Version) -> None:
-    """If-Match / If-None-Match / If-(Un)Modified-Since, with RFC 9110's precedence."""
-    etag = f'"{v.etag}"'
-    if_match, if_none_match = req.header("if-match"), req.header("if-none-match")
-    unmodified_since = _date(req.header("if-unmodified-since"))
-    modified_since = _date(req.header("if-modified-since"))
-    if if_match is not None:
-        if not _etag_in(if_match, etag):
-            raise _precondition_failed()
-    elif unmodified_since is not None and int(v.mtime) > unmodified_since:
-        raise _precondition_failed()
-    if if_none_match is not None:
-        if _etag_in(if_none_match, etag):
-            raise _NotModified()
-    elif modified_since is not None and int(v.mtime) <= modified_since:
-        raise _NotModified()
-
-
-def _precondition_failed() -> S3Error:
-    return S3Error(
-        "PreconditionFailed", 412, "at least one of the preconditions you specified did not hold"
-    )
-
-
-class _NotModified(S3Error):
-    def __init__(self) -> None:
-        super().__init__("NotModified", 304, "not modified")
-
-
-def _etag_in(condition: str, etag: str) -> bool:
-    items = [i.strip() for i in condition.split(",")]
-    return "*" in items or etag in items or etag.strip('"') in items
-
-
-def _date(value: str | None) -> float | None:
-    parsed = email.utils.parsedate_tz(value) if value else None
-    return None if parsed is None else float(email.utils.mktime_tz(parsed))
 
 
 def bad_request_response(request: Request | None, error: BadRequest) -> Response:
