@@ -23,7 +23,7 @@ from store.engine.multipart import CompletedPart
 from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket
 from store.errors import InvalidArgument, PermissionDenied, StoreError
-from store.gateway import s3_listings
+from store.gateway import s3_copy, s3_listings
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
 from store.s3 import sigv4, xml
@@ -73,6 +73,11 @@ class S3Gateway:
             "HeadObject": self.get_object,
             "DeleteObject": self.delete_object,
             "DeleteObjects": self.delete_objects,
+            "CopyObject": self.copy_object,
+            "UploadPartCopy": self.upload_part_copy,
+            "GetObjectTagging": self.get_object_tagging,
+            "PutObjectTagging": self.put_object_tagging,
+            "DeleteObjectTagging": self.put_object_tagging,
             "CreateMultipartUpload": self.create_multipart,
             "UploadPart": self.upload_part,
             "CompleteMultipartUpload": self.complete_multipart,
@@ -269,6 +274,7 @@ class S3Gateway:
             content_type=req.header("content-type") or "",
             metadata=m.user_metadata(req),
             headers=m.stored_headers(req),
+            tags=m.parse_tagging_header(req.header("x-amz-tagging")),
             content_md5=m.content_md5(req),
             checksum_algorithm=algorithm,
             expected_checksum=expected
@@ -321,6 +327,49 @@ class S3Gateway:
             headers.append((checksums.header_name(v.checksum.algorithm), v.checksum.value))
             headers.append(("x-amz-checksum-type", v.checksum.type))
         return Response(status, headers, b"" if head else reader, length=reader.length)
+
+    async def copy_object(self, call: Call) -> Response:
+        await self._bucket(call)
+        headers, body = await s3_copy.copy_object(self.engine, call, self._reader_of(call))
+        return m.xml(200, body, headers)
+
+    async def upload_part_copy(self, call: Call) -> Response:
+        await self._bucket(call)
+        headers, body = await s3_copy.upload_part_copy(self.engine, call, self._reader_of(call))
+        return m.xml(200, body, headers)
+
+    def _reader_of(self, call: Call) -> Callable[[str], Awaitable[object]]:
+        """A check that the caller may read a (copy source) bucket."""
+
+        async def check(bucket: str) -> object:
+            found = await self.engine.get_bucket(bucket)
+            if found.owner != call.user and call.user != users.ROOT_USER:
+                raise PermissionDenied("access denied to the copy source")
+            return found
+
+        return check
+
+    async def get_object_tagging(self, call: Call) -> Response:
+        await self._bucket(call)
+        v = await self.engine.head_object(
+            call.route.bucket, call.route.key, call.route.query.get("versionId")
+        )
+        tags = [
+            xml.element("Tag", [xml.field("Key", k), xml.field("Value", val)])
+            for k, val in v.tags.items()
+        ]
+        body = xml.document("Tagging", [xml.element("TagSet", tags)])
+        return m.xml(200, body, m.version_headers(v))
+
+    async def put_object_tagging(self, call: Call) -> Response:
+        """PutObjectTagging, and DeleteObjectTagging (an empty tag set)."""
+        await self._bucket(call)
+        put = call.route.operation == "PutObjectTagging"
+        tags = xml.parse_tagging(await self._read_small(call)) if put else {}
+        v = await self.engine.set_object_tags(
+            call.route.bucket, call.route.key, tags, call.route.query.get("versionId")
+        )
+        return Response(200 if put else 204, m.version_headers(v))
 
     async def delete_object(self, call: Call) -> Response:
         await self._bucket(call)

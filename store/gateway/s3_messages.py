@@ -9,6 +9,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from store.codec import checksums
 from store.engine.records import Version
@@ -193,10 +194,15 @@ def object_headers(v: Version, q: dict[str, str] | Any) -> list[tuple[str, str]]
 
 def check_read_conditions(req: Request, v: Version) -> None:
     """If-Match / If-None-Match / If-(Un)Modified-Since, with RFC 9110's precedence."""
+    names = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+    check_read_conditions_from({n: req.header(n) for n in names}, v)
+
+
+def check_read_conditions_from(headers: dict[str, str | None], v: Version) -> None:
     etag = f'"{v.etag}"'
-    if_match, if_none_match = req.header("if-match"), req.header("if-none-match")
-    unmodified_since = date(req.header("if-unmodified-since"))
-    modified_since = date(req.header("if-modified-since"))
+    if_match, if_none_match = headers.get("if-match"), headers.get("if-none-match")
+    unmodified_since = date(headers.get("if-unmodified-since"))
+    modified_since = date(headers.get("if-modified-since"))
     if if_match is not None:
         if not etag_in(if_match, etag):
             raise precondition_failed()
@@ -207,6 +213,22 @@ def check_read_conditions(req: Request, v: Version) -> None:
             raise NotModified()
     elif modified_since is not None and int(v.mtime) <= modified_since:
         raise NotModified()
+
+
+def parse_tagging_header(value: str | None) -> dict[str, str]:
+    """The x-amz-tagging header: URL-encoded ``k1=v1&k2=v2``."""
+    if not value:
+        return {}
+    tags: dict[str, str] = {}
+    for item in value.split("&"):
+        key, _, val = item.partition("=")
+        key, val = unquote_plus(key), unquote_plus(val)
+        if not key or len(key) > 128 or len(val) > 256 or key in tags:
+            raise S3Error("InvalidTag", 400, "tag keys must be 1-128 characters and unique")
+        tags[key] = val
+    if len(tags) > 10:
+        raise S3Error("BadRequest", 400, "an object can have at most 10 tags")
+    return tags
 
 
 def precondition_failed() -> S3Error:

@@ -181,3 +181,73 @@ def test_versions_uploads_and_parts_listings(s3: Any) -> None:
     with pytest.raises(ClientError) as e:
         s3.list_parts(Bucket="vers", Key="mp", UploadId=up)
     assert code_of(e.value) == "NoSuchUpload"
+
+
+def test_copy_and_tagging(s3: Any) -> None:
+    s3.create_bucket(Bucket="copy")
+    s3.put_object(
+        Bucket="copy",
+        Key="src",
+        Body=b"0123456789",
+        Metadata={"a": "1"},
+        Tagging="team=blue&env=dev",
+    )
+    assert s3.get_object_tagging(Bucket="copy", Key="src")["TagSet"] == [
+        {"Key": "team", "Value": "blue"},
+        {"Key": "env", "Value": "dev"},
+    ]
+    s3.copy_object(Bucket="copy", Key="dst", CopySource={"Bucket": "copy", "Key": "src"})
+    got = s3.get_object(Bucket="copy", Key="dst")
+    assert got["Body"].read() == b"0123456789" and got["Metadata"] == {"a": "1"}
+    s3.copy_object(
+        Bucket="copy",
+        Key="dst",
+        CopySource="copy/src",
+        MetadataDirective="REPLACE",
+        Metadata={"b": "2"},
+    )
+    assert s3.head_object(Bucket="copy", Key="dst")["Metadata"] == {"b": "2"}
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="copy", Key="src", CopySource="copy/src")
+    assert code_of(e.value) == "InvalidRequest"
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="copy", Key="x", CopySource="copy/src", CopySourceIfMatch='"nope"')
+    assert code_of(e.value) == "PreconditionFailed"
+    s3.put_object_tagging(
+        Bucket="copy", Key="src", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]}
+    )
+    assert s3.get_object_tagging(Bucket="copy", Key="src")["TagSet"] == [{"Key": "k", "Value": "v"}]
+    s3.delete_object_tagging(Bucket="copy", Key="src")
+    assert s3.get_object_tagging(Bucket="copy", Key="src")["TagSet"] == []
+
+    up = s3.create_multipart_upload(Bucket="copy", Key="parts")["UploadId"]
+    big = os.urandom(6 << 20)
+    s3.put_object(Bucket="copy", Key="big", Body=big)
+    p1 = s3.upload_part_copy(
+        Bucket="copy",
+        Key="parts",
+        UploadId=up,
+        PartNumber=1,
+        CopySource="copy/big",
+        CopySourceRange=f"bytes=0-{(5 << 20) - 1}",
+    )
+    p2 = s3.upload_part_copy(
+        Bucket="copy",
+        Key="parts",
+        UploadId=up,
+        PartNumber=2,
+        CopySource="copy/big",
+        CopySourceRange=f"bytes={5 << 20}-{len(big) - 1}",
+    )
+    s3.complete_multipart_upload(
+        Bucket="copy",
+        Key="parts",
+        UploadId=up,
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
+                {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]},
+            ]
+        },
+    )
+    assert s3.get_object(Bucket="copy", Key="parts")["Body"].read() == big
