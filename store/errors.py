@@ -107,6 +107,10 @@ class BadDigest(InvalidArgument):
     """The data does not match the digest (Content-MD5, x-amz-checksum-*) the client sent."""
 
 
+class PayloadDigestMismatch(BadDigest):
+    """The body does not match the SHA-256 its signature covers (x-amz-content-sha256)."""
+
+
 class InvalidPart(InvalidArgument):
     """A multipart completion names a part that was not uploaded or whose ETag differs."""
 

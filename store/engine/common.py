@@ -11,7 +11,7 @@ from store.chunk.chunkstore import ChunkRef
 from store.codec import checksums
 from store.engine import records as R
 from store.engine.records import Checksum
-from store.errors import BadDigest
+from store.errors import BadDigest, PayloadDigestMismatch
 from store.meta.api import Op, Put
 
 Body = AsyncIterable[bytes | bytearray | memoryview] | bytes | bytearray | memoryview
@@ -30,6 +30,7 @@ class Stored:
     compression: str = ""
     frames: tuple[int, ...] = ()
     frame_bytes: int = 0
+    sha256: bytes | None = None  # when asked for (to check a signed payload)
 
 
 def verify_stored(
@@ -37,7 +38,12 @@ def verify_stored(
     content_md5: bytes | None,
     algorithm: str | None,
     expected: ExpectedChecksum,
+    payload_sha256: str | None = None,
 ) -> Checksum | None:
+    if payload_sha256 is not None and (stored.sha256 or b"").hex() != payload_sha256:
+        raise PayloadDigestMismatch(
+            "the provided x-amz-content-sha256 does not match what was computed"
+        )
     if content_md5 is not None and content_md5 != stored.md5:
         raise BadDigest("the Content-MD5 you specified did not match what we received")
     if algorithm is None or stored.checksum is None:

@@ -34,13 +34,14 @@ async def store_body(
     inline_bytes: int,
     compression: str = "",
     checksum_algorithm: str | None = None,
+    sha256: bool = False,
 ) -> Stored:
     """Write a body to the chunk store, or keep it for inlining when it ends within
     ``inline_bytes``; raise EntityTooLarge / IncompleteBody for a body over ``limit`` or
     shorter or longer than ``size``. Nothing written is referenced yet."""
     if size is not None and size > limit:
         raise EntityTooLarge(f"{size} bytes is over the {limit}-byte limit")
-    hasher = _Hasher(checksum_algorithm)
+    hasher = _Hasher(checksum_algorithm, sha256)
     head: list[bytes | bytearray | memoryview] = []
     head_bytes = 0
     source = _iterate(body).__aiter__()
@@ -54,8 +55,7 @@ async def store_body(
         data = b"".join(head)
         _check_size(len(data), size, limit)
         hasher.update([data])
-        digest = hasher.checksum.digest() if hasher.checksum else None
-        return Stored(len(data), hasher.md5.digest(), digest, inline=data)
+        return hasher.stored(len(data), inline=data)
     compressor = _Compressor() if compression == "zstd" else None
     total = 0
     # Hashing runs as its own task, a batch or two ahead of the chunk store at most, so the
@@ -81,18 +81,14 @@ async def store_body(
                     await _write_batch(stream, compressor, batch, done)
                     batch, batch_bytes = [], 0
             refs = await stream.commit()
-    digest = hasher.checksum.digest() if hasher.checksum else None
     if compressor is None:
-        return Stored(total, hasher.md5.digest(), digest, tuple(refs))
-    return Stored(
+        return hasher.stored(total, chunks=tuple(refs))
+    return hasher.stored(
         total,
-        hasher.md5.digest(),
-        digest,
-        tuple(refs),
-        None,
-        "zstd",
-        tuple(compressor.frames),
-        FRAME_BYTES,
+        chunks=tuple(refs),
+        compression="zstd",
+        frames=tuple(compressor.frames),
+        frame_bytes=FRAME_BYTES,
     )
 
 
@@ -112,17 +108,31 @@ async def _iterate(body: Body) -> AsyncIterable[bytes | bytearray | memoryview]:
 
 
 class _Hasher:
-    """MD5 plus an optional S3 checksum over the raw body, fed in batches from worker threads."""
+    """MD5, and optionally an S3 checksum and the SHA-256 of a signed payload, over the raw
+    body: fed in batches from a worker thread, every digest over each piece while it is in
+    cache (one pass over the memory)."""
 
-    def __init__(self, algorithm: str | None) -> None:
+    def __init__(self, algorithm: str | None, sha256: bool = False) -> None:
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.checksum = checksums.new_checksum(algorithm) if algorithm else None
+        self.sha256 = hashlib.sha256() if sha256 else None
 
     def update(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
         for piece in pieces:
             self.md5.update(piece)
             if self.checksum is not None:
                 self.checksum.update(piece)
+            if self.sha256 is not None:
+                self.sha256.update(piece)
+
+    def stored(self, size: int, **kw: Any) -> Stored:
+        return Stored(
+            size,
+            self.md5.digest(),
+            self.checksum.digest() if self.checksum else None,
+            sha256=self.sha256.digest() if self.sha256 else None,
+            **kw,
+        )
 
 
 class _Compressor:

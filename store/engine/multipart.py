@@ -130,6 +130,7 @@ class Multipart:
         content_md5: bytes | None = None,
         checksum_algorithm: str | None = None,
         expected_checksum: ExpectedChecksum = None,
+        payload_sha256: str | None = None,
     ) -> Part:
         if not 1 <= number <= R.MAX_PART_NUMBER:
             raise InvalidArgument(f"part number must be 1..{R.MAX_PART_NUMBER}")
@@ -151,9 +152,12 @@ class Multipart:
             checksum_algorithm=algorithm or None,
             limit=MAX_PART_BYTES,
             inline_bytes=0,
+            sha256=payload_sha256 is not None,
         )
         try:
-            checksum = verify_stored(stored, content_md5, algorithm or None, expected_checksum)
+            checksum = verify_stored(
+                stored, content_md5, algorithm or None, expected_checksum, payload_sha256
+            )
             part = Part(
                 number,
                 stored.size,

@@ -195,6 +195,7 @@ class ObjectEngine:
         checksum_algorithm: str | None = None,
         limit: int | None = None,
         inline_bytes: int | None = None,
+        sha256: bool = False,
     ) -> Stored:
         """Write a body to the chunk store (or keep it for inlining), hashing it on the way
         (see ingest.py). The caller verifies digests and then references the result in a
@@ -207,6 +208,7 @@ class ObjectEngine:
             inline_bytes=self.inline_bytes if inline_bytes is None else inline_bytes,
             compression=compression,
             checksum_algorithm=checksum_algorithm,
+            sha256=sha256,
         )
         self.stats.bytes_in += stored.size
         return stored
@@ -237,6 +239,7 @@ class ObjectEngine:
         expected_checksum: ExpectedChecksum = None,
         if_match: str | None = None,
         if_none_match: str | None = None,
+        payload_sha256: str | None = None,
     ) -> Version:
         """Store a new version of ``bucket/key`` from a byte stream.
 
@@ -253,10 +256,16 @@ class ObjectEngine:
         if algorithm is None and expected_checksum is not None:
             raise InvalidArgument("a checksum value needs its algorithm")
         stored = await self.store_body(
-            body, size=size, compression=bucket_rec.compression, checksum_algorithm=algorithm
+            body,
+            size=size,
+            compression=bucket_rec.compression,
+            checksum_algorithm=algorithm,
+            sha256=payload_sha256 is not None,
         )
         try:
-            checksum = verify_stored(stored, content_md5, algorithm, expected_checksum)
+            checksum = verify_stored(
+                stored, content_md5, algorithm, expected_checksum, payload_sha256
+            )
             version = Version(
                 bucket=bucket,
                 key=key,

@@ -180,8 +180,13 @@ class S3Gateway:
 
     # -- bodies ---------------------------------------------------------------------------------
 
-    def _body(self, call: Call) -> tuple[AsyncIterator[bytes], int | None, m.BodyState]:
-        """The decoded request body, its length if known, and what it learns on the way."""
+    def _body(
+        self, call: Call, *, engine_checks_sha256: bool = False
+    ) -> tuple[AsyncIterator[bytes], int | None, m.BodyState]:
+        """The decoded request body, its length if known, and what it learns on the way.
+
+        With ``engine_checks_sha256`` a signed payload's SHA-256 is left to the engine, which
+        hashes it in its worker thread with the MD5 (``state.payload_sha256``)."""
         req = call.request
         assert call.auth is not None
         payload = call.auth.payload
@@ -197,7 +202,10 @@ class S3Gateway:
             return m.dechunk(req, signer, state), size, state
         length = req.header("content-length")
         size = int(length) if length and length.isdigit() else None
-        if payload in (sigv4.UNSIGNED,):
+        if payload == sigv4.UNSIGNED:
+            return m.raw(req), size, state
+        if engine_checks_sha256:
+            state.payload_sha256 = payload
             return m.raw(req), size, state
         return m.sha256_checked(req, payload), size, state
 
@@ -263,7 +271,7 @@ class S3Gateway:
     async def put_object(self, call: Call) -> Response:
         await self._bucket(call)
         req = call.request
-        body, size, state = self._body(call)
+        body, size, state = self._body(call, engine_checks_sha256=True)
         algorithm, expected = m.checksum_request(req)
         version = await self.engine.put_object(
             call.route.bucket,
@@ -282,6 +290,7 @@ class S3Gateway:
             else state.trailer_checksum(algorithm),
             if_match=req.header("if-match"),
             if_none_match=req.header("if-none-match"),
+            payload_sha256=state.payload_sha256,
         )
         headers = [("etag", f'"{version.etag}"')]
         headers += m.version_headers(version)
@@ -457,7 +466,7 @@ class S3Gateway:
             number = int(q.get("partNumber", ""))
         except ValueError:
             raise InvalidArgument("partNumber must be an integer") from None
-        body, size, state = self._body(call)
+        body, size, state = self._body(call, engine_checks_sha256=True)
         algorithm, expected = m.checksum_request(req)
         part = await self.engine.multipart.upload_part(
             call.route.bucket,
@@ -471,6 +480,7 @@ class S3Gateway:
             expected_checksum=expected
             if expected is not None
             else state.trailer_checksum(algorithm),
+            payload_sha256=state.payload_sha256,
         )
         headers = [("etag", f'"{part.etag}"')]
         if part.checksum:

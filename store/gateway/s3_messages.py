@@ -34,6 +34,7 @@ class BodyState:
 
     def __init__(self) -> None:
         self.trailers: dict[str, str] = {}
+        self.payload_sha256: str | None = None
 
     def trailer_checksum(self, algorithm: str | None) -> Callable[[], str | None] | None:
         if algorithm is None:

@@ -28,6 +28,7 @@ DOMAIN_ERRORS: dict[type[E.StoreError], ErrorCode] = {
     E.InvalidBucketName: ErrorCode("InvalidBucketName", 400),
     E.KeyTooLong: ErrorCode("KeyTooLongError", 400),
     E.BadDigest: ErrorCode("BadDigest", 400),
+    E.PayloadDigestMismatch: ErrorCode("XAmzContentSHA256Mismatch", 400),
     E.InvalidPart: ErrorCode("InvalidPart", 400),
     E.InvalidPartOrder: ErrorCode("InvalidPartOrder", 400),
     E.EntityTooSmall: ErrorCode("EntityTooSmall", 400),

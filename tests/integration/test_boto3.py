@@ -251,3 +251,23 @@ def test_copy_and_tagging(s3: Any) -> None:
         },
     )
     assert s3.get_object(Bucket="copy", Key="parts")["Body"].read() == big
+
+
+def test_payload_not_matching_its_signed_sha256_is_refused(s3: Any, server: Server) -> None:
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tests.integration.conftest import ACCESS_KEY, SECRET_KEY
+
+    s3.create_bucket(Bucket="sha")
+    url = f"{server.endpoint}/sha/k"
+    request = AWSRequest("PUT", url, data=b"xyz")  # signed for b"xyz", sent with b"abc"
+    S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
+    prepared = urllib.request.Request(
+        url, data=b"abc", method="PUT", headers=dict(request.headers.items())
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(prepared)
+    assert e.value.code == 400 and b"XAmzContentSHA256Mismatch" in e.value.read()
+    assert s3.list_objects_v2(Bucket="sha")["KeyCount"] == 0
