@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 NATIVE_SRC := $(wildcard native/src/*.c native/include/*.h) native/build.py
 ASAN_DIR := build/asan
 
-.PHONY: serve test lint typecheck layers unit native asan bench clean
+.PHONY: serve test tools lint typecheck layers unit native asan bench clean
 
 # Install the package (which compiles native/ through cffi) whenever the C sources or the
 # dependencies change.
@@ -20,7 +20,20 @@ $(VENV)/.installed: pyproject.toml setup.py $(NATIVE_SRC)
 serve: $(VENV)/.installed
 	$(VENV)/bin/store serve $(SERVE_ARGS)
 
-test: $(VENV)/.installed lint layers typecheck asan
+# The real clients the integration tests drive: rclone and s3cmd from Debian (installed when
+# running as root and missing; the aws CLI comes with the test extra).
+tools:
+	@if ! command -v rclone >/dev/null || ! command -v s3cmd >/dev/null; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        export DEBIAN_FRONTEND=noninteractive; \
+	        apt-get install -y -qq --no-install-recommends rclone s3cmd >/dev/null 2>&1 || \
+	        (apt-get update -qq && apt-get install -y -qq --no-install-recommends rclone s3cmd >/dev/null); \
+	    else \
+	        echo "make test: install rclone and s3cmd (sudo apt-get install rclone s3cmd)" >&2; exit 1; \
+	    fi; \
+	fi
+
+test: $(VENV)/.installed tools lint layers typecheck asan
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
