@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -25,6 +27,8 @@ class ServeConfig:
     drives: int | list[Path] = DEFAULT_DRIVES
     scheme: str = "auto"
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, S3 is served over TLS
+    tls_key: Path | None = None
 
 
 def parse_address(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -49,12 +53,19 @@ async def serve(
     ) as engine:
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         gateway = S3Gateway(engine, config.gateway)
-        listeners = await trio.open_tcp_listeners(config.s3_port, host=config.s3_host)
-        port = listeners[0].socket.getsockname()[1]
+        tcp = await trio.open_tcp_listeners(config.s3_port, host=config.s3_host)
+        port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[Any]] = list(tcp)
+        scheme = "http"
+        if config.tls_cert is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(config.tls_cert, config.tls_key)
+            listeners = [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
+            scheme = "https"
         async with trio.open_nursery() as nursery:
             nursery.start_soon(maintenance.run_housekeeping, engine)
             await nursery.start(serve_http, listeners, gateway.handle, bad_request_response)
-            endpoint = f"http://{config.s3_host}:{port}"
+            endpoint = f"{scheme}://{config.s3_host}:{port}"
             # Printed to the terminal, never logged: the secret appears once, on first start.
             print(f"S3 endpoint:  {endpoint}", flush=True)
             print(f"Access key:   {root.access_key}", flush=True)

@@ -99,7 +99,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     host, port = parse_address(args.s3)
     drives = [Path(d) for d in args.drive] or args.drives
-    return run(ServeConfig(Path(args.data), host, port, drives, args.scheme))
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("store serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    config = ServeConfig(Path(args.data), host, port, drives, args.scheme)
+    if args.tls_cert:
+        config.tls_cert, config.tls_key = Path(args.tls_cert), Path(args.tls_key)
+    return run(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a drive (repeatable; replaces --drives)",
     )
     serve.add_argument("--scheme", default="auto", help="auto | replicas:N | ec:K+M")
+    serve.add_argument("--tls-cert", help="PEM certificate (chain): serve S3 over TLS")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.set_defaults(func=_serve)
     for name, text in [
         ("scrub", "verify every shard against its checksums (exit 1 if anything is damaged)"),

@@ -18,6 +18,7 @@ import logging
 import socket
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import trio
@@ -101,7 +102,7 @@ ErrorResponder = Callable[[Request | None, BadRequest], Response]
 
 
 class _Connection:
-    def __init__(self, stream: trio.SocketStream, limits: Limits) -> None:
+    def __init__(self, stream: trio.abc.Stream, limits: Limits) -> None:
         self.stream = stream
         self.limits = limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
@@ -114,7 +115,7 @@ class _Connection:
                 raise ClientGone(str(e)) from None
         if scope.cancelled_caught:
             raise ClientGone("timed out waiting for the client")
-        self.h11.receive_data(data)
+        self.h11.receive_data(data if isinstance(data, bytes) else bytes(data))
 
     async def next_event(self, timeout_s: float) -> h11.Event:
         while True:
@@ -190,7 +191,7 @@ class _Connection:
 
 
 async def serve_connection(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     handler: Handler,
     on_bad_request: ErrorResponder,
     limits: Limits = Limits(),  # noqa: B008 - frozen
@@ -198,7 +199,7 @@ async def serve_connection(
     """Serve one client until it closes, idles out, or breaks the protocol."""
     peer = _peer(stream)
     with contextlib.suppress(OSError):
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        _socket_of(stream).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
     conn = _Connection(stream, limits)
     try:
         while True:
@@ -286,23 +287,31 @@ async def _answer_bad_request(conn: _Connection, response: Response) -> None:
             await conn.send_response(response, head_only=False)
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _socket_of(stream: trio.abc.Stream) -> trio.SocketStream:
+    """The TCP stream under a TLS one (or the stream itself)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    assert isinstance(stream, trio.SocketStream)
+    return stream
+
+
+def _peer(stream: trio.abc.Stream) -> str:
     try:
-        host, port = stream.socket.getpeername()[:2]
+        host, port = _socket_of(stream).socket.getpeername()[:2]
         return f"{host}:{port}"
     except (OSError, ValueError):
         return "?"
 
 
 async def serve_http(
-    listeners: Sequence[trio.SocketListener],
+    listeners: Sequence[trio.abc.Listener[Any]],
     handler: Handler,
     on_bad_request: ErrorResponder,
     limits: Limits = Limits(),  # noqa: B008 - frozen
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    async def one(stream: trio.SocketStream) -> None:
+    async def one(stream: trio.abc.Stream) -> None:
         await serve_connection(stream, handler, on_bad_request, limits)
 
     await trio.serve_listeners(one, list(listeners), task_status=task_status)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -22,6 +23,7 @@ class Server:
     endpoint: str
     data: Path
     process: subprocess.Popen[str]
+    log: IO[str]
 
 
 def _free_port() -> int:
@@ -30,9 +32,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("serve")
+def start_server(data: Path, extra: list[str], scheme: str = "http") -> Server:
     port = _free_port()
     env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
     log = (data / "server.log").open("w")
@@ -46,9 +46,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             str(data),
             "--s3",
             f"127.0.0.1:{port}",
+            *extra,
         ],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=log,
         text=True,
     )
@@ -61,10 +62,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except OSError:
             assert time.monotonic() < deadline, "store serve did not start"
             time.sleep(0.1)
-    yield Server(f"http://127.0.0.1:{port}", data, process)
-    process.terminate()
-    process.wait(10)
-    log.close()
+    return Server(f"{scheme}://127.0.0.1:{port}", data, process, log)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    server.process.wait(10)
+    server.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("serve"), [])
+    yield running
+    stop_server(running)
 
 
 @pytest.fixture
