@@ -35,7 +35,8 @@ def _free_port() -> int:
 def start_server(data: Path, extra: list[str], scheme: str = "http") -> Server:
     port = _free_port()
     env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-    log = (data / "server.log").open("w")
+    log = (data / "server.log").open("w")  # stderr: the log (stdout, printed once, apart)
+    out = (data / "server.out").open("w")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -49,7 +50,7 @@ def start_server(data: Path, extra: list[str], scheme: str = "http") -> Server:
             *extra,
         ],
         env=env,
-        stdout=log,
+        stdout=out,
         stderr=log,
         text=True,
     )
@@ -62,6 +63,7 @@ def start_server(data: Path, extra: list[str], scheme: str = "http") -> Server:
         except OSError:
             assert time.monotonic() < deadline, "store serve did not start"
             time.sleep(0.1)
+    out.close()  # the child has its own handle
     return Server(f"{scheme}://127.0.0.1:{port}", data, process, log)
 
 

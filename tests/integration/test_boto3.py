@@ -25,6 +25,7 @@ def test_credentials_file_is_private(server: Server) -> None:
     mode = stat.S_IMODE((server.data / "credentials.json").stat().st_mode)
     assert mode == 0o600
     assert "itestsecretkey123" not in (server.data / "server.log").read_text()
+    assert "itestsecretkey123" in (server.data / "server.out").read_text()  # printed once
 
 
 def test_bucket_lifecycle(s3: Any) -> None:
