@@ -23,7 +23,7 @@ from store.engine.multipart import CompletedPart
 from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket
 from store.errors import InvalidArgument, PermissionDenied, StoreError
-from store.gateway import s3_copy, s3_listings
+from store.gateway import metrics, s3_copy, s3_listings
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
 from store.s3 import sigv4, xml
@@ -55,6 +55,7 @@ class S3Gateway:
     def __init__(self, engine: ObjectEngine, config: GatewayConfig | None = None) -> None:
         self.engine = engine
         self.config = config or GatewayConfig()
+        self.metrics = metrics.GatewayMetrics(engine)
         self._ops: dict[str, Callable[[Call], Awaitable[Response]]] = {
             "ListBuckets": self.list_buckets,
             "CreateBucket": self.create_bucket,
@@ -87,6 +88,15 @@ class S3Gateway:
     # -- the request pipeline -------------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
+        if _is_scrape(request):
+            return Response(200, [("content-type", metrics.CONTENT_TYPE)], self.metrics.render())
+        self.metrics.inflight.inc()
+        try:
+            return await self._handle(request)
+        finally:
+            self.metrics.inflight.dec()
+
+    async def _handle(self, request: Request) -> Response:
         request_id = secrets.token_hex(8).upper()
         started = time.monotonic()
         call: Call | None = None
@@ -109,6 +119,7 @@ class S3Gateway:
             response = self._error(e, request, call, request_id)
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("server", "store"))
+        elapsed = time.monotonic() - started
         access_log.info(
             "%s %s %s %s %d %.1fms %s",
             request.peer,
@@ -116,9 +127,16 @@ class S3Gateway:
             request.method,
             request.target[:200],
             response.status,
-            1000 * (time.monotonic() - started),
+            1000 * elapsed,
             request_id,
         )
+        sent = (
+            response.length
+            if response.length is not None
+            else (len(response.body) if isinstance(response.body, bytes) else 0)
+        )
+        operation = call.route.operation if call else "Unknown"
+        self.metrics.observe(operation, response.status, elapsed, request.body_bytes, sent)
         return response
 
     def _error(
@@ -531,6 +549,16 @@ class S3Gateway:
             call.route.bucket, call.route.key, call.route.query.get("uploadId", "")
         )
         return Response(204)
+
+
+def _is_scrape(request: Request) -> bool:
+    """Prometheus scrapes GET /metrics without credentials; a signed request for /metrics is
+    S3 (a bucket may be called "metrics")."""
+    return (
+        request.method == "GET"
+        and request.target == "/metrics"
+        and request.header("authorization") is None
+    )
 
 
 def bad_request_response(request: Request | None, error: BadRequest) -> Response:

@@ -272,3 +272,14 @@ def test_payload_not_matching_its_signed_sha256_is_refused(s3: Any, server: Serv
         urllib.request.urlopen(prepared)
     assert e.value.code == 400 and b"XAmzContentSHA256Mismatch" in e.value.read()
     assert s3.list_objects_v2(Bucket="sha")["KeyCount"] == 0
+
+
+def test_metrics_endpoint(s3: Any, server: Server) -> None:
+    s3.create_bucket(Bucket="metrics")  # a bucket may be called that: signed requests are S3
+    s3.put_object(Bucket="metrics", Key="k", Body=b"12345")
+    assert s3.get_object(Bucket="metrics", Key="k")["Body"].read() == b"12345"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="metrics")["Contents"]] == ["k"]
+    text = urllib.request.urlopen(server.endpoint + "/metrics").read().decode()
+    assert 's3_requests_total{operation="PutObject",status="200"}' in text
+    assert "s3_request_seconds_bucket" in text and "s3_bytes_in_total" in text
+    assert "store_degraded_reads_total" in text and "s3_requests_in_flight" in text
