@@ -108,6 +108,45 @@ def _serve(args: argparse.Namespace) -> int:
     return run(config)
 
 
+def _user(args: argparse.Namespace) -> int:
+    """store user add|remove|list: access keys in the data directory's metadata."""
+    from pathlib import Path
+
+    import trio
+
+    from store.engine import users
+    from store.errors import StoreError
+    from store.meta.sqlite import open_sqlite_kv
+
+    async def run() -> object:
+        async with open_sqlite_kv(Path(args.data) / "meta.sqlite") as kv:
+            if args.action == "add":
+                key = await users.add_key(kv, args.name, args.access_key, args.secret_key)
+                return {
+                    "user": key.user,
+                    "access_key": key.access_key,
+                    "secret_key": key.secret_key,
+                }
+            if args.action == "remove":
+                await users.remove_key(kv, args.access_key)
+                return {"removed": args.access_key}
+            return [{"user": k.user, "access_key": k.access_key} for k in await users.list_keys(kv)]
+
+    if args.action == "add" and bool(args.access_key) != bool(args.secret_key):
+        print("store user add: --access-key and --secret-key go together", file=sys.stderr)
+        return 2
+    if args.action == "remove" and not args.access_key:
+        print("store user remove: --access-key is required", file=sys.stderr)
+        return 2
+    try:
+        result = trio.run(run)
+    except StoreError as e:
+        print(f"store user: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="store", description="Object (S3) and block (NBD) storage."
@@ -132,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate (chain): serve S3 over TLS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.set_defaults(func=_serve)
+    user = sub.add_parser("user", help="manage users and access keys (add | remove | list)")
+    user.add_argument("action", choices=["add", "remove", "list"])
+    user.add_argument("name", nargs="?", default="", help="user name (add)")
+    user.add_argument("--access-key", default="", help="given key (add) or the key to remove")
+    user.add_argument("--secret-key", default="", help="given secret (add); else generated")
+    user.add_argument("--data", default="./data", help="data directory (default ./data)")
+    user.set_defaults(func=_user)
     for name, text in [
         ("scrub", "verify every shard against its checksums (exit 1 if anything is damaged)"),
         ("heal", "verify every shard and rebuild missing or corrupt ones from the others"),

@@ -18,6 +18,7 @@ import logging
 import socket
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -106,6 +107,7 @@ class _Connection:
         self.stream = stream
         self.limits = limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self.sent_continue = False
 
     async def _read_more(self, timeout_s: float) -> None:
         with trio.move_on_after(timeout_s) as scope:
@@ -130,6 +132,7 @@ class _Connection:
 
     async def next_body_piece(self) -> bytes | None:
         if self.h11.they_are_waiting_for_100_continue:
+            self.sent_continue = True
             await self.send(h11.InformationalResponse(status_code=100, headers=[]))
         event = await self.next_event(self.limits.body_read_timeout_s)
         if isinstance(event, h11.Data):
@@ -168,6 +171,9 @@ class _Connection:
             h11.Response(
                 status_code=response.status,
                 headers=[(n.encode(), v.encode("latin-1")) for n, v in headers],
+                # Clients parse the status line strictly (botocore's 100-continue handling
+                # wants three fields), so always send the reason phrase.
+                reason=_reason(response.status),
             )
         )
         if not head_only:
@@ -220,21 +226,25 @@ async def serve_connection(
                 response = await handler(request)
             except BadRequest as e:
                 response = on_bad_request(request, e)
+            expected_continue = (request.header("expect") or "").lower() == "100-continue"
+            unread = not request.body_done and expected_continue and not conn.sent_continue
+            if unread:  # tell the client this connection ends with this answer
+                response.headers.append(("connection", "close"))
             try:
                 await conn.send_response(response, head_only=request.method == "HEAD")
             finally:
                 if response.close is not None:
                     with trio.CancelScope(shield=True):
                         await response.close()
-            # A body the handler did not read: a client still waiting for 100-continue never
-            # sends it, so close; otherwise drain a little, or close rather than read an upload.
-            if not request.body_done and (
-                conn.h11.they_are_waiting_for_100_continue or not await _drain(request)
-            ):
+            # A body the handler did not read: a client that asked for 100-continue and got a
+            # final answer instead may or may not send it, so the connection cannot be reused;
+            # otherwise drain a little, or close rather than read a whole upload.
+            if not request.body_done and (unread or not await _drain(request)):
                 return
             if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
                 return
             conn.h11.start_next_cycle()
+            conn.sent_continue = False
     except ClientGone:
         return
     finally:
@@ -285,6 +295,13 @@ async def _answer_bad_request(conn: _Connection, response: Response) -> None:
         if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             response.headers.append(("connection", "close"))
             await conn.send_response(response, head_only=False)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.SocketStream:

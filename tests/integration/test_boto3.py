@@ -283,3 +283,53 @@ def test_metrics_endpoint(s3: Any, server: Server) -> None:
     assert 's3_requests_total{operation="PutObject",status="200"}' in text
     assert "s3_request_seconds_bucket" in text and "s3_bytes_in_total" in text
     assert "store_degraded_reads_total" in text and "s3_requests_in_flight" in text
+
+
+def test_users_see_only_their_own_buckets(s3: Any, server: Server) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import boto3
+
+    added = subprocess.run(
+        [sys.executable, "-m", "store.cli", "user", "add", "bob", "--data", str(server.data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    bob_key = json.loads(added.stdout)
+    bob = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=bob_key["access_key"],
+        aws_secret_access_key=bob_key["secret_key"],
+    )
+    s3.create_bucket(Bucket="roots")
+    bob.create_bucket(Bucket="bobs")
+    assert [b["Name"] for b in bob.list_buckets()["Buckets"]] == ["bobs"]
+    with pytest.raises(ClientError) as e:
+        bob.put_object(Bucket="roots", Key="k", Body=b"x")
+    assert code_of(e.value) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        bob.create_bucket(Bucket="roots")
+    assert code_of(e.value) == "BucketAlreadyExists"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "store.cli",
+            "user",
+            "remove",
+            "--access-key",
+            bob_key["access_key"],
+            "--data",
+            str(server.data),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(ClientError) as e:
+        bob.list_buckets()
+    assert code_of(e.value) == "InvalidAccessKeyId"
