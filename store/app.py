@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import ssl
 import sys
 from dataclasses import dataclass, field
@@ -62,9 +63,23 @@ async def serve(
             context.load_cert_chain(config.tls_cert, config.tls_key)
             listeners = [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
             scheme = "https"
+        draining = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(maintenance.run_housekeeping, engine)
-            await nursery.start(serve_http, listeners, gateway.handle, bad_request_response)
+            nursery.start_soon(_drain_on_signal, draining)
+
+            async def http(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                await serve_http(
+                    listeners,
+                    gateway.handle,
+                    bad_request_response,
+                    draining=draining,
+                    task_status=task_status,
+                )
+                log.info("drained: no requests in progress, shutting down")
+                nursery.cancel_scope.cancel()
+
+            await nursery.start(http)
             endpoint = f"{scheme}://{config.s3_host}:{port}"
             # Printed to the terminal, never logged: the secret appears once, on first start.
             print(f"S3 endpoint:  {endpoint}", flush=True)
@@ -74,6 +89,15 @@ async def serve(
             print(f"Credentials:  {config.data_dir / 'credentials.json'} (mode 0600)", flush=True)
             log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
             task_status.started(port)
+
+
+async def _drain_on_signal(draining: trio.Event) -> None:
+    """SIGTERM or SIGINT: stop accepting, finish the requests in progress, then exit."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s: draining", signal.Signals(signum).name)
+            draining.set()
+            return
 
 
 def run(config: ServeConfig) -> int:

@@ -201,16 +201,19 @@ async def serve_connection(
     handler: Handler,
     on_bad_request: ErrorResponder,
     limits: Limits = Limits(),  # noqa: B008 - frozen
+    draining: trio.Event | None = None,
 ) -> None:
-    """Serve one client until it closes, idles out, or breaks the protocol."""
+    """Serve one client until it closes, idles out, breaks the protocol, or the server drains
+    (``draining`` set: the request in progress is finished, then the connection closes)."""
     peer = _peer(stream)
     with contextlib.suppress(OSError):
         _socket_of(stream).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
     conn = _Connection(stream, limits)
+    draining = trio.Event() if draining is None else draining
     try:
-        while True:
+        while not draining.is_set():
             try:
-                event = await _next_request(conn)
+                event = await _next_request(conn, draining)
             except BadRequest as e:
                 await _answer_bad_request(conn, on_bad_request(None, e))
                 return
@@ -228,7 +231,7 @@ async def serve_connection(
                 response = on_bad_request(request, e)
             expected_continue = (request.header("expect") or "").lower() == "100-continue"
             unread = not request.body_done and expected_continue and not conn.sent_continue
-            if unread:  # tell the client this connection ends with this answer
+            if unread or draining.is_set():  # this connection ends with this answer
                 response.headers.append(("connection", "close"))
             try:
                 await conn.send_response(response, head_only=request.method == "HEAD")
@@ -261,9 +264,10 @@ async def _drain(request: Request, limit: int = 1 << 20) -> bool:
     return True
 
 
-async def _next_request(conn: _Connection) -> h11.Request | None:
-    """The next request head, or None when the client is done or idle. Once the first bytes of
-    a head have arrived the whole head must follow within ``head_timeout_s`` (slowloris)."""
+async def _next_request(conn: _Connection, draining: trio.Event) -> h11.Request | None:
+    """The next request head, or None when the client is done or idle (or the server drains
+    while it is idle). Once the first bytes of a head have arrived the whole head must follow
+    within ``head_timeout_s`` (slowloris)."""
     deadline: float | None = None
     while True:
         try:
@@ -279,7 +283,20 @@ async def _next_request(conn: _Connection) -> h11.Request | None:
                 else max(0.0, deadline - trio.current_time())
             )
             try:
-                await conn._read_more(timeout)
+                if deadline is None:  # idle: a drain ends the wait
+                    async with trio.open_nursery() as race:
+
+                        async def drain_ends_idle() -> None:
+                            await draining.wait()
+                            race.cancel_scope.cancel()
+
+                        race.start_soon(drain_ends_idle)
+                        await conn._read_more(timeout)
+                        race.cancel_scope.cancel()
+                    if draining.is_set() and not conn.h11.trailing_data[0]:
+                        return None
+                else:
+                    await conn._read_more(timeout)
             except ClientGone:
                 return None
             continue
@@ -326,9 +343,35 @@ async def serve_http(
     on_bad_request: ErrorResponder,
     limits: Limits = Limits(),  # noqa: B008 - frozen
     *,
+    draining: trio.Event | None = None,
+    drain_timeout_s: float = 30.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    async def one(stream: trio.abc.Stream) -> None:
-        await serve_connection(stream, handler, on_bad_request, limits)
+    """Accept and serve connections until cancelled, or until ``draining`` is set: then stop
+    accepting, let requests in progress finish (up to ``drain_timeout_s``), close idle
+    connections, and return."""
+    draining = trio.Event() if draining is None else draining
+    async with trio.open_nursery() as connections:
 
-    await trio.serve_listeners(one, list(listeners), task_status=task_status)  # type: ignore[arg-type]
+        async def accept(listener: trio.abc.Listener[Any]) -> None:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as e:  # EMFILE and friends: back off, keep serving
+                    log.warning("accept failed: %s", e)
+                    await trio.sleep(0.1)
+                    continue
+                connections.start_soon(
+                    serve_connection, stream, handler, on_bad_request, limits, draining
+                )
+
+        async with trio.open_nursery() as acceptors:
+            for listener in listeners:
+                acceptors.start_soon(accept, listener)
+            task_status.started()
+            await draining.wait()
+            acceptors.cancel_scope.cancel()
+        for listener in listeners:
+            with contextlib.suppress(trio.ClosedResourceError):
+                await listener.aclose()
+        connections.cancel_scope.deadline = trio.current_time() + drain_timeout_s

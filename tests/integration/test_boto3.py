@@ -333,3 +333,50 @@ def test_users_see_only_their_own_buckets(s3: Any, server: Server) -> None:
     with pytest.raises(ClientError) as e:
         bob.list_buckets()
     assert code_of(e.value) == "InvalidAccessKeyId"
+
+
+def test_sigterm_drains_requests_in_progress(tmp_path: Any) -> None:
+    import signal
+    import socket
+    import time
+
+    from tests.integration.conftest import start_server
+
+    server = start_server(tmp_path, [])
+    import boto3
+
+    from tests.integration.conftest import ACCESS_KEY, SECRET_KEY
+
+    boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    ).create_bucket(Bucket="drain")
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = b"0123456789" * 1000
+    signed = AWSRequest("PUT", f"{server.endpoint}/drain/k", data=body)
+    S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(signed)
+    host, port = server.endpoint.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    head = (
+        "PUT /drain/k HTTP/1.1\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in signed.headers.items())
+        + f"Host: {host}:{port}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body[:5000])  # the request is in progress...
+    time.sleep(0.3)
+    server.process.send_signal(signal.SIGTERM)  # ...when the server is told to stop
+    time.sleep(0.3)
+    sock.sendall(body[5000:])
+    answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b"connection: close" in answer.lower()
+    sock.close()
+    assert server.process.wait(10) == 0
+    server.log.close()
+    assert "drained" in (tmp_path / "server.log").read_text()
