@@ -14,7 +14,7 @@ import trio
 
 from store.engine import maintenance, users
 from store.engine.node import DEFAULT_DRIVES, open_local_engine
-from store.gateway.http import serve_http
+from store.gateway.http import Drain, serve_http
 from store.gateway.s3 import GatewayConfig, S3Gateway, bad_request_response
 
 log = logging.getLogger("store")
@@ -63,7 +63,7 @@ async def serve(
             context.load_cert_chain(config.tls_cert, config.tls_key)
             listeners = [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
             scheme = "https"
-        draining = trio.Event()
+        draining = Drain()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(maintenance.run_housekeeping, engine)
             nursery.start_soon(_drain_on_signal, draining)
@@ -91,12 +91,12 @@ async def serve(
             task_status.started(port)
 
 
-async def _drain_on_signal(draining: trio.Event) -> None:
+async def _drain_on_signal(draining: Drain) -> None:
     """SIGTERM or SIGINT: stop accepting, finish the requests in progress, then exit."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("%s: draining", signal.Signals(signum).name)
-            draining.set()
+            draining.start()
             return
 
 

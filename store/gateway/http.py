@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -96,6 +96,36 @@ class Request:
     async def _pieces(self) -> AsyncIterator[bytes]:
         while data := await self.receive():
             yield data
+
+
+class Drain:
+    """A server's shutdown switch: once started, idle connections close at once and busy ones
+    after the response in progress."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self._idle: set[trio.CancelScope] = set()
+
+    def is_set(self) -> bool:
+        return self.started.is_set()
+
+    def start(self) -> None:
+        self.started.set()
+        for scope in list(self._idle):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[None]:
+        """Around a wait for the next request: cancelled (silently) when the drain starts."""
+        scope = trio.CancelScope()
+        if self.is_set():
+            scope.cancel()
+        self._idle.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._idle.discard(scope)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -201,7 +231,7 @@ async def serve_connection(
     handler: Handler,
     on_bad_request: ErrorResponder,
     limits: Limits = Limits(),  # noqa: B008 - frozen
-    draining: trio.Event | None = None,
+    draining: Drain | None = None,
 ) -> None:
     """Serve one client until it closes, idles out, breaks the protocol, or the server drains
     (``draining`` set: the request in progress is finished, then the connection closes)."""
@@ -209,7 +239,7 @@ async def serve_connection(
     with contextlib.suppress(OSError):
         _socket_of(stream).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
     conn = _Connection(stream, limits)
-    draining = trio.Event() if draining is None else draining
+    draining = Drain() if draining is None else draining
     try:
         while not draining.is_set():
             try:
@@ -264,7 +294,7 @@ async def _drain(request: Request, limit: int = 1 << 20) -> bool:
     return True
 
 
-async def _next_request(conn: _Connection, draining: trio.Event) -> h11.Request | None:
+async def _next_request(conn: _Connection, draining: Drain) -> h11.Request | None:
     """The next request head, or None when the client is done or idle (or the server drains
     while it is idle). Once the first bytes of a head have arrived the whole head must follow
     within ``head_timeout_s`` (slowloris)."""
@@ -283,16 +313,9 @@ async def _next_request(conn: _Connection, draining: trio.Event) -> h11.Request 
                 else max(0.0, deadline - trio.current_time())
             )
             try:
-                if deadline is None:  # idle: a drain ends the wait
-                    async with trio.open_nursery() as race:
-
-                        async def drain_ends_idle() -> None:
-                            await draining.wait()
-                            race.cancel_scope.cancel()
-
-                        race.start_soon(drain_ends_idle)
+                if deadline is None:  # idle: a drain ends the wait (and the connection)
+                    with draining.idle():
                         await conn._read_more(timeout)
-                        race.cancel_scope.cancel()
                     if draining.is_set() and not conn.h11.trailing_data[0]:
                         return None
                 else:
@@ -343,14 +366,14 @@ async def serve_http(
     on_bad_request: ErrorResponder,
     limits: Limits = Limits(),  # noqa: B008 - frozen
     *,
-    draining: trio.Event | None = None,
+    draining: Drain | None = None,
     drain_timeout_s: float = 30.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept and serve connections until cancelled, or until ``draining`` is set: then stop
     accepting, let requests in progress finish (up to ``drain_timeout_s``), close idle
     connections, and return."""
-    draining = trio.Event() if draining is None else draining
+    draining = Drain() if draining is None else draining
     async with trio.open_nursery() as connections:
 
         async def accept(listener: trio.abc.Listener[Any]) -> None:
@@ -361,15 +384,22 @@ async def serve_http(
                     log.warning("accept failed: %s", e)
                     await trio.sleep(0.1)
                     continue
-                connections.start_soon(
-                    serve_connection, stream, handler, on_bad_request, limits, draining
-                )
+                connections.start_soon(guarded, stream)
+
+        async def guarded(stream: trio.abc.Stream) -> None:
+            # One client's failure (a TLS error, a bug) must never take the server down.
+            try:
+                await serve_connection(stream, handler, on_bad_request, limits, draining)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except Exception:
+                log.exception("connection from %s failed", _peer(stream))
 
         async with trio.open_nursery() as acceptors:
             for listener in listeners:
                 acceptors.start_soon(accept, listener)
             task_status.started()
-            await draining.wait()
+            await draining.started.wait()
             acceptors.cancel_scope.cancel()
         for listener in listeners:
             with contextlib.suppress(trio.ClosedResourceError):
