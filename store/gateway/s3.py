@@ -26,7 +26,7 @@ from store.errors import InvalidArgument, PermissionDenied, StoreError
 from store.gateway import metrics, s3_copy, s3_listings
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
-from store.s3 import sigv4, xml
+from store.s3 import policy, sigv4, xml
 from store.s3.errors import ErrorCode, S3Error, code_for, error_document
 from store.s3.router import Route, route
 
@@ -63,6 +63,9 @@ class S3Gateway:
             "DeleteBucket": self.delete_bucket,
             "GetBucketLocation": self.get_bucket_location,
             "GetBucketVersioning": self.get_bucket_versioning,
+            "GetBucketPolicy": self.get_bucket_policy,
+            "PutBucketPolicy": self.put_bucket_policy,
+            "DeleteBucketPolicy": self.delete_bucket_policy,
             "PutBucketVersioning": self.put_bucket_versioning,
             "ListObjects": self._listing(s3_listings.list_objects),
             "ListObjectsV2": self._listing(s3_listings.list_objects),
@@ -175,6 +178,8 @@ class S3Gateway:
         signed = sigv4.SignedRequest(
             req.method, call.route.raw_path, call.route.raw_query, req.headers
         )
+        if sigv4.is_anonymous(signed) and call.route.bucket:
+            return  # anonymous: only what a bucket policy grants to "*" (checked per bucket)
         access_key = m.access_key_of(req, call.route.raw_query)
         found = await users.lookup(self.engine.kv, access_key) if access_key else None
         call.auth = sigv4.verify(signed, lambda ak: found.secret_key if found else None)
@@ -190,11 +195,41 @@ class S3Gateway:
 
         return handle
 
-    async def _bucket(self, call: Call) -> Bucket:
+    async def _bucket(self, call: Call, *, owner_only: bool = False) -> Bucket:
+        """The request's bucket, if the caller may do this operation on it: its owner and root
+        always; others (anonymous included) when the bucket policy allows the operation."""
         bucket = await self.engine.get_bucket(call.route.bucket)
-        if bucket.owner != call.user and call.user != users.ROOT_USER:
-            raise PermissionDenied("access denied")
-        return bucket
+        if call.user and (bucket.owner == call.user or call.user == users.ROOT_USER):
+            return bucket
+        raw = bucket.settings.get("policy")
+        if not owner_only and raw:
+            statements = policy.parse(raw.encode(), bucket.name)
+            if policy.allows(
+                statements, call.user, call.route.operation, bucket.name, call.route.key
+            ):
+                return bucket
+        raise PermissionDenied("access denied")
+
+    async def get_bucket_policy(self, call: Call) -> Response:
+        bucket = await self._bucket(call, owner_only=True)
+        raw = bucket.settings.get("policy")
+        if not raw:
+            raise S3Error("NoSuchBucketPolicy", 404, "the bucket policy does not exist")
+        return Response(200, [("content-type", "application/json")], raw.encode())
+
+    async def put_bucket_policy(self, call: Call) -> Response:
+        bucket = await self._bucket(call, owner_only=True)
+        raw = await self._read_small(call, policy.MAX_POLICY_BYTES)
+        policy.parse(raw, bucket.name)  # MalformedPolicy before anything is stored
+        settings = {**bucket.settings, "policy": raw.decode()}
+        await self.engine.update_bucket(bucket.name, settings=settings)
+        return Response(204)
+
+    async def delete_bucket_policy(self, call: Call) -> Response:
+        bucket = await self._bucket(call, owner_only=True)
+        settings = {k: v for k, v in bucket.settings.items() if k != "policy"}
+        await self.engine.update_bucket(bucket.name, settings=settings)
+        return Response(204)
 
     # -- bodies ---------------------------------------------------------------------------------
 
@@ -206,17 +241,13 @@ class S3Gateway:
         With ``engine_checks_sha256`` a signed payload's SHA-256 is left to the engine, which
         hashes it in its worker thread with the MD5 (``state.payload_sha256``)."""
         req = call.request
-        assert call.auth is not None
-        payload = call.auth.payload
+        payload = call.auth.payload if call.auth is not None else sigv4.UNSIGNED
         state = m.BodyState()
         if payload in sigv4.STREAMING_MODES:
             decoded = req.header("x-amz-decoded-content-length")
             size = int(decoded) if decoded and decoded.isdigit() else None
-            signer = (
-                sigv4.ChunkSigner(call.auth)
-                if payload != sigv4.STREAMING_UNSIGNED_TRAILER
-                else None
-            )
+            signed = call.auth is not None and payload != sigv4.STREAMING_UNSIGNED_TRAILER
+            signer = sigv4.ChunkSigner(call.auth) if signed and call.auth else None
             return m.dechunk(req, signer, state), size, state
         length = req.header("content-length")
         size = int(length) if length and length.isdigit() else None

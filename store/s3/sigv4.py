@@ -180,6 +180,14 @@ def _check(expected: str, given: str) -> None:
         )
 
 
+def is_anonymous(req: SignedRequest) -> bool:
+    """No credentials at all (neither header nor presigned query parameters)."""
+    return req.header("authorization") is None and not any(
+        marker in req.query
+        for marker in ("X-Amz-Signature=", "X-Amz-Credential=", "Signature=", "AWSAccessKeyId=")
+    )
+
+
 def verify(req: SignedRequest, lookup: SecretLookup, *, now: float | None = None) -> Auth:
     """Authenticate a request (header or presigned); raises S3Error with S3's code."""
     now = time.time() if now is None else now

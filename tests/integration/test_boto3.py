@@ -380,3 +380,44 @@ def test_sigterm_drains_requests_in_progress(tmp_path: Any) -> None:
     assert server.process.wait(10) == 0
     server.log.close()
     assert "drained" in (tmp_path / "server.log").read_text()
+
+
+def test_bucket_policy_public_read(s3: Any, server: Server) -> None:
+    import json
+
+    s3.create_bucket(Bucket="public")
+    s3.put_object(Bucket="public", Key="page.html", Body=b"<h1>hi</h1>")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{server.endpoint}/public/page.html")
+    assert e.value.code == 403
+    with pytest.raises(ClientError) as err:
+        s3.get_bucket_policy(Bucket="public")
+    assert code_of(err.value) == "NoSuchBucketPolicy"
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::public/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket="public", Policy=json.dumps(doc))
+    assert json.loads(s3.get_bucket_policy(Bucket="public")["Policy"]) == doc
+    assert urllib.request.urlopen(f"{server.endpoint}/public/page.html").read() == b"<h1>hi</h1>"
+    with pytest.raises(urllib.error.HTTPError) as e:  # read, not list, not write
+        urllib.request.urlopen(f"{server.endpoint}/public")
+    assert e.value.code == 403
+    put = urllib.request.Request(f"{server.endpoint}/public/x", data=b"x", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(put)
+    assert e.value.code == 403
+    with pytest.raises(ClientError) as err:
+        s3.put_bucket_policy(Bucket="public", Policy='{"Statement": "nope"}')
+    assert code_of(err.value) == "MalformedPolicy"
+    s3.delete_bucket_policy(Bucket="public")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{server.endpoint}/public/page.html")
+    assert e.value.code == 403
