@@ -26,7 +26,7 @@ from store.errors import InvalidArgument, PermissionDenied, StoreError
 from store.gateway import metrics, s3_copy, s3_listings
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
-from store.s3 import policy, sigv4, xml
+from store.s3 import cors, policy, sigv4, xml
 from store.s3.errors import ErrorCode, S3Error, code_for, error_document
 from store.s3.router import Route, route
 
@@ -63,6 +63,10 @@ class S3Gateway:
             "DeleteBucket": self.delete_bucket,
             "GetBucketLocation": self.get_bucket_location,
             "GetBucketVersioning": self.get_bucket_versioning,
+            "GetBucketCors": self.get_bucket_cors,
+            "PutBucketCors": self.put_bucket_cors,
+            "DeleteBucketCors": self.delete_bucket_cors,
+            "PreflightRequest": self.preflight,
             "GetBucketPolicy": self.get_bucket_policy,
             "PutBucketPolicy": self.put_bucket_policy,
             "DeleteBucketPolicy": self.delete_bucket_policy,
@@ -120,6 +124,8 @@ class S3Gateway:
             response = await handler(call)
         except (StoreError, S3Error, Exception) as e:
             response = self._error(e, request, call, request_id)
+        if call is not None and request.header("origin"):
+            response.headers += await self._cors_headers(call)
         response.headers.append(("x-amz-request-id", request_id))
         response.headers.append(("server", "store"))
         elapsed = time.monotonic() - started
@@ -178,7 +184,9 @@ class S3Gateway:
         signed = sigv4.SignedRequest(
             req.method, call.route.raw_path, call.route.raw_query, req.headers
         )
-        if sigv4.is_anonymous(signed) and call.route.bucket:
+        if call.route.operation == "PreflightRequest" or (
+            sigv4.is_anonymous(signed) and call.route.bucket
+        ):
             return  # anonymous: only what a bucket policy grants to "*" (checked per bucket)
         access_key = m.access_key_of(req, call.route.raw_query)
         found = await users.lookup(self.engine.kv, access_key) if access_key else None
@@ -209,6 +217,66 @@ class S3Gateway:
             ):
                 return bucket
         raise PermissionDenied("access denied")
+
+    async def get_bucket_cors(self, call: Call) -> Response:
+        bucket = await self._bucket(call, owner_only=True)
+        raw = bucket.settings.get("cors")
+        if not raw:
+            raise S3Error("NoSuchCORSConfiguration", 404, "the CORS configuration does not exist")
+        return m.xml(200, raw.encode())
+
+    async def put_bucket_cors(self, call: Call) -> Response:
+        bucket = await self._bucket(call, owner_only=True)
+        rules = cors.parse(await self._read_small(call))
+        settings = {**bucket.settings, "cors": cors.render(rules).decode()}
+        await self.engine.update_bucket(bucket.name, settings=settings)
+        return Response(200)
+
+    async def delete_bucket_cors(self, call: Call) -> Response:
+        bucket = await self._bucket(call, owner_only=True)
+        settings = {k: v for k, v in bucket.settings.items() if k != "cors"}
+        await self.engine.update_bucket(bucket.name, settings=settings)
+        return Response(204)
+
+    async def preflight(self, call: Call) -> Response:
+        """OPTIONS: unauthenticated, answered from the bucket's CORS rules."""
+        req = call.request
+        origin = req.header("origin")
+        method = req.header("access-control-request-method")
+        if not origin or not method:
+            raise S3Error(
+                "BadRequest", 400, "a preflight needs Origin and Access-Control-Request-Method"
+            )
+        requested = [
+            h.strip()
+            for h in (req.header("access-control-request-headers") or "").split(",")
+            if h.strip()
+        ]
+        bucket = await self.engine.get_bucket(call.route.bucket)
+        raw = bucket.settings.get("cors")
+        if not raw:
+            raise S3Error("CORSResponse", 403, "CORS is not enabled for this bucket")
+        rule = cors.find(cors.parse(raw.encode()), origin, method, requested)
+        if rule is None:
+            raise S3Error("CORSResponse", 403, "this CORS request is not allowed")
+        return Response(
+            200,
+            cors.headers(rule, origin, preflight=True, method=method, request_headers=requested),
+        )
+
+    async def _cors_headers(self, call: Call) -> list[tuple[str, str]]:
+        origin = call.request.header("origin")
+        if not origin or not call.route.bucket or call.route.operation == "PreflightRequest":
+            return []
+        try:
+            bucket = await self.engine.get_bucket(call.route.bucket)
+        except StoreError:
+            return []
+        raw = bucket.settings.get("cors")
+        if not raw:
+            return []
+        rule = cors.find(cors.parse(raw.encode()), origin, call.request.method, [])
+        return cors.headers(rule, origin, preflight=False) if rule else []
 
     async def get_bucket_policy(self, call: Call) -> Response:
         bucket = await self._bucket(call, owner_only=True)

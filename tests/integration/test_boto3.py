@@ -421,3 +421,60 @@ def test_bucket_policy_public_read(s3: Any, server: Server) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"{server.endpoint}/public/page.html")
     assert e.value.code == 403
+
+
+def test_bucket_cors_and_preflight(s3: Any, server: Server) -> None:
+    s3.create_bucket(Bucket="cors")
+    s3.put_object(Bucket="cors", Key="k", Body=b"x")
+
+    def options(origin: str, method: str, headers: str = "") -> tuple[int, dict[str, str]]:
+        request = urllib.request.Request(
+            f"{server.endpoint}/cors/k",
+            method="OPTIONS",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": method,
+                **({"Access-Control-Request-Headers": headers} if headers else {}),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}
+        except urllib.error.HTTPError as e:
+            return e.code, {}
+
+    assert options("https://app.example", "GET")[0] == 403  # no CORS configuration yet
+    s3.put_bucket_cors(
+        Bucket="cors",
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": ["https://*.example"],
+                    "AllowedMethods": ["GET", "PUT"],
+                    "AllowedHeaders": ["content-type", "x-amz-*"],
+                    "ExposeHeaders": ["ETag"],
+                    "MaxAgeSeconds": 600,
+                }
+            ]
+        },
+    )
+    rules = s3.get_bucket_cors(Bucket="cors")["CORSRules"]
+    assert rules[0]["AllowedOrigins"] == ["https://*.example"]
+    status, headers = options("https://app.example", "PUT", "Content-Type, X-Amz-Date")
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://app.example"
+    assert "PUT" in headers["access-control-allow-methods"]
+    assert headers["access-control-max-age"] == "600"
+    assert options("https://evil.test", "GET")[0] == 403
+    assert options("https://app.example", "DELETE")[0] == 403
+    got = s3.get_object(Bucket="cors", Key="k")  # no Origin: no CORS headers
+    assert "access-control-allow-origin" not in got["ResponseMetadata"]["HTTPHeaders"]
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "cors", "Key": "k"})
+    request = urllib.request.Request(url, headers={"Origin": "https://app.example"})
+    with urllib.request.urlopen(request) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert response.headers["Access-Control-Expose-Headers"] == "ETag"
+    s3.delete_bucket_cors(Bucket="cors")
+    with pytest.raises(ClientError) as err:
+        s3.get_bucket_cors(Bucket="cors")
+    assert code_of(err.value) == "NoSuchCORSConfiguration"
