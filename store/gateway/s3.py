@@ -63,6 +63,10 @@ class S3Gateway:
             "DeleteBucket": self.delete_bucket,
             "GetBucketLocation": self.get_bucket_location,
             "GetBucketVersioning": self.get_bucket_versioning,
+            "GetBucketTagging": self.get_bucket_tagging,
+            "PutBucketTagging": self.put_bucket_tagging,
+            "DeleteBucketTagging": self.put_bucket_tagging,
+            "GetObjectAttributes": self.get_object_attributes,
             "GetBucketCors": self.get_bucket_cors,
             "PutBucketCors": self.put_bucket_cors,
             "DeleteBucketCors": self.delete_bucket_cors,
@@ -217,6 +221,76 @@ class S3Gateway:
             ):
                 return bucket
         raise PermissionDenied("access denied")
+
+    async def get_bucket_tagging(self, call: Call) -> Response:
+        bucket = await self._bucket(call, owner_only=True)
+        tags = bucket.settings.get("tags")
+        if not tags:
+            raise S3Error("NoSuchTagSet", 404, "there is no tag set on this bucket")
+        return m.xml(200, _tagging(tags))
+
+    async def put_bucket_tagging(self, call: Call) -> Response:
+        """PutBucketTagging, and DeleteBucketTagging (no tag set)."""
+        bucket = await self._bucket(call, owner_only=True)
+        put = call.route.operation == "PutBucketTagging"
+        tags = xml.parse_tagging(await self._read_small(call)) if put else {}
+        settings = {k: v for k, v in bucket.settings.items() if k != "tags"}
+        if tags:
+            settings["tags"] = tags
+        await self.engine.update_bucket(bucket.name, settings=settings)
+        return Response(204)
+
+    async def get_object_attributes(self, call: Call) -> Response:
+        await self._bucket(call)
+        req, q = call.request, call.route.query
+        wanted = {a.strip() for a in (req.header("x-amz-object-attributes") or "").split(",")}
+        wanted.discard("")
+        if not wanted:
+            raise InvalidArgument("x-amz-object-attributes must name at least one attribute")
+        v = await self.engine.head_object(call.route.bucket, call.route.key, q.get("versionId"))
+        out = []
+        if "ETag" in wanted:
+            out.append(xml.field("ETag", v.etag))
+        if "Checksum" in wanted and v.checksum:
+            out.append(
+                xml.element(
+                    "Checksum",
+                    [
+                        xml.field("Checksum" + v.checksum.algorithm, v.checksum.value),
+                        xml.field("ChecksumType", v.checksum.type),
+                    ],
+                )
+            )
+        if "ObjectParts" in wanted and v.parts:
+            marker = int(req.header("x-amz-part-number-marker") or 0)
+            limit = int(req.header("x-amz-max-parts") or 1000)
+            numbered = list(enumerate(v.parts, 1))[marker : marker + limit]
+            parts = []
+            for number, part in numbered:
+                children = [xml.field("PartNumber", number), xml.field("Size", part.size)]
+                if part.checksum and v.checksum:
+                    children.append(xml.field("Checksum" + v.checksum.algorithm, part.checksum))
+                parts.append(xml.element("Part", children))
+            last = numbered[-1][0] if numbered else marker
+            out.append(
+                xml.element(
+                    "ObjectParts",
+                    [
+                        xml.field("PartsCount", len(v.parts)),
+                        xml.field("PartNumberMarker", marker),
+                        xml.field("NextPartNumberMarker", last),
+                        xml.field("MaxParts", limit),
+                        xml.field("IsTruncated", last < len(v.parts)),
+                        *parts,
+                    ],
+                )
+            )
+        if "StorageClass" in wanted:
+            out.append(xml.field("StorageClass", "STANDARD"))
+        if "ObjectSize" in wanted:
+            out.append(xml.field("ObjectSize", v.size))
+        headers = [("last-modified", m.http_date(v.mtime)), *m.version_headers(v)]
+        return m.xml(200, xml.document("GetObjectAttributesResponse", out), headers)
 
     async def get_bucket_cors(self, call: Call) -> Response:
         bucket = await self._bucket(call, owner_only=True)
@@ -480,12 +554,7 @@ class S3Gateway:
         v = await self.engine.head_object(
             call.route.bucket, call.route.key, call.route.query.get("versionId")
         )
-        tags = [
-            xml.element("Tag", [xml.field("Key", k), xml.field("Value", val)])
-            for k, val in v.tags.items()
-        ]
-        body = xml.document("Tagging", [xml.element("TagSet", tags)])
-        return m.xml(200, body, m.version_headers(v))
+        return m.xml(200, _tagging(v.tags), m.version_headers(v))
 
     async def put_object_tagging(self, call: Call) -> Response:
         """PutObjectTagging, and DeleteObjectTagging (an empty tag set)."""
@@ -648,6 +717,13 @@ class S3Gateway:
             call.route.bucket, call.route.key, call.route.query.get("uploadId", "")
         )
         return Response(204)
+
+
+def _tagging(tags: dict[str, str]) -> bytes:
+    items = [
+        xml.element("Tag", [xml.field("Key", k), xml.field("Value", v)]) for k, v in tags.items()
+    ]
+    return xml.document("Tagging", [xml.element("TagSet", items)])
 
 
 def _is_scrape(request: Request) -> bool:

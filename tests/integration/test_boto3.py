@@ -478,3 +478,43 @@ def test_bucket_cors_and_preflight(s3: Any, server: Server) -> None:
     with pytest.raises(ClientError) as err:
         s3.get_bucket_cors(Bucket="cors")
     assert code_of(err.value) == "NoSuchCORSConfiguration"
+
+
+def test_object_attributes_and_bucket_tagging(s3: Any) -> None:
+    s3.create_bucket(Bucket="attrs")
+    up = s3.create_multipart_upload(Bucket="attrs", Key="mp", ChecksumAlgorithm="SHA256")
+    parts = []
+    for number, body in enumerate([os.urandom(5 << 20), b"tail"], 1):
+        r = s3.upload_part(
+            Bucket="attrs",
+            Key="mp",
+            UploadId=up["UploadId"],
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+        )
+        parts.append(
+            {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]}
+        )
+    s3.complete_multipart_upload(
+        Bucket="attrs", Key="mp", UploadId=up["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    got = s3.get_object_attributes(
+        Bucket="attrs",
+        Key="mp",
+        ObjectAttributes=["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"],
+    )
+    assert got["ObjectSize"] == (5 << 20) + 4 and got["ETag"].endswith("-2")
+    assert got["Checksum"]["ChecksumSHA256"].endswith("-2")
+    assert got["ObjectParts"]["TotalPartsCount"] == 2
+    assert [p["Size"] for p in got["ObjectParts"]["Parts"]] == [5 << 20, 4]
+
+    with pytest.raises(ClientError) as err:
+        s3.get_bucket_tagging(Bucket="attrs")
+    assert code_of(err.value) == "NoSuchTagSet"
+    s3.put_bucket_tagging(Bucket="attrs", Tagging={"TagSet": [{"Key": "team", "Value": "a"}]})
+    assert s3.get_bucket_tagging(Bucket="attrs")["TagSet"] == [{"Key": "team", "Value": "a"}]
+    s3.delete_bucket_tagging(Bucket="attrs")
+    with pytest.raises(ClientError) as err:
+        s3.get_bucket_tagging(Bucket="attrs")
+    assert code_of(err.value) == "NoSuchTagSet"
