@@ -1,0 +1,297 @@
+"""S3 gateway throughput over loopback, beside moto (a peer) and raw TCP (the limit).
+
+    .venv/bin/python bench/s3.py               # store on tmpfs (EC 4+2, 6 drives) vs moto
+    .venv/bin/python bench/s3.py --quick       # small sizes, a smoke run
+    .venv/bin/python bench/s3.py --out DIR     # also DIR/s3.jsonl
+
+In one run, against `store serve` and `moto_server` (moto keeps objects in memory):
+- 64 MiB objects PUT and GET with boto3 (its defaults: signed payload, CRC32), 1 and 4 streams,
+  MB/s;
+- 4 KiB objects PUT and GET with 16 concurrent clients, ops/s and p50/p99 latency. boto3 tops out
+  near 400 requests/s per process here, so these use presigned URLs and a small asynchronous
+  HTTP/1.1 client (Trio + h11, keep-alive connections) that is not the bottleneck;
+- raw TCP over loopback: one stream sending 256 MiB to a reader that discards it (the limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+import trio
+from benchlib import cpu_model, git_commit
+
+MIB = 1 << 20
+AK, SK = "benchaccesskey", "benchsecretkey1"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def start_store(root: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    env = {**os.environ, "STORE_ACCESS_KEY": AK, "STORE_SECRET_KEY": SK}
+    proc = subprocess.Popen(
+        [str(BIN / "store"), "serve", "--data", str(root), "--s3", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def start_moto() -> tuple[str, subprocess.Popen[bytes]] | None:
+    exe = BIN / "moto_server"
+    if not exe.exists():
+        return None
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(exe), "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_port(port, proc)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def client(endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=AK,
+        aws_secret_access_key=SK,
+        region_name="us-east-1",
+        config=Config(
+            max_pool_connections=32, signature_version="s3v4", retries={"max_attempts": 1}
+        ),
+    )
+
+
+def large(endpoint: str, size: int, streams: int, reps: int) -> tuple[float, float]:
+    s3 = client(endpoint)
+    body = os.urandom(size)
+    put_best = get_best = 0.0
+    for rep in range(reps):
+        keys = [f"large-{rep}-{i}" for i in range(streams)]
+        with ThreadPoolExecutor(streams) as pool:
+            t = time.perf_counter()
+            list(pool.map(lambda k: s3.put_object(Bucket="bench", Key=k, Body=body), keys))
+            put_best = max(put_best, streams * size / (time.perf_counter() - t) / 1e6)
+            t = time.perf_counter()
+            sizes = list(
+                pool.map(lambda k: len(s3.get_object(Bucket="bench", Key=k)["Body"].read()), keys)
+            )
+            get_best = max(get_best, streams * size / (time.perf_counter() - t) / 1e6)
+        assert sizes == [size] * streams
+    return put_best, get_best
+
+
+async def small_ops(
+    urls: list[str], method: str, body: bytes, clients: int
+) -> tuple[float, list[float]]:
+    """Requests/s and latencies of presigned requests over keep-alive connections."""
+    parsed = urlsplit(urls[0])
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    pending = iter(urls)
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        stream: trio.SocketStream | None = None
+        conn = h11.Connection(h11.CLIENT)
+        try:
+            for url in pending:
+                if stream is None:  # (re)connect: a server may close after any response
+                    stream = await trio.open_tcp_stream(host, port)
+                    conn = h11.Connection(h11.CLIENT)
+                target = url[url.index("/", len("http://")) :]
+                headers = [("host", f"{host}:{port}"), ("content-length", str(len(body)))]
+                t = time.perf_counter()
+                data = conn.send(h11.Request(method=method, target=target, headers=headers))
+                data += conn.send(h11.Data(data=body)) if body else b""
+                data += conn.send(h11.EndOfMessage())
+                await stream.send_all(data)
+                status = 0
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                        continue
+                    if isinstance(event, h11.Response):
+                        status = event.status_code
+                    if isinstance(event, h11.EndOfMessage):
+                        break
+                latencies.append(time.perf_counter() - t)
+                if status >= 300:
+                    raise RuntimeError(f"{method} {target[:60]}: HTTP {status}")
+                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                    conn.start_next_cycle()
+                else:
+                    await stream.aclose()
+                    stream = None
+        finally:
+            if stream is not None:
+                await stream.aclose()
+
+    t = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(clients):
+            nursery.start_soon(worker)
+    return len(urls) / (time.perf_counter() - t), latencies
+
+
+def small(endpoint: str, count: int, clients: int) -> dict[str, Any]:
+    s3 = client(endpoint)
+    keys = [f"small/{i:06d}" for i in range(count)]
+    body = os.urandom(4096)
+    puts = [
+        s3.generate_presigned_url(
+            "put_object", Params={"Bucket": "bench", "Key": k}, ExpiresIn=3600
+        )
+        for k in keys
+    ]
+    gets = [
+        s3.generate_presigned_url(
+            "get_object", Params={"Bucket": "bench", "Key": k}, ExpiresIn=3600
+        )
+        for k in keys
+    ]
+    out: dict[str, Any] = {}
+    for name, urls, method, payload in [("put", puts, "PUT", body), ("get", gets, "GET", b"")]:
+        ops, lat = trio.run(small_ops, urls, method, payload, clients)
+        lat.sort()
+        out[name] = {
+            "ops": round(ops),
+            "p50_ms": round(1000 * statistics.median(lat), 2),
+            "p99_ms": round(1000 * lat[int(len(lat) * 0.99) - 1], 2),
+        }
+    return out
+
+
+async def raw_tcp(size: int) -> float:
+    """One loopback TCP stream: a reader that discards, a writer with 1 MiB sends."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    done = trio.Event()
+
+    async def reader(stream: trio.SocketStream) -> None:
+        got = 0
+        while got < size:
+            got += len(await stream.receive_some(MIB))
+        done.set()
+
+    chunk = os.urandom(MIB)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, reader, listeners)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        t = time.perf_counter()
+        for _ in range(size // MIB):
+            await stream.send_all(chunk)
+        await done.wait()
+        elapsed = time.perf_counter() - t
+        nursery.cancel_scope.cancel()
+    return size / elapsed / 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--tmpfs", type=Path, default=Path("/dev/shm"))
+    args = parser.parse_args()
+    size = (8 if args.quick else 64) * MIB
+    reps = 1 if args.quick else 2
+    count = 300 if args.quick else 3000
+    base = {"bench": "s3", "cpu": cpu_model(), "commit": git_commit(), "quick": args.quick}
+    lines: list[dict[str, Any]] = []
+
+    def emit(**fields: Any) -> None:
+        line = {**base, **fields}
+        lines.append(line)
+        print(json.dumps(line), flush=True)
+
+    emit(server="raw-tcp", case="stream", mbps=round(trio.run(raw_tcp, 4 * size), 1))
+    root = Path(
+        tempfile.mkdtemp(prefix="s3-bench-", dir=args.tmpfs if args.tmpfs.is_dir() else None)
+    )
+    servers = [("store", *start_store(root))]
+    moto = start_moto()
+    if moto is not None:
+        servers.append(("moto", *moto))
+    try:
+        for name, endpoint, _ in servers:
+            client(endpoint).create_bucket(Bucket="bench")
+            for streams in (1, 4):
+                put, get = large(endpoint, size, streams, reps)
+                emit(
+                    server=name,
+                    case="large_put",
+                    streams=streams,
+                    object_bytes=size,
+                    mbps=round(put, 1),
+                )
+                emit(
+                    server=name,
+                    case="large_get",
+                    streams=streams,
+                    object_bytes=size,
+                    mbps=round(get, 1),
+                )
+            result = small(endpoint, count, 16)
+            for op, figures in result.items():
+                emit(server=name, case=f"small_{op}", clients=16, object_bytes=4096, **figures)
+    finally:
+        for _, _, proc in servers:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+    by = {(ln["server"], ln["case"], ln.get("streams")): ln for ln in lines}
+    for ln in lines:
+        peer = by.get(("moto", ln["case"], ln.get("streams")))
+        if ln["server"] == "store" and peer:
+            key = "mbps" if "mbps" in ln else "ops"
+            ratio = ln[key] / peer[key] if peer[key] else None
+            print(
+                f"{ln['case']:<10} streams={ln.get('streams', '-')!s:<2} store {ln[key]:>9} "
+                f"moto {peer[key]:>9}  ratio {ratio:.2f}",
+                file=sys.stderr,
+            )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / "s3.jsonl", "w") as f:
+            f.writelines(json.dumps(ln) + "\n" for ln in lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
