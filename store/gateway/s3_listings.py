@@ -55,6 +55,15 @@ def _encoder(q: Mapping[str, str]) -> tuple[bool, Callable[[str], str]]:
     return encode, enc
 
 
+def _common_prefixes(prefixes: list[str], enc: Callable[[str], str]) -> list[str]:
+    return [xml.element("CommonPrefixes", [xml.field("Prefix", enc(cp))]) for cp in prefixes]
+
+
+def _delimiter_fields(delimiter: str, encode: bool, enc: Callable[[str], str]) -> list[str]:
+    out = [xml.field("Delimiter", enc(delimiter))] if delimiter else []
+    return out + ([xml.field("EncodingType", "url")] if encode else [])
+
+
 async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
     q = call.route.query
     v2 = call.route.operation == "ListObjectsV2"
@@ -88,10 +97,7 @@ async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
         if result.truncated and delimiter:
             out.append(xml.field("NextMarker", enc(result.next_marker)))
     out += [xml.field("MaxKeys", max_keys)]
-    if delimiter:
-        out.append(xml.field("Delimiter", enc(delimiter)))
-    if encode:
-        out.append(xml.field("EncodingType", "url"))
+    out += _delimiter_fields(delimiter, encode, enc)
     out.append(xml.field("IsTruncated", result.truncated))
     fetch_owner = not v2 or q.get("fetch-owner") == "true"
     for entry in result.objects:
@@ -105,8 +111,7 @@ async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
         if fetch_owner:
             children.append(xml.owner(entry.owner))
         out.append(xml.element("Contents", children))
-    for cp in result.prefixes:
-        out.append(xml.element("CommonPrefixes", [xml.field("Prefix", enc(cp))]))
+    out += _common_prefixes(result.prefixes, enc)
     return xml.document("ListBucketResult", out)
 
 
@@ -137,10 +142,7 @@ async def list_versions(engine: ObjectEngine, call: Call) -> bytes:
         if result.next_version_marker:
             out.append(xml.field("NextVersionIdMarker", result.next_version_marker))
     out.append(xml.field("MaxKeys", max_keys))
-    if delimiter:
-        out.append(xml.field("Delimiter", enc(delimiter)))
-    if encode:
-        out.append(xml.field("EncodingType", "url"))
+    out += _delimiter_fields(delimiter, encode, enc)
     out.append(xml.field("IsTruncated", result.truncated))
     for version, latest in result.versions:
         children = [
@@ -159,8 +161,7 @@ async def list_versions(engine: ObjectEngine, call: Call) -> bytes:
             xml.owner(version.owner),
         ]
         out.append(xml.element("Version", children))
-    for cp in result.prefixes:
-        out.append(xml.element("CommonPrefixes", [xml.field("Prefix", enc(cp))]))
+    out += _common_prefixes(result.prefixes, enc)
     return xml.document("ListVersionsResult", out)
 
 
@@ -188,10 +189,7 @@ async def list_uploads(engine: ObjectEngine, call: Call) -> bytes:
         xml.field("MaxUploads", max_uploads),
         xml.field("IsTruncated", result.truncated),
     ]
-    if delimiter:
-        out.append(xml.field("Delimiter", enc(delimiter)))
-    if encode:
-        out.append(xml.field("EncodingType", "url"))
+    out += _delimiter_fields(delimiter, encode, enc)
     for upload in result.uploads:
         out.append(
             xml.element(
@@ -206,8 +204,7 @@ async def list_uploads(engine: ObjectEngine, call: Call) -> bytes:
                 ],
             )
         )
-    for cp in result.prefixes:
-        out.append(xml.element("CommonPrefixes", [xml.field("Prefix", enc(cp))]))
+    out += _common_prefixes(result.prefixes, enc)
     return xml.document("ListMultipartUploadsResult", out)
 
 
