@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from store.codec import checksums
 from store.engine import users
@@ -26,7 +27,7 @@ from store.errors import InvalidArgument, PermissionDenied, StoreError
 from store.gateway import metrics, s3_copy, s3_listings
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
-from store.s3 import cors, policy, sigv4, xml
+from store.s3 import cors, policy, postform, sigv4, xml
 from store.s3.errors import ErrorCode, S3Error, code_for, error_document
 from store.s3.router import Route, route
 
@@ -90,6 +91,7 @@ class S3Gateway:
             "GetObjectTagging": self.get_object_tagging,
             "PutObjectTagging": self.put_object_tagging,
             "DeleteObjectTagging": self.put_object_tagging,
+            "PostObject": self.post_object,
             "CreateMultipartUpload": self.create_multipart,
             "UploadPart": self.upload_part,
             "CompleteMultipartUpload": self.complete_multipart,
@@ -565,6 +567,91 @@ class S3Gateway:
             call.route.bucket, call.route.key, tags, call.route.query.get("versionId")
         )
         return Response(200 if put else 204, m.version_headers(v))
+
+    async def post_object(self, call: Call) -> Response:
+        """Browser upload: a multipart form whose policy is signed (see store/s3/postform.py)."""
+        req = call.request
+        form = postform.FormReader(postform.boundary_of(req.header("content-type")))
+        pieces = aiter(req)
+        async for piece in pieces:
+            form.feed(piece)
+            if form.file_started or form.done:
+                break
+        if not form.file_started:
+            raise InvalidArgument("POST requires exactly one file upload per request")
+        fields = form.fields
+        access_key = fields.get("x-amz-credential", "").partition("/")[0]
+        found = await users.lookup(self.engine.kv, access_key) if access_key else None
+        sigv4.verify_post_policy(fields, lambda ak: found.secret_key if found else None)
+        assert found is not None
+        call.user = found.user
+        await self._bucket(call)
+        policy_doc = postform.decode_policy(fields.get("policy", ""))
+        postform.check_policy(policy_doc, fields, call.route.bucket, time.time())
+        key = fields.get("key", "").replace("${filename}", form.filename)
+        low, high = policy_doc.length_range or (0, None)
+
+        async def file_data() -> AsyncIterator[bytes]:
+            total = 0
+            chunks = form.take_file_data()
+            while True:
+                for chunk in chunks:
+                    total += len(chunk)
+                    if high is not None and total > high:
+                        raise S3Error(
+                            "EntityTooLarge",
+                            400,
+                            "your proposed upload exceeds the maximum allowed size",
+                        )
+                    yield chunk
+                if form.done:
+                    break
+                piece = await anext(pieces, None)
+                if piece is None:
+                    raise S3Error("IncompleteBody", 400, "the form ended before the file did")
+                form.feed(piece)
+                chunks = form.take_file_data()
+            if total < low:
+                raise S3Error(
+                    "EntityTooSmall",
+                    400,
+                    "your proposed upload is smaller than the minimum allowed size",
+                )
+
+        version = await self.engine.put_object(
+            call.route.bucket,
+            key,
+            file_data(),
+            owner=call.user,
+            content_type=fields.get("content-type") or form.file_content_type,
+            metadata={
+                n[len("x-amz-meta-") :]: v for n, v in fields.items() if n.startswith("x-amz-meta-")
+            },
+            tags=m.parse_tagging_header(fields.get("tagging")) if "tagging" in fields else None,
+        )
+        headers = [("etag", f'"{version.etag}"'), *m.version_headers(version)]
+        location = f"/{call.route.bucket}/{quote(key)}"
+        redirect = fields.get("success_action_redirect")
+        if redirect:
+            sep = "&" if "?" in redirect else "?"
+            target = (
+                f"{redirect}{sep}bucket={quote(call.route.bucket)}&key={quote(key)}"
+                f"&etag={quote(chr(34) + version.etag + chr(34))}"
+            )
+            return Response(303, [("location", target), *headers])
+        status = int(fields.get("success_action_status", "204") or 204)
+        if status == 201:
+            body = xml.document(
+                "PostResponse",
+                [
+                    xml.field("Location", location),
+                    xml.field("Bucket", call.route.bucket),
+                    xml.field("Key", key),
+                    xml.field("ETag", f'"{version.etag}"'),
+                ],
+            )
+            return m.xml(201, body, [("location", location), *headers])
+        return Response(200 if status == 200 else 204, [("location", location), *headers])
 
     async def delete_object(self, call: Call) -> Response:
         await self._bucket(call)

@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import mktime_tz, parsedate_tz
 from urllib.parse import quote, unquote
@@ -281,6 +281,18 @@ def _verify_presigned(req: SignedRequest, lookup: SecretLookup, now: float) -> A
     text = string_to_sign(amz_date, scope, canonical_request(req, names, payload, presigned=True))
     _check(sign(key, text), signature)
     return Auth(access_key, payload, amz_date, scope, key, signature, presigned=True)
+
+
+def verify_post_policy(fields: Mapping[str, str], lookup: SecretLookup) -> str:
+    """The access key whose signature covers a browser upload's policy (POST Object)."""
+    if fields.get("x-amz-algorithm") != ALGORITHM:
+        raise S3Error("InvalidArgument", 400, f"x-amz-algorithm must be {ALGORITHM}")
+    access_key, date, region, service, secret = _credential(
+        fields.get("x-amz-credential", ""), lookup
+    )
+    key = signing_key(secret, date, region, service)
+    _check(sign(key, fields.get("policy", "")), fields.get("x-amz-signature", ""))
+    return access_key
 
 
 class ChunkSigner:

@@ -518,3 +518,58 @@ def test_object_attributes_and_bucket_tagging(s3: Any) -> None:
     with pytest.raises(ClientError) as err:
         s3.get_bucket_tagging(Bucket="attrs")
     assert code_of(err.value) == "NoSuchTagSet"
+
+
+def _form(fields: dict[str, str], file_data: bytes, filename: str = "up.txt") -> tuple[bytes, str]:
+    boundary = "----storeboundary7MA4YWxk"
+    out = b""
+    for name, value in fields.items():
+        out += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        ).encode()
+    out += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: text/plain\r\n\r\n'
+    ).encode()
+    out += file_data + f"\r\n--{boundary}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={boundary}"
+
+
+def test_browser_post_uploads(s3: Any, server: Server) -> None:
+    s3.create_bucket(Bucket="post")
+    post = s3.generate_presigned_post(
+        "post",
+        "uploads/${filename}",
+        Fields={"success_action_status": "201"},
+        Conditions=[
+            ["starts-with", "$key", "uploads/"],
+            {"success_action_status": "201"},
+            ["content-length-range", 1, 1 << 20],
+        ],
+        ExpiresIn=300,
+    )
+
+    def send(fields: dict[str, str], data: bytes) -> tuple[int, bytes]:
+        body, content_type = _form(fields, data)
+        request = urllib.request.Request(
+            post["url"], data=body, method="POST", headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    payload = os.urandom(300_000)
+    status, body = send(post["fields"], payload)
+    assert status == 201 and b"<Key>uploads/up.txt</Key>" in body
+    assert s3.get_object(Bucket="post", Key="uploads/up.txt")["Body"].read() == payload
+    status, body = send({**post["fields"], "key": "elsewhere/x"}, b"x")
+    assert status == 403 and b"AccessDenied" in body
+    status, body = send(post["fields"], os.urandom(2 << 20))  # over content-length-range
+    assert status == 400 and b"EntityTooLarge" in body
+    status, body = send({**post["fields"], "x-amz-signature": "0" * 64}, b"x")
+    assert status == 403 and b"SignatureDoesNotMatch" in body
+    status, body = send({**post["fields"], "x-amz-meta-extra": "1"}, b"x")
+    assert status == 403 and b"extra input field" in body
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="post")["Contents"]] == ["uploads/up.txt"]
