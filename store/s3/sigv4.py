@@ -20,6 +20,7 @@ with S3's own error.
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import hmac
 import re
@@ -79,7 +80,9 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The SigV4 key for a day (cached: it changes once a day per access key)."""
     key = _hmac(("AWS4" + secret).encode(), date)
     key = _hmac(key, region)
     key = _hmac(key, service)
@@ -99,11 +102,23 @@ def canonical_query(query: str, *, drop_signature: bool = False) -> str:
     pairs = []
     for item in query.split("&") if query else ():
         name, _, value = item.partition("=")
-        name, value = unquote(name), unquote(value)
         if drop_signature and name == "X-Amz-Signature":
             continue
-        pairs.append((_uri_encode(name), _uri_encode(value)))
+        pairs.append((_canonical_component(name), _canonical_component(value)))
     return "&".join(f"{n}={v}" for n, v in sorted(pairs))
+
+
+_CANONICAL = re.compile(r"(?:[A-Za-z0-9\-._~]|%[0-9A-F]{2})*")
+
+
+def _canonical_component(text: str) -> str:
+    """Decode then encode once; a component that is canonical already is kept as it is
+    (the common case: clients send canonical queries), which skips both steps."""
+    if _CANONICAL.fullmatch(text):
+        decoded = unquote(text) if "%" in text else text
+        if "%" not in text or _uri_encode(decoded) == text:
+            return text
+    return _uri_encode(unquote(text))
 
 
 def canonical_request(
@@ -135,6 +150,25 @@ def sign(key: bytes, text: str) -> str:
 
 def parse_amz_date(value: str) -> float:
     """Seconds since the epoch of an ISO 8601 basic timestamp (20130524T000000Z) or an HTTP date."""
+    if len(value) == 16 and value[8] == "T" and value[15] == "Z" and value[:8].isdigit():
+        try:
+            return float(
+                calendar.timegm(
+                    (
+                        int(value[0:4]),
+                        int(value[4:6]),
+                        int(value[6:8]),
+                        int(value[9:11]),
+                        int(value[11:13]),
+                        int(value[13:15]),
+                        0,
+                        0,
+                        0,
+                    )
+                )
+            )
+        except ValueError:
+            pass
     try:
         return float(calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ")))
     except ValueError:
