@@ -79,3 +79,33 @@ def test_plain_http_to_the_tls_port_gets_no_answer_and_server_lives(
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
         urllib.request.urlopen(server.endpoint.replace("https", "http") + "/", timeout=5)
     assert client(server, ca).list_buckets()["Buckets"] is not None
+
+
+def test_crc64nvme_as_aws_cli_v2_sends_it(tls: tuple[Server, Path], tmp_path: Path) -> None:
+    """The aws CLI v2 defaults to CRC64NVME: single PUTs with the checksum in a trailer, and
+    multipart uploads with a FULL_OBJECT checksum combined from the parts'."""
+    from boto3.s3.transfer import TransferConfig
+
+    server, ca = tls
+    s3 = client(server, ca)
+    s3.create_bucket(Bucket="nvme")
+    put = s3.put_object(Bucket="nvme", Key="one", Body=b"123456789", ChecksumAlgorithm="CRC64NVME")
+    assert put["ChecksumCRC64NVME"] == "rosUhgp5mIg="  # CRC-64/NVME of "123456789"
+    data = os.urandom(12 << 20)
+    (tmp_path / "in").write_bytes(data)
+    s3.upload_file(
+        str(tmp_path / "in"),
+        "nvme",
+        "multi",
+        ExtraArgs={"ChecksumAlgorithm": "CRC64NVME"},
+        Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20),
+    )
+    head = s3.head_object(Bucket="nvme", Key="multi", ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    import base64
+
+    from awscrt import checksums as crt
+
+    whole = base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
+    assert head["ChecksumCRC64NVME"] == whole
+    assert s3.get_object(Bucket="nvme", Key="multi")["Body"].read() == data
