@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 INLINE_BYTES = 64 << 10
 MAX_PUT_BYTES = 5 << 30  # S3's single-request limit
-MAX_OBJECT_BYTES = 5 << 40
 TXN_RETRIES = 20
 
 
@@ -74,7 +73,6 @@ class EngineStats:
     bytes_out: int = 0
     garbage_collected: int = 0
     orphans_removed: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 Prepared = tuple[Version, Sequence[Op], Sequence[Compare]]

@@ -16,7 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -71,13 +79,22 @@ class Request:
         self.headers: list[tuple[str, str]] = [
             (n.decode("ascii").lower(), v.decode("latin-1")) for n, v in event.headers
         ]
+        by_name: dict[str, str] = {}
+        for n, v in self.headers:  # looked up many times per request: index once
+            by_name[n] = f"{by_name[n]},{v}" if n in by_name else v
+        self._by_name = by_name
         self.peer = peer
         self.body_done = False
         self.body_bytes = 0
 
+    @property
+    def header_map(self) -> Mapping[str, str]:
+        """Every header by lowercase name (repeated fields joined with ",")."""
+        return self._by_name
+
     def header(self, name: str) -> str | None:
-        values = [v for n, v in self.headers if n == name]
-        return ",".join(values) if values else None
+        """A header's value (repeated fields joined with ","), by lowercase name."""
+        return self._by_name.get(name)
 
     async def receive(self) -> bytes:
         """The next piece of the body; b"" at its end."""

@@ -23,7 +23,7 @@ from store.engine import users
 from store.engine.multipart import CompletedPart
 from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket
-from store.errors import InvalidArgument, PermissionDenied, StoreError
+from store.errors import BucketAlreadyExists, InvalidArgument, PermissionDenied, StoreError
 from store.gateway import metrics, s3_copy, s3_listings
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
@@ -114,7 +114,7 @@ class S3Gateway:
         started = time.monotonic()
         call: Call | None = None
         try:
-            headers = dict(request.headers)
+            headers = request.header_map
             r = route(
                 request.method,
                 request.target,
@@ -213,16 +213,9 @@ class S3Gateway:
         """The request's bucket, if the caller may do this operation on it: its owner and root
         always; others (anonymous included) when the bucket policy allows the operation."""
         bucket = await self.engine.get_bucket(call.route.bucket)
-        if call.user and (bucket.owner == call.user or call.user == users.ROOT_USER):
-            return bucket
-        raw = bucket.settings.get("policy")
-        if not owner_only and raw:
-            statements = policy.parse(raw.encode(), bucket.name)
-            if policy.allows(
-                statements, call.user, call.route.operation, bucket.name, call.route.key
-            ):
-                return bucket
-        raise PermissionDenied("access denied")
+        if not _may(bucket, call.user, call.route.operation, call.route.key, owner_only):
+            raise PermissionDenied("access denied")
+        return bucket
 
     async def get_bucket_tagging(self, call: Call) -> Response:
         bucket = await self._bucket(call, owner_only=True)
@@ -428,8 +421,8 @@ class S3Gateway:
             )
         try:
             await self.engine.create_bucket(call.route.bucket, call.user)
-        except StoreError as e:
-            if getattr(e, "owner", None) == call.user:
+        except BucketAlreadyExists as e:
+            if e.owner == call.user:
                 raise S3Error("BucketAlreadyOwnedByYou", 409, "you already own this bucket") from e
             raise
         return Response(200, [("location", "/" + call.route.bucket)])
@@ -540,12 +533,12 @@ class S3Gateway:
         headers, body = await s3_copy.upload_part_copy(self.engine, call, self._reader_of(call))
         return m.xml(200, body, headers)
 
-    def _reader_of(self, call: Call) -> Callable[[str], Awaitable[object]]:
-        """A check that the caller may read a (copy source) bucket."""
+    def _reader_of(self, call: Call) -> Callable[[str, str], Awaitable[object]]:
+        """A check that the caller may read a copy source (same rules as any GetObject)."""
 
-        async def check(bucket: str) -> object:
+        async def check(bucket: str, key: str) -> object:
             found = await self.engine.get_bucket(bucket)
-            if found.owner != call.user and call.user != users.ROOT_USER:
+            if not _may(found, call.user, "GetObject", key):
                 raise PermissionDenied("access denied to the copy source")
             return found
 
@@ -804,6 +797,17 @@ class S3Gateway:
             call.route.bucket, call.route.key, call.route.query.get("uploadId", "")
         )
         return Response(204)
+
+
+def _may(bucket: Bucket, user: str, operation: str, key: str, owner_only: bool = False) -> bool:
+    """Owner and root always; anyone else (anonymous included) when the bucket's policy allows
+    the operation (never for ``owner_only`` operations: policy, CORS, tagging settings)."""
+    if user and (bucket.owner == user or user == users.ROOT_USER):
+        return True
+    raw = bucket.settings.get("policy")
+    if owner_only or not raw:
+        return False
+    return policy.allows(policy.parse(raw.encode(), bucket.name), user, operation, bucket.name, key)
 
 
 def _tagging(tags: dict[str, str]) -> bytes:

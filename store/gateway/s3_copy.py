@@ -54,14 +54,14 @@ def source_conditions(call: Call) -> Callable[[Version], None]:
     return check
 
 
-Checker = Callable[[str], Awaitable[object]]
+Checker = Callable[[str, str], Awaitable[object]]
 Result = tuple[list[tuple[str, str]], bytes]
 
 
 async def copy_object(engine: ObjectEngine, call: Call, can_read: Checker) -> Result:
     req = call.request
     src_bucket, src_key, src_version = parse_copy_source(req.header("x-amz-copy-source") or "")
-    await can_read(src_bucket)
+    await can_read(src_bucket, src_key)
     directive = (req.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("x-amz-metadata-directive must be COPY or REPLACE")
@@ -106,7 +106,7 @@ async def copy_object(engine: ObjectEngine, call: Call, can_read: Checker) -> Re
 async def upload_part_copy(engine: ObjectEngine, call: Call, can_read: Checker) -> Result:
     req, q = call.request, call.route.query
     src_bucket, src_key, src_version = parse_copy_source(req.header("x-amz-copy-source") or "")
-    await can_read(src_bucket)
+    await can_read(src_bucket, src_key)
     try:
         number = int(q.get("partNumber", ""))
     except ValueError:

@@ -177,7 +177,3 @@ def element(name: str, children: Iterable[str] = ()) -> str:
 
 def field(name: str, value: object) -> str:
     return _el(name, value)
-
-
-def simple(root: str, **fields: object) -> bytes:
-    return document(root, [_el(name, value) for name, value in fields.items()])
