@@ -228,7 +228,7 @@ class S3Gateway:
         """PutBucketTagging, and DeleteBucketTagging (no tag set)."""
         bucket = await self._bucket(call, owner_only=True)
         put = call.route.operation == "PutBucketTagging"
-        tags = xml.parse_tagging(await self._read_small(call)) if put else {}
+        tags = xml.parse_tagging(await self._read_small(call), xml.BUCKET_TAG_LIMIT) if put else {}
         settings = {k: v for k, v in bucket.settings.items() if k != "tags"}
         if tags:
             settings["tags"] = tags

@@ -16,6 +16,7 @@ from store.engine.records import Version
 from store.errors import InvalidArgument
 from store.gateway.http import Request, Response
 from store.s3 import sigv4
+from store.s3 import xml as s3xml
 from store.s3.chunked import Chunk, ChunkedDecoder, Trailers
 from store.s3.errors import S3Error
 
@@ -220,16 +221,10 @@ def parse_tagging_header(value: str | None) -> dict[str, str]:
     """The x-amz-tagging header: URL-encoded ``k1=v1&k2=v2``."""
     if not value:
         return {}
-    tags: dict[str, str] = {}
-    for item in value.split("&"):
-        key, _, val = item.partition("=")
-        key, val = unquote_plus(key), unquote_plus(val)
-        if not key or len(key) > 128 or len(val) > 256 or key in tags:
-            raise S3Error("InvalidTag", 400, "tag keys must be 1-128 characters and unique")
-        tags[key] = val
-    if len(tags) > 10:
-        raise S3Error("BadRequest", 400, "an object can have at most 10 tags")
-    return tags
+    pairs = (item.partition("=") for item in value.split("&"))
+    return s3xml.tag_set(
+        ((unquote_plus(k), unquote_plus(v)) for k, _, v in pairs), s3xml.OBJECT_TAG_LIMIT
+    )
 
 
 def precondition_failed() -> S3Error:

@@ -105,18 +105,28 @@ def parse_versioning(body: bytes) -> str:
     return status
 
 
-def parse_tagging(body: bytes) -> dict[str, str]:
-    root = parse(body, "Tagging")
-    tags = {}
-    tag_set = root.find("TagSet")
-    for tag in tag_set.findall("Tag") if tag_set is not None else ():
-        key, value = text(tag, "Key"), text(tag, "Value")
+OBJECT_TAG_LIMIT = 10
+BUCKET_TAG_LIMIT = 50
+
+
+def tag_set(pairs: Iterable[tuple[str, str]], limit: int) -> dict[str, str]:
+    """A validated tag set: keys 1-128 characters and unique, values up to 256, at most
+    ``limit`` tags (10 on an object, 50 on a bucket)."""
+    tags: dict[str, str] = {}
+    for key, value in pairs:
         if not key or len(key) > 128 or len(value) > 256 or key in tags:
             raise S3Error("InvalidTag", 400, "tag keys must be 1-128 characters and unique")
         tags[key] = value
-    if len(tags) > 50:
-        raise S3Error("BadRequest", 400, "an object can have at most 50 tags")
+    if len(tags) > limit:
+        raise S3Error("BadRequest", 400, f"at most {limit} tags are allowed here")
     return tags
+
+
+def parse_tagging(body: bytes, limit: int = OBJECT_TAG_LIMIT) -> dict[str, str]:
+    root = parse(body, "Tagging")
+    tag_set_node = root.find("TagSet")
+    found = tag_set_node.findall("Tag") if tag_set_node is not None else []
+    return tag_set(((text(t, "Key"), text(t, "Value")) for t in found), limit)
 
 
 def parse_create_bucket(body: bytes) -> str:

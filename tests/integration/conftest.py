@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -80,16 +80,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(running)
 
 
-@pytest.fixture
-def s3(server: Server):  # type: ignore[no-untyped-def]
+def make_client(
+    endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **options: Any
+) -> Any:
+    """A boto3 S3 client for a test server (SigV4, no retries: errors surface as they are)."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         region_name="us-east-1",
         config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
+        **options,
     )
+
+
+@pytest.fixture
+def s3(server: Server) -> Any:
+    return make_client(server.endpoint)

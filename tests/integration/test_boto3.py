@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, make_client
 
 
 def code_of(error: ClientError) -> str:
@@ -126,15 +126,7 @@ def test_presigned_urls_and_bad_signatures(s3: Any, server: Server) -> None:
 
 
 def test_wrong_secret_is_refused(server: Server) -> None:
-    import boto3
-
-    bad = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id="itestaccesskey",
-        aws_secret_access_key="wrong-secret",
-        region_name="us-east-1",
-    )
+    bad = make_client(server.endpoint, secret_key="wrong-secret")
     with pytest.raises(ClientError) as e:
         bad.list_buckets()
     assert code_of(e.value) == "SignatureDoesNotMatch"
@@ -290,8 +282,6 @@ def test_users_see_only_their_own_buckets(s3: Any, server: Server) -> None:
     import subprocess
     import sys
 
-    import boto3
-
     added = subprocess.run(
         [sys.executable, "-m", "store.cli", "user", "add", "bob", "--data", str(server.data)],
         capture_output=True,
@@ -299,13 +289,7 @@ def test_users_see_only_their_own_buckets(s3: Any, server: Server) -> None:
         check=True,
     )
     bob_key = json.loads(added.stdout)
-    bob = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=bob_key["access_key"],
-        aws_secret_access_key=bob_key["secret_key"],
-    )
+    bob = make_client(server.endpoint, bob_key["access_key"], bob_key["secret_key"])
     s3.create_bucket(Bucket="roots")
     bob.create_bucket(Bucket="bobs")
     assert [b["Name"] for b in bob.list_buckets()["Buckets"]] == ["bobs"]
@@ -343,17 +327,9 @@ def test_sigterm_drains_requests_in_progress(tmp_path: Any) -> None:
     from tests.integration.conftest import start_server
 
     server = start_server(tmp_path, [])
-    import boto3
-
     from tests.integration.conftest import ACCESS_KEY, SECRET_KEY
 
-    boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    ).create_bucket(Bucket="drain")
+    make_client(server.endpoint).create_bucket(Bucket="drain")
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials

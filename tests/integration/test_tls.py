@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trustme
 
-from tests.integration.conftest import ACCESS_KEY, SECRET_KEY, Server, start_server, stop_server
+from tests.integration.conftest import Server, make_client, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +32,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path
 
 
 def client(server: Server, ca: Path) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        verify=str(ca),
-    )
+    return make_client(server.endpoint, verify=str(ca))
 
 
 def test_trailer_checksums_over_tls(tls: tuple[Server, Path], tmp_path: Path) -> None:
