@@ -247,7 +247,7 @@ class ObjectEngine:
         ``if_none_match`` (an ETag or "*") are checked atomically with the commit.
         """
         R.check_object_key(key)
-        bucket_rec = await self.get_bucket(bucket)
+        bucket_rec, bucket_kv = await self._bucket_kv(bucket)
         algorithm = (
             checksums.canonical_algorithm(checksum_algorithm) if checksum_algorithm else None
         )
@@ -284,7 +284,10 @@ class ObjectEngine:
                 frame_bytes=stored.frame_bytes,
             )
             committed = await self.commit_version(
-                version, if_match=if_match, if_none_match=if_none_match
+                version,
+                if_match=if_match,
+                if_none_match=if_none_match,
+                bucket_read=(bucket_rec, bucket_kv),
             )
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -302,6 +305,7 @@ class ObjectEngine:
         prepare: Callable[[], Awaitable[Prepared]] | None = None,
         if_match: str | None = None,
         if_none_match: str | None = None,
+        bucket_read: tuple[Bucket, KeyValue] | None = None,
     ) -> Version:
         """Make ``version`` the newest version of its key (a delete marker too).
 
@@ -309,15 +313,20 @@ class ObjectEngine:
         plus operations and compares to commit with it: multipart completion re-reads its parts
         there, so a part uploaded meanwhile is never lost. The version id is drawn at commit
         time and always sorts before the key's newest version, so commit order is version order.
+        ``bucket_read`` is the caller's read of the bucket, used by the first attempt (the
+        transaction compares its revision; a retry reads it again).
         """
-        for _ in range(TXN_RETRIES):
+        for attempt in range(TXN_RETRIES):
             extra_ops: Sequence[Op] = ()
             extra_compares: Sequence[Compare] = ()
             if prepare is not None:
                 version, extra_ops, extra_compares = await prepare()
             assert version is not None
             okey = R.current_key(version.bucket, version.key)
-            bucket, bkv = await self._bucket_kv(version.bucket)
+            if attempt == 0 and bucket_read is not None:
+                bucket, bkv = bucket_read
+            else:
+                bucket, bkv = await self._bucket_kv(version.bucket)
             current = await self.kv.get(okey)
             entry = R.IndexEntry.decode(version.key, current.value) if current else None
             _check_preconditions(entry, if_match, if_none_match, version.key)
