@@ -3,13 +3,16 @@
     .venv/bin/python bench/s3.py               # store on tmpfs (EC 4+2, 6 drives) vs moto
     .venv/bin/python bench/s3.py --quick       # small sizes, a smoke run
     .venv/bin/python bench/s3.py --out DIR     # also DIR/s3.jsonl
+    .venv/bin/python bench/s3.py --workers 1   # store as a single process
 
 In one run, against `store serve` and `moto_server` (moto keeps objects in memory):
 - 64 MiB objects PUT and GET with boto3 (its defaults: signed payload, CRC32), 1 and 4 streams,
   MB/s;
 - 4 KiB objects PUT and GET with 16 concurrent clients, ops/s and p50/p99 latency. boto3 tops out
-  near 400 requests/s per process here, so these use presigned URLs and a small asynchronous
-  HTTP/1.1 client (Trio + h11, keep-alive connections) that is not the bottleneck;
+  near 400 requests/s per process here, so these use presigned URLs driven by wrk (16 keep-alive
+  connections, one thread, ``--seconds`` per case; ``apt install wrk``). Without wrk, a small
+  asynchronous HTTP/1.1 client (Trio + h11) stands in: it costs about a core itself, so on a
+  two-core machine it takes a worker's CPU away from the server;
 - raw TCP over loopback: one stream sending 256 MiB to a reader that discards it (the limit).
 """
 
@@ -35,6 +38,8 @@ import trio
 from benchlib import cpu_model, git_commit
 
 MIB = 1 << 20
+WRK = shutil.which("wrk")
+WRK_SCRIPT = Path(__file__).with_name("wrk_presigned.lua")
 AK, SK = "benchaccesskey", "benchsecretkey1"
 BIN = Path(sys.executable).parent
 
@@ -57,11 +62,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def start_store(root: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_store(root: Path, workers: int) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     env = {**os.environ, "STORE_ACCESS_KEY": AK, "STORE_SECRET_KEY": SK}
     proc = subprocess.Popen(
-        [str(BIN / "store"), "serve", "--data", str(root), "--s3", f"127.0.0.1:{port}"],
+        [str(BIN / "store"), "serve", "--data", str(root), "--s3", f"127.0.0.1:{port}"]
+        + ["--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -170,7 +176,36 @@ async def small_ops(
     return len(urls) / (time.perf_counter() - t), latencies
 
 
-def small(endpoint: str, count: int, clients: int) -> dict[str, Any]:
+def small_wrk(
+    targets: list[str], endpoint: str, method: str, clients: int, seconds: float
+) -> tuple[float, float, float]:
+    """ops/s, p50 and p99 (ms) of wrk cycling through presigned targets."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.writelines(t + "\n" for t in targets)
+        f.flush()
+        out = subprocess.run(
+            [WRK, "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(WRK_SCRIPT)]
+            + [endpoint],
+            env={**os.environ, "WRK_TARGETS": f.name, "WRK_METHOD": method},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"{method}: some answers were errors:\n{out}")
+    fields = {ln.split()[0]: ln.split()[1] for ln in out.splitlines() if ln.strip()}
+    return float(fields["Requests/sec:"]), _ms(fields["50%"]), _ms(fields["99%"])
+
+
+def _ms(text: str) -> float:
+    """wrk's latency figures: 812.00us, 1.25ms, 2.01s."""
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return round(float(text[: -len(unit)]) * scale, 2)
+    raise ValueError(text)
+
+
+def small(endpoint: str, count: int, clients: int, seconds: float) -> dict[str, Any]:
     s3 = client(endpoint)
     keys = [f"small/{i:06d}" for i in range(count)]
     body = os.urandom(4096)
@@ -188,12 +223,18 @@ def small(endpoint: str, count: int, clients: int) -> dict[str, Any]:
     ]
     out: dict[str, Any] = {}
     for name, urls, method, payload in [("put", puts, "PUT", body), ("get", gets, "GET", b"")]:
+        if WRK:  # every key is written within the first `count` PUTs, before the GETs
+            targets = [u[u.index("/", len("http://")) :] for u in urls]
+            ops, p50, p99 = small_wrk(targets, endpoint, method, clients, seconds)
+            out[name] = {"ops": round(ops), "p50_ms": p50, "p99_ms": p99, "client": "wrk"}
+            continue
         ops, lat = trio.run(small_ops, urls, method, payload, clients)
         lat.sort()
         out[name] = {
             "ops": round(ops),
             "p50_ms": round(1000 * statistics.median(lat), 2),
             "p99_ms": round(1000 * lat[int(len(lat) * 0.99) - 1], 2),
+            "client": "trio-h11",
         }
     return out
 
@@ -228,11 +269,21 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--tmpfs", type=Path, default=Path("/dev/shm"))
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="store serve --workers"
+    )
     args = parser.parse_args()
     size = (8 if args.quick else 64) * MIB
     reps = 1 if args.quick else 2
-    count = 300 if args.quick else 3000
-    base = {"bench": "s3", "cpu": cpu_model(), "commit": git_commit(), "quick": args.quick}
+    count = 300 if args.quick else 1000
+    seconds = 2 if args.quick else 8
+    base = {
+        "bench": "s3",
+        "cpu": cpu_model(),
+        "commit": git_commit(),
+        "quick": args.quick,
+        "store_workers": args.workers,
+    }
     lines: list[dict[str, Any]] = []
 
     def emit(**fields: Any) -> None:
@@ -244,7 +295,7 @@ def main() -> int:
     root = Path(
         tempfile.mkdtemp(prefix="s3-bench-", dir=args.tmpfs if args.tmpfs.is_dir() else None)
     )
-    servers = [("store", *start_store(root))]
+    servers = [("store", *start_store(root, args.workers))]
     moto = start_moto()
     if moto is not None:
         servers.append(("moto", *moto))
@@ -267,7 +318,7 @@ def main() -> int:
                     object_bytes=size,
                     mbps=round(get, 1),
                 )
-            result = small(endpoint, count, 16)
+            result = small(endpoint, count, 16, seconds)
             for op, figures in result.items():
                 emit(server=name, case=f"small_{op}", clients=16, object_bytes=4096, **figures)
     finally:

@@ -1,12 +1,33 @@
-"""The single-node service: engine, housekeeping and the S3 listener in one root nursery."""
+"""The single-node service: engine, housekeeping and the S3 listener, in one process or several.
+
+One Python process runs one core's worth of requests (the GIL), so ``workers`` > 1 runs a
+supervisor and that many worker processes over the same data directory:
+
+- the supervisor binds one set of listening sockets per worker on the same port (SO_REUSEPORT:
+  the kernel spreads new connections evenly over them), opens the engine once (cleaning what a
+  crash left in the drives' tmp directories, making the root key), prints the endpoint, and
+  starts the workers, each inheriting its sockets; the supervisor keeps them open, so the
+  connections that arrive while a worker restarts wait in its backlog instead of being refused;
+- each worker opens its own engine on the shared data directory (SQLite in WAL mode serialises
+  the writers of every process, chunk files are named uniquely) and serves S3; only worker 0
+  collects garbage, sweeps orphans and scrubs; metrics from every worker are summed at scrape;
+- SIGTERM/SIGINT to the supervisor drains every worker, then it exits; a worker that dies is
+  restarted (with backoff); a worker whose supervisor dies (even by SIGKILL) sees its lifeline
+  pipe close, drains and exits.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import shutil
 import signal
+import socket
 import ssl
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +35,14 @@ import trio
 
 from store.engine import maintenance, users
 from store.engine.node import DEFAULT_DRIVES, open_local_engine
+from store.engine.objects import ObjectEngine
 from store.gateway.http import Drain, serve_http
 from store.gateway.s3 import GatewayConfig, S3Gateway, bad_request_response
 
 log = logging.getLogger("store")
+
+LISTEN_BACKLOG = 1024
+RESTART_BACKOFF_S = (0.5, 30.0)  # first and longest wait before restarting a dead worker
 
 
 @dataclass
@@ -30,6 +55,7 @@ class ServeConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, S3 is served over TLS
     tls_key: Path | None = None
+    workers: int = 1  # processes serving requests (1: no supervisor)
 
 
 def parse_address(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -45,50 +71,216 @@ def parse_address(value: str, default_host: str = "127.0.0.1") -> tuple[str, int
     return host, int(port)
 
 
+def format_address(host: str, port: int) -> str:
+    """HOST:PORT, with an IPv6 host in brackets.
+
+    >>> format_address("::1", 9), format_address("127.0.0.1", 9000)
+    ('[::1]:9', '127.0.0.1:9000')
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def open_listen_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Listening TCP sockets for every address of ``host`` (plain sockets, so worker processes
+    can inherit them). Port 0 picks one free port for all of them."""
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if socks[0] is not sock:  # the port the first one got
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _trio_listeners(config: ServeConfig, socks: list[socket.socket]) -> list[Any]:
+    tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in socks]
+    if config.tls_cert is None:
+        return tcp
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
+
+
+def _announce(config: ServeConfig, port: int, root: users.AccessKey, created: bool) -> None:
+    scheme = "https" if config.tls_cert is not None else "http"
+    endpoint = f"{scheme}://{format_address(config.s3_host, port)}"
+    # Printed to the terminal, never logged: the secret appears once, on first start.
+    print(f"S3 endpoint:  {endpoint}", flush=True)
+    print(f"Access key:   {root.access_key}", flush=True)
+    if created:
+        print(f"Secret key:   {root.secret_key}", flush=True)
+    print(f"Credentials:  {config.data_dir / 'credentials.json'} (mode 0600)", flush=True)
+    if config.workers > 1:
+        print(f"Workers:      {config.workers} processes", flush=True)
+    log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
+
+
+async def _run_gateway(
+    config: ServeConfig,
+    engine: ObjectEngine,
+    socks: list[socket.socket],
+    *,
+    primary: bool,
+    lifeline_fd: int | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve S3 on the sockets until drained (SIGTERM/SIGINT, or the supervisor's lifeline
+    closing) or cancelled."""
+    gateway = S3Gateway(engine, config.gateway)
+    listeners = _trio_listeners(config, socks)
+    draining = Drain()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(maintenance.run_housekeeping, engine, primary=primary))
+        nursery.start_soon(gateway.metrics.run_sync)
+        nursery.start_soon(_drain_on_signal, draining)
+        if lifeline_fd is not None:
+            nursery.start_soon(_drain_on_eof, lifeline_fd, draining)
+
+        async def http(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve_http(
+                listeners,
+                gateway.handle,
+                bad_request_response,
+                draining=draining,
+                task_status=task_status,
+            )
+            log.info("drained: no requests in progress, shutting down")
+            nursery.cancel_scope.cancel()
+
+        await nursery.start(http)
+        task_status.started()
+
+
 async def serve(
     config: ServeConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run until cancelled; reports the S3 port once it is listening."""
+    """The service in this process (``workers`` == 1). Reports the S3 port once listening."""
+    socks = open_listen_sockets(config.s3_host, config.s3_port)
+    port = socks[0].getsockname()[1]
     async with open_local_engine(
         config.data_dir, drives=config.drives, scheme=config.scheme
     ) as engine:
         root, created = await users.ensure_root(engine.kv, config.data_dir)
-        gateway = S3Gateway(engine, config.gateway)
-        tcp = await trio.open_tcp_listeners(config.s3_port, host=config.s3_host)
-        port = tcp[0].socket.getsockname()[1]
-        listeners: list[trio.abc.Listener[Any]] = list(tcp)
-        scheme = "http"
-        if config.tls_cert is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(config.tls_cert, config.tls_key)
-            listeners = [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
-            scheme = "https"
-        draining = Drain()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(maintenance.run_housekeeping, engine)
-            nursery.start_soon(_drain_on_signal, draining)
-
-            async def http(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                await serve_http(
-                    listeners,
-                    gateway.handle,
-                    bad_request_response,
-                    draining=draining,
-                    task_status=task_status,
-                )
-                log.info("drained: no requests in progress, shutting down")
-                nursery.cancel_scope.cancel()
-
-            await nursery.start(http)
-            endpoint = f"{scheme}://{config.s3_host}:{port}"
-            # Printed to the terminal, never logged: the secret appears once, on first start.
-            print(f"S3 endpoint:  {endpoint}", flush=True)
-            print(f"Access key:   {root.access_key}", flush=True)
-            if created:
-                print(f"Secret key:   {root.secret_key}", flush=True)
-            print(f"Credentials:  {config.data_dir / 'credentials.json'} (mode 0600)", flush=True)
-            log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
+            await nursery.start(partial(_run_gateway, config, engine, socks, primary=True))
+            _announce(config, port, root, created)
             task_status.started(port)
+
+
+async def serve_worker(config: ServeConfig, fds: list[int], index: int) -> None:
+    """One worker of a supervisor: serve on the inherited sockets (all but the last of
+    ``fds``, which is the read end of the supervisor's lifeline pipe)."""
+    *sock_fds, lifeline_fd = fds
+    socks = [socket.socket(fileno=fd) for fd in sock_fds]
+    async with open_local_engine(
+        config.data_dir, drives=config.drives, scheme=config.scheme, clean_tmp=False
+    ) as engine:
+        await _run_gateway(config, engine, socks, primary=index == 0, lifeline_fd=lifeline_fd)
+
+
+def worker_argv(config: ServeConfig, index: int, fds: list[int], port: int) -> list[str]:
+    argv = [sys.executable, "-m", "store", "serve", "--data", str(config.data_dir)]
+    argv += ["--s3", format_address(config.s3_host, port), "--scheme", config.scheme]
+    if isinstance(config.drives, int):
+        argv += ["--drives", str(config.drives)]
+    else:
+        for path in config.drives:
+            argv += ["--drive", str(path)]
+    if config.tls_cert is not None:
+        argv += ["--tls-cert", str(config.tls_cert), "--tls-key", str(config.tls_key)]
+    argv += ["--workers", "1", "--worker", str(index), "--listen-fds", ",".join(map(str, fds))]
+    return argv
+
+
+async def supervise(
+    config: ServeConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``config.workers`` worker processes on shared sockets until SIGTERM/SIGINT."""
+    socks = [open_listen_sockets(config.s3_host, config.s3_port, reuse_port=True)]
+    port = socks[0][0].getsockname()[1]
+    try:
+        socks += [
+            open_listen_sockets(config.s3_host, port, reuse_port=True)
+            for _ in range(config.workers - 1)
+        ]
+        # Nobody ever writes to the lifeline: its read end sees EOF when the supervisor is gone.
+        lifeline_r, _lifeline_w = os.pipe()
+        await _supervise(config, socks, port, lifeline_r, task_status)
+    finally:
+        for sock in itertools.chain.from_iterable(socks):
+            sock.close()
+
+
+async def _supervise(
+    config: ServeConfig,
+    socks: list[list[socket.socket]],
+    port: int,
+    lifeline_fd: int,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    from prometheus_client.multiprocess import mark_process_dead
+
+    async with open_local_engine(
+        config.data_dir, drives=config.drives, scheme=config.scheme
+    ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
+        root, created = await users.ensure_root(engine.kv, config.data_dir)
+    metrics_dir = config.data_dir / "run" / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, mode=0o700)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    stop = trio.Event()
+    procs: dict[int, trio.Process] = {}
+
+    async def keep_running(index: int) -> None:
+        backoff = RESTART_BACKOFF_S[0]
+        fds = [s.fileno() for s in socks[index]] + [lifeline_fd]
+        while not stop.is_set():
+            argv = worker_argv(config, index, fds, port)
+            proc = await trio.lowlevel.open_process(argv, pass_fds=fds, env=env)
+            procs[index] = proc
+            began = trio.current_time()
+            code = await proc.wait()
+            mark_process_dead(proc.pid, str(metrics_dir))
+            if stop.is_set():
+                return
+            log.error("worker %d (pid %d) exited with status %s; restarting", index, proc.pid, code)
+            if trio.current_time() - began > 60:
+                backoff = RESTART_BACKOFF_S[0]
+            with trio.move_on_after(backoff):
+                await stop.wait()
+            backoff = min(2 * backoff, RESTART_BACKOFF_S[1])
+
+    async with trio.open_nursery() as nursery:
+        for index in range(config.workers):
+            nursery.start_soon(keep_running, index)
+        _announce(config, port, root, created)
+        task_status.started(port)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s: draining %d workers", signal.Signals(signum).name, len(procs))
+                stop.set()
+                for proc in procs.values():
+                    if proc.returncode is None:
+                        proc.send_signal(signal.SIGTERM)
+                break
 
 
 async def _drain_on_signal(draining: Drain) -> None:
@@ -100,12 +292,27 @@ async def _drain_on_signal(draining: Drain) -> None:
             return
 
 
-def run(config: ServeConfig) -> int:
+async def _drain_on_eof(fd: int, draining: Drain) -> None:
+    """The supervisor's lifeline closed (it died, even by SIGKILL): no worker outlives it."""
+    async with trio.lowlevel.FdStream(fd) as lifeline:
+        while await lifeline.receive_some(64):
+            pass
+    log.warning("the supervisor is gone: draining")
+    draining.start()
+
+
+def run(config: ServeConfig, worker: int | None = None, fds: list[int] | None = None) -> int:
+    tag = "" if worker is None else f"[w{worker}]"
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(name)s{tag} %(message)s"
     )
     try:
-        trio.run(serve, config)
+        if worker is not None:
+            trio.run(serve_worker, config, fds or [], worker)
+        elif config.workers > 1:
+            trio.run(supervise, config)
+        else:
+            trio.run(serve, config)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -56,7 +56,7 @@ def _maintenance(args: argparse.Namespace) -> int:
     drives = [Path(d) for d in args.drive] or args.drives
 
     async def run() -> dict[str, object]:
-        async with open_local_engine(Path(args.data), drives=drives) as engine:
+        async with open_local_engine(Path(args.data), drives=drives, clean_tmp=False) as engine:
             if args.command == "gc":
                 removed = await maintenance.collect_garbage(engine)
                 orphans = await maintenance.sweep_orphans(engine, grace_s=args.grace)
@@ -95,7 +95,7 @@ def _maintenance(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from store.app import ServeConfig, parse_address, run
+    from store.app import ServeConfig, default_workers, parse_address, run
 
     host, port = parse_address(args.s3)
     drives = [Path(d) for d in args.drive] or args.drives
@@ -105,6 +105,9 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(Path(args.data), host, port, drives, args.scheme)
     if args.tls_cert:
         config.tls_cert, config.tls_key = Path(args.tls_cert), Path(args.tls_key)
+    config.workers = args.workers or default_workers()
+    if args.worker is not None:
+        return run(config, args.worker, [int(fd) for fd in args.listen_fds.split(",")])
     return run(config)
 
 
@@ -170,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--scheme", default="auto", help="auto | replicas:N | ec:K+M")
     serve.add_argument("--tls-cert", help="PEM certificate (chain): serve S3 over TLS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes serving requests (default: one per CPU; 1: a single process)",
+    )
+    # Set by the supervisor when it starts a worker: its index, and the sockets it inherits.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
     user = sub.add_parser("user", help="manage users and access keys (add | remove | list)")
     user.add_argument("action", choices=["add", "remove", "list"])

@@ -16,6 +16,7 @@ threads bounded by the drive's limiter, so a slow drive cannot take every thread
 from __future__ import annotations
 
 import array
+import contextlib
 import mmap
 import os
 import re
@@ -220,14 +221,20 @@ class Drive:
             for sid in await self._run(scan, d):
                 yield sid
 
-    async def clean_tmp(self) -> int:
-        """Remove leftovers of writes a crash interrupted; returns how many."""
+    async def clean_tmp(self, older_than_s: float = 0.0) -> int:
+        """Remove leftovers of writes a crash interrupted; returns how many. With
+        ``older_than_s``, only files untouched that long: other processes sharing the drive
+        (gateway workers, maintenance commands) may be writing the younger ones."""
 
         def clean() -> int:
-            names = list(self._tmp.iterdir())
-            for p in names:
-                p.unlink(missing_ok=True)
-            return len(names)
+            cutoff = time.time() - older_than_s
+            removed = 0
+            for p in list(self._tmp.iterdir()):
+                with contextlib.suppress(FileNotFoundError):
+                    if older_than_s <= 0 or p.stat().st_mtime < cutoff:
+                        p.unlink()
+                        removed += 1
+            return removed
 
         return await self._run(clean)
 

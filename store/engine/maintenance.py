@@ -185,11 +185,17 @@ async def collect_garbage(engine: ObjectEngine, *, limit: int | None = None) -> 
 async def sweep_orphans(
     engine: ObjectEngine, *, grace_s: float = ORPHAN_GRACE_S, dry_run: bool = False
 ) -> int:
-    """Remove (or with ``dry_run`` count) shards of chunks no metadata names."""
+    """Remove (or with ``dry_run`` count) shards of chunks no metadata names, and temporary
+    files of writes that stopped more than ``grace_s`` ago (a worker that crashed)."""
     cutoff = time.time() - grace_s
     known: dict[str, bool] = {}
     found = 0
     for drive in engine.chunks.drives.values():
+        if not dry_run:
+            try:
+                await drive.clean_tmp(older_than_s=grace_s)
+            except OSError as e:
+                log.warning("cannot clean a drive's tmp directory: %s", e)
         try:
             sids = [sid async for sid in drive.list_shards()]
         except OSError as e:
@@ -217,18 +223,23 @@ async def run_housekeeping(
     gc_interval_s: float = 30.0,
     scrub_interval_s: float = 7 * 24 * 3600.0,
     scrub_rate_bytes_s: float = 50e6,
+    primary: bool = True,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Background loop: collect garbage, heal what reads found damaged, sweep orphans, and scrub
-    everything (rate limited) once per ``scrub_interval_s``."""
+    everything (rate limited) once per ``scrub_interval_s``. Of several processes serving one
+    data directory only the ``primary`` collects, sweeps and scrubs; each heals what its own
+    reads found damaged."""
     task_status.started()
     last_scrub = time.monotonic()
     while True:
         try:
-            await collect_garbage(engine)
+            if primary:
+                await collect_garbage(engine)
             await heal_damaged(engine, rate_bytes_s=scrub_rate_bytes_s)
-            await sweep_orphans(engine)
-            if time.monotonic() - last_scrub > scrub_interval_s:
+            if primary:
+                await sweep_orphans(engine)
+            if primary and time.monotonic() - last_scrub > scrub_interval_s:
                 last_scrub = time.monotonic()
                 report = await scrub(engine, repair=True, rate_bytes_s=scrub_rate_bytes_s)
                 log.info("scrub: %s", report.as_dict())

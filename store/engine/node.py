@@ -45,8 +45,13 @@ async def open_local_engine(
     *,
     drives: int | Sequence[Path] = DEFAULT_DRIVES,
     scheme: str = "auto",
+    clean_tmp: bool = True,
     **engine_options: int,
 ) -> AsyncIterator[ObjectEngine]:
+    """The engine of a data directory. ``clean_tmp`` removes what interrupted writes left in the
+    drives' tmp directories: only for the first process to open the directory (a gateway
+    worker or a maintenance command beside a running service must not, it would remove the
+    files others are writing)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     by_id = local_drives(data_dir, drives)
@@ -54,6 +59,7 @@ async def open_local_engine(
     chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
     async with open_sqlite_kv(data_dir / "meta.sqlite") as kv:
         engine = ObjectEngine(kv, chunks, **engine_options)
-        for drive in by_id.values():
-            await drive.clean_tmp()
+        if clean_tmp:
+            for drive in by_id.values():
+                await drive.clean_tmp()
         yield engine

@@ -2,58 +2,55 @@
 
 S3 requests by operation and status, latency histograms, bytes in and out, requests in flight;
 and the engine's and chunk store's counters (degraded and corrupt reads, shard write failures,
-garbage collected, orphans removed) read at scrape time.
+garbage collected, orphans removed), copied from the engine's own counters by ``sync``.
+
+With several worker processes the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before they start:
+prometheus-client then keeps every value in a per-process file there, and a scrape answered by any
+worker sums them all. Each worker syncs its engine counters every few seconds and at each scrape
+it answers, so the other workers' engine figures are at most ``SYNC_INTERVAL_S`` old.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from store.engine.objects import ObjectEngine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SYNC_INTERVAL_S = 5.0
+
+# (metric name, help, where the engine counts it: "chunks.<ChunkStats field>" or "<EngineStats
+# field>")
+_ENGINE_COUNTERS = [
+    ("store_chunks_written", "chunks written", "chunks.chunks_written"),
+    ("store_chunk_bytes_written", "data bytes written to chunks", "chunks.bytes_written"),
+    ("store_shard_write_failures", "shard writes that failed", "chunks.shard_write_failures"),
+    ("store_degraded_reads", "reads decoded from parity", "chunks.degraded_reads"),
+    ("store_corrupt_reads", "shard reads failing a checksum", "chunks.corrupt_reads"),
+    ("store_missing_shard_reads", "reads of missing shards", "chunks.missing_reads"),
+    ("store_shards_repaired", "shards rewritten by repair", "chunks.shards_repaired"),
+    ("store_garbage_chunks_collected", "chunks removed by GC", "garbage_collected"),
+    ("store_orphan_shards_removed", "orphan shards removed", "orphans_removed"),
+    ("store_txn_retries", "metadata transactions retried", "txn_retries"),
+]
 
 
-class _EngineCollector(Collector):
-    def __init__(self, engine: ObjectEngine) -> None:
-        self.engine = engine
+def _engine_count(engine: ObjectEngine, where: str) -> int:
+    stats, _, name = where.rpartition(".")
+    return int(getattr(engine.chunks.stats if stats else engine.stats, name))
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        chunk = self.engine.chunks.stats
-        for name, value, text in [
-            ("store_chunks_written", chunk.chunks_written, "chunks written"),
-            ("store_chunk_bytes_written", chunk.bytes_written, "data bytes written to chunks"),
-            ("store_shard_write_failures", chunk.shard_write_failures, "shard writes that failed"),
-            ("store_degraded_reads", chunk.degraded_reads, "reads decoded from parity"),
-            ("store_corrupt_reads", chunk.corrupt_reads, "shard reads failing a checksum"),
-            ("store_missing_shard_reads", chunk.missing_reads, "reads of missing shards"),
-            ("store_shards_repaired", chunk.shards_repaired, "shards rewritten by repair"),
-            (
-                "store_garbage_chunks_collected",
-                self.engine.stats.garbage_collected,
-                "chunks removed by garbage collection",
-            ),
-            (
-                "store_orphan_shards_removed",
-                self.engine.stats.orphans_removed,
-                "orphan shards removed",
-            ),
-            ("store_txn_retries", self.engine.stats.txn_retries, "metadata transactions retried"),
-        ]:
-            family = CounterMetricFamily(name, text)
-            family.add_metric([], value)
-            yield family
-        damaged = GaugeMetricFamily("store_chunks_awaiting_repair", "chunks queued for healing")
-        damaged.add_metric([], len(self.engine.damaged))
-        yield damaged
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class GatewayMetrics:
     def __init__(self, engine: ObjectEngine) -> None:
+        self.engine = engine
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "s3_requests", "S3 requests", ["operation", "status"], registry=self.registry
@@ -68,17 +65,58 @@ class GatewayMetrics:
         self.bytes_in = Counter("s3_bytes_in", "request body bytes", registry=self.registry)
         self.bytes_out = Counter("s3_bytes_out", "response body bytes", registry=self.registry)
         self.inflight = Gauge(
-            "s3_requests_in_flight", "S3 requests being handled", registry=self.registry
+            "s3_requests_in_flight",
+            "S3 requests being handled",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
-        self.registry.register(_EngineCollector(engine))
+        self._engine_counters = [
+            (Counter(name, text, registry=self.registry), where, [0])
+            for name, text, where in _ENGINE_COUNTERS
+        ]
+        self.damaged = Gauge(
+            "store_chunks_awaiting_repair",
+            "chunks queued for healing",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        # Label children are cached: looking one up in prometheus-client costs a lock and a
+        # tuple build on every request.
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe(
         self, operation: str, status: int, seconds: float, bytes_in: int, bytes_out: int
     ) -> None:
-        self.requests.labels(operation, str(status)).inc()
-        self.latency.labels(operation).observe(seconds)
-        self.bytes_in.inc(bytes_in)
-        self.bytes_out.inc(bytes_out)
+        children = self._children.get((operation, status))
+        if children is None:
+            children = self.requests.labels(operation, str(status)), self.latency.labels(operation)
+            self._children[(operation, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if bytes_in:
+            self.bytes_in.inc(bytes_in)
+        if bytes_out:
+            self.bytes_out.inc(bytes_out)
+
+    def sync(self) -> None:
+        """Copy the engine's counters into the metrics."""
+        for counter, where, last in self._engine_counters:
+            value = _engine_count(self.engine, where)
+            if value > last[0]:
+                counter.inc(value - last[0])
+            last[0] = value
+        self.damaged.set(len(self.engine.damaged))
+
+    async def run_sync(self) -> None:
+        while True:
+            self.sync()
+            await trio.sleep(SYNC_INTERVAL_S)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        self.sync()
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path)
+        return generate_latest(registry)

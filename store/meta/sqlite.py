@@ -13,6 +13,8 @@ waiting (up to ``MAX_BATCH``), runs them in one SQLite transaction in a worker t
 its own SAVEPOINT, so one failing job does not undo the others) and commits once: many concurrent
 writers share one fsync (``synchronous=FULL`` in WAL mode syncs the log on every commit). A job's
 caller is answered only after that commit returns, so an acknowledged write is durable.
+Several processes may share the file (the gateway's workers, a `store user` command): their
+committers take turns through an flock on ``meta.sqlite.lock``, held for one batch.
 
 Reads run inline on a separate connection: WAL readers see the last commit and never block the
 writer. Lease deadlines are wall-clock so several processes sharing the file agree on them; reads
@@ -21,6 +23,8 @@ hide keys whose lease has passed its deadline, and the next write deletes them.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -148,9 +152,18 @@ class SqliteKV:
 
     @staticmethod
     def _expire(conn: sqlite3.Connection) -> None:
+        # Runs before every commit batch: it must cost nothing when no lease has expired, and
+        # `lease != 0` lets the planner use the partial index instead of scanning every key.
         now = time.time()
+        if (
+            conn.execute("SELECT 1 FROM leases WHERE deadline <= ? LIMIT 1", (now,)).fetchone()
+            is None
+        ):
+            return
         gone = conn.execute(
-            "DELETE FROM kv WHERE lease IN (SELECT id FROM leases WHERE deadline <= ?)", (now,)
+            "DELETE FROM kv WHERE lease != 0 AND lease IN"
+            " (SELECT id FROM leases WHERE deadline <= ?)",
+            (now,),
         ).rowcount
         conn.execute("DELETE FROM leases WHERE deadline <= ?", (now,))
         if gone:
@@ -288,8 +301,19 @@ class SqliteKV:
         self._reader.close()
 
 
-def _commit_batch(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+def _commit_batch(conn: sqlite3.Connection, batch: list[_Job], lock_fd: int) -> None:
     """Run every job of the batch in one transaction; each job in its own savepoint."""
+    # Processes sharing the file (gateway workers, `store user`) take turns on this lock rather
+    # than through SQLite's busy handler, which polls with sleeps of up to 100 ms: a blocked
+    # flock wakes the moment the holder lets go.
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        _commit_locked(conn, batch)
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+
+def _commit_locked(conn: sqlite3.Connection, batch: list[_Job]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         SqliteKV._expire(conn)
@@ -308,7 +332,9 @@ def _commit_batch(conn: sqlite3.Connection, batch: list[_Job]) -> None:
         raise
 
 
-async def _committer(conn: sqlite3.Connection, receive: trio.MemoryReceiveChannel[_Job]) -> None:
+async def _committer(
+    conn: sqlite3.Connection, lock_fd: int, receive: trio.MemoryReceiveChannel[_Job]
+) -> None:
     limiter = trio.CapacityLimiter(1)
     async with receive:
         async for first in receive:
@@ -319,7 +345,7 @@ async def _committer(conn: sqlite3.Connection, receive: trio.MemoryReceiveChanne
                 except trio.WouldBlock:
                     break
             try:
-                await trio.to_thread.run_sync(_commit_batch, conn, batch, limiter=limiter)
+                await trio.to_thread.run_sync(_commit_batch, conn, batch, lock_fd, limiter=limiter)
             except sqlite3.Error as e:
                 for job in batch:
                     job.error = Unavailable(f"metadata commit failed: {e}")
@@ -333,15 +359,17 @@ async def open_sqlite_kv(path: Path | str) -> AsyncIterator[SqliteKV]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = _connect(str(path))
+    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     writer.executescript(SCHEMA)
     send, receive = trio.open_memory_channel[_Job](MAX_BATCH)
     kv = SqliteKV(path, send)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_committer, writer, receive)
+            nursery.start_soon(_committer, writer, lock_fd, receive)
             try:
                 yield kv
             finally:
                 await kv.aclose()
     finally:
         writer.close()
+        os.close(lock_fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,24 @@ async def test_clean_tmp_removes_crash_leftovers(tmp_path: Path) -> None:
     await drive.write_shard(s, b"kept", 4096)
     assert await Drive(tmp_path).clean_tmp() == 1
     assert await drive.read(s) == b"kept"
+
+
+async def test_clean_tmp_with_an_age_spares_writes_in_progress(tmp_path: Path) -> None:
+    """Another process sharing the drive may be writing: only files untouched for the grace
+    period go."""
+    drive = Drive(tmp_path)
+    stale_sid, live_sid = sid(), sid()
+    stale = await drive.create(stale_sid, 4096)
+    await stale.write(b"left by a crashed worker")
+    live = await drive.create(live_sid, 4096)
+    await live.write(b"being written")
+    (old,) = [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith(stale_sid)]
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert await Drive(tmp_path).clean_tmp(older_than_s=3600) == 1
+    assert [p.name.startswith(live_sid) for p in (tmp_path / "tmp").iterdir()] == [True]
+    await live.write(b" and finished")
+    await live.commit()
+    assert await drive.read(live_sid) == b"being written and finished"
 
 
 def test_header_is_self_checking() -> None:

@@ -61,9 +61,9 @@ async def test_sqlite_group_commit_batches_concurrent_writers(
     batches: list[int] = []
     real = sqlite_backend._commit_batch
 
-    def counting(conn: object, batch: list[object]) -> None:
+    def counting(conn: object, batch: list[object], lock_fd: int) -> None:
         batches.append(len(batch))
-        real(conn, batch)  # type: ignore[arg-type]
+        real(conn, batch, lock_fd)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sqlite_backend, "_commit_batch", counting)
     async with open_sqlite_kv(tmp_path / "meta.sqlite3") as kv:
