@@ -341,7 +341,37 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / "s3.jsonl", "w") as f:
             f.writelines(json.dumps(ln) + "\n" for ln in lines)
+        plot(lines, args.out / "s3.png")
     return 0
+
+
+def plot(lines: list[dict[str, Any]], path: Path) -> None:
+    """Store beside moto: MB/s of the large cases, ops/s of the small ones."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    by = {(ln["server"], ln["case"], ln.get("streams")): ln for ln in lines}
+    fig, (big, small_ax) = plt.subplots(1, 2, figsize=(9, 3.5), width_ratios=[2, 1])
+    for ax, cases, key, unit in [
+        (big, [(c, s) for c in ("large_put", "large_get") for s in (1, 4)], "mbps", "MB/s"),
+        (small_ax, [("small_put", None), ("small_get", None)], "ops", "ops/s (4 KiB)"),
+    ]:
+        labels = [f"{c.split('_')[1].upper()}" + (f" x{s}" if s else "") for c, s in cases]
+        for offset, server in [(-0.2, "store"), (0.2, "moto")]:
+            values = [by.get((server, c, s), {}).get(key, 0) for c, s in cases]
+            ax.bar([i + offset for i in range(len(cases))], values, 0.4, label=server)
+        ax.set_xticks(list(range(len(cases))), labels)
+        ax.set_ylabel(unit)
+        ax.legend()
+    raw = by.get(("raw-tcp", "stream", None))
+    big.set_title("64 MiB objects, boto3" + (f" (raw TCP: {raw['mbps']:.0f} MB/s)" if raw else ""))
+    small_ax.set_title("presigned, 16 connections")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
