@@ -661,13 +661,16 @@ async def test_reads_survive_two_lost_drives_not_three(tmp_path: Path) -> None:
         await engine.create_bucket(BUCKET, "alice")
         await engine.put_object(BUCKET, "big", data)
         await engine.put_object(BUCKET, "small", b"inline bytes")
-        for drive in ("d0", "d1"):
-            shutil.rmtree(tmp_path / "drives" / drive)
+        # Lose the drives of two *data* shards (parity shards are not read when data is whole).
+        drives = tmp_path / "drives"
+        holders = {f.name.rsplit(".", 1)[1]: f.parts[-4] for f in drives.glob("d*/shards/*/*")}
+        for index in ("0", "1"):
+            shutil.rmtree(drives / holders[index])
         assert (await engine.get_object(BUCKET, "big"))[1] == data
         got = await engine.get_object(BUCKET, "big", byte_range=(700_000, 900_000))
         assert got[1] == data[700_000:900_001]
         assert engine.damaged  # the lost shards were reported for repair
-        shutil.rmtree(tmp_path / "drives" / "d2")
+        shutil.rmtree(drives / holders["2"])
         with pytest.raises(Unavailable) as info:
             await engine.get_object(BUCKET, "big")
         assert isinstance(info.value, TooFewShards)
