@@ -1,0 +1,252 @@
+"""Extent files: one replica of a volume extent on a drive, overwritten in place.
+
+Layout of ``<extent id>.ext`` (one file, so one fsync makes data and checksums durable together):
+
+    [0, E)                 the extent's data, E = extent bytes; sparse: unwritten blocks are holes
+    [E, E + 4n)            CRC32C of each of the n blocks, little-endian u32
+    [E + 4n, E + 5n)       each block's state: HOLE (reads as zeros), DATA, or ZERO (allocated,
+                           zeros written)
+    [E + 5n, E + 5n + 32)  footer: b"STEXT001", u64 E, u32 block bytes, u32 n, u32 reserved,
+                           u32 CRC32C of the footer's first 28 bytes
+
+A hole's CRC is the CRC of a zero block, so one verification call covers every block a read
+touches, holes included. Writes are whole blocks: the data, then the CRCs and states of the
+blocks written. A crash between the two leaves blocks whose CRC does not match; the volume
+layer records which extents may be dirty before writing them and rebuilds their tables on
+recovery (``rebuild_table``), so no block ever fails its checksum after a crash. Nothing here
+does I/O asynchronously: methods are plain syscalls, called from a worker thread, or inline with
+``nowait`` (RWF_NOWAIT: served from the page cache, else BlockingIOError).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.errors import Corrupt, InvalidArgument, NotFound
+from store.native import crc32c, crc32c_verify_blocks
+
+MAGIC = b"STEXT001"
+FOOTER = struct.Struct("<8sQIII")  # + u32 crc
+FOOTER_BYTES = FOOTER.size + 4
+HOLE, DATA, ZERO = 0, 1, 2
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+
+
+@functools.cache
+def zero_crc(block_bytes: int) -> int:
+    return crc32c(bytes(block_bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtentGeometry:
+    extent_bytes: int
+    block_bytes: int
+
+    @property
+    def blocks(self) -> int:
+        return self.extent_bytes // self.block_bytes
+
+    @property
+    def file_bytes(self) -> int:
+        return self.extent_bytes + 5 * self.blocks + FOOTER_BYTES
+
+    def check_range(self, offset: int, length: int) -> None:
+        if offset % self.block_bytes or length % self.block_bytes:
+            raise InvalidArgument(f"{offset}+{length} is not aligned to {self.block_bytes}")
+        if offset < 0 or length < 0 or offset + length > self.extent_bytes:
+            raise InvalidArgument(f"{offset}+{length} is outside the extent")
+
+
+def footer(geometry: ExtentGeometry) -> bytes:
+    head = FOOTER.pack(MAGIC, geometry.extent_bytes, geometry.block_bytes, geometry.blocks, 0)
+    return head + struct.pack("<I", crc32c(head))
+
+
+def create(path: Path, geometry: ExtentGeometry, *, source: ExtentFile | None = None) -> None:
+    """Make an extent file at ``path`` (replacing any): all holes, or a copy of ``source``'s
+    data and table (copy-on-write); durable (file and directory synced) before returning."""
+    if geometry.extent_bytes % geometry.block_bytes:
+        raise InvalidArgument("the extent size must be a multiple of the block size")
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, geometry.file_bytes)
+        if source is not None:
+            _copy_data(source, fd, geometry)
+            table = os.pread(source.fd, 5 * geometry.blocks, geometry.extent_bytes)
+        else:
+            table = struct.pack(
+                f"<{geometry.blocks}I", *[zero_crc(geometry.block_bytes)] * geometry.blocks
+            )
+            table += bytes(geometry.blocks)
+        os.pwrite(fd, table + footer(geometry), geometry.extent_bytes)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+def _copy_data(source: ExtentFile, fd: int, geometry: ExtentGeometry) -> None:
+    """Copy only the allocated blocks (holes stay holes)."""
+    states = os.pread(source.fd, geometry.blocks, geometry.extent_bytes + 4 * geometry.blocks)
+    block = geometry.block_bytes
+    index = 0
+    while index < geometry.blocks:
+        if states[index] == HOLE:
+            index += 1
+            continue
+        end = index
+        while end < geometry.blocks and states[end] != HOLE and end - index < 256:
+            end += 1
+        data = os.pread(source.fd, (end - index) * block, index * block)
+        os.pwrite(fd, data, index * block)
+        index = end
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ExtentFile:
+    """An open extent file. Offsets and lengths are within the extent, block-aligned."""
+
+    def __init__(self, path: Path, geometry: ExtentGeometry) -> None:
+        self.path = path
+        self.geometry = geometry
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"extent file {path.name} is missing") from None
+        try:
+            self._check_footer()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _check_footer(self) -> None:
+        g = self.geometry
+        raw = os.pread(self.fd, FOOTER_BYTES, g.extent_bytes + 5 * g.blocks)
+        if len(raw) != FOOTER_BYTES or raw != footer(g):
+            raise Corrupt(f"extent file {self.path.name}: bad footer or geometry")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def read(self, offset: int, length: int, *, nowait: bool = False) -> bytes:
+        """The bytes, every block verified (Corrupt names the first bad one). With ``nowait``,
+        BlockingIOError unless the page cache holds them all."""
+        g = self.geometry
+        g.check_range(offset, length)
+        first, count = offset // g.block_bytes, length // g.block_bytes
+        data = bytearray(length)
+        crcs = bytearray(4 * count)
+        flags = os.RWF_NOWAIT if nowait else 0
+        got = os.preadv(self.fd, [data], offset, flags)
+        got_crcs = os.preadv(self.fd, [crcs], g.extent_bytes + 4 * first, flags)
+        if got != length or got_crcs != 4 * count:
+            if nowait:  # RWF_NOWAIT may return a short read: take the slow path
+                raise BlockingIOError(errno.EAGAIN, "partly cached")
+            raise Corrupt(f"extent file {self.path.name} is truncated")
+        bad = crc32c_verify_blocks(data, g.block_bytes, crcs)
+        if bad >= 0:
+            raise Corrupt(f"extent file {self.path.name}: block {first + bad} fails its CRC")
+        return bytes(data)
+
+    def states(self, offset: int, length: int) -> bytes:
+        """HOLE/DATA/ZERO of each block of the range."""
+        g = self.geometry
+        g.check_range(offset, length)
+        first, count = offset // g.block_bytes, length // g.block_bytes
+        return os.pread(self.fd, count, g.extent_bytes + 4 * g.blocks + first)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        g = self.geometry
+        g.check_range(offset, len(data))
+        block = g.block_bytes
+        view = memoryview(data)
+        count = len(view) // block
+        crcs = struct.pack(
+            f"<{count}I", *[crc32c(view[i : i + block]) for i in range(0, len(view), block)]
+        )
+        _pwrite_all(self.fd, view, offset)
+        self._set_table(offset // block, crcs, bytes([DATA]) * count)
+
+    def zero(self, offset: int, length: int, *, punch: bool) -> None:
+        """Make the range read as zeros: punch holes (HOLE) or, with ``punch`` false or where the
+        file system cannot punch, write zeros (ZERO: the space stays allocated)."""
+        g = self.geometry
+        g.check_range(offset, length)
+        count = length // g.block_bytes
+        state = HOLE
+        if not (punch and _punch_hole(self.fd, offset, length)):
+            state = ZERO
+            for at in range(offset, offset + length, 1 << 20):
+                _pwrite_all(self.fd, bytes(min(1 << 20, offset + length - at)), at)
+        crcs = struct.pack("<I", zero_crc(g.block_bytes)) * count
+        self._set_table(offset // g.block_bytes, crcs, bytes([state]) * count)
+
+    def _set_table(self, first: int, crcs: bytes, states: bytes) -> None:
+        g = self.geometry
+        _pwrite_all(self.fd, crcs, g.extent_bytes + 4 * first)
+        _pwrite_all(self.fd, states, g.extent_bytes + 4 * g.blocks + first)
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
+
+    def rebuild_table(self) -> int:
+        """After a crash: recompute every allocated block's CRC from its data (a block whose
+        table update was lost gets the CRC of what it holds). Returns the blocks fixed."""
+        g = self.geometry
+        block = g.block_bytes
+        states = bytearray(self.states(0, g.extent_bytes))
+        crcs = bytearray(os.pread(self.fd, 4 * g.blocks, g.extent_bytes))
+        fixed = 0
+        for index in range(g.blocks):
+            data = os.pread(self.fd, block, index * block)
+            crc = crc32c(data)
+            if states[index] == HOLE and any(data):
+                states[index] = DATA  # written, its state update lost
+            if struct.unpack_from("<I", crcs, 4 * index)[0] != crc:
+                struct.pack_into("<I", crcs, 4 * index, crc)
+                fixed += 1
+        self._set_table(0, bytes(crcs), bytes(states))
+        os.fsync(self.fd)
+        return fixed
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate a range (it then reads as zeros); False where the file system cannot."""
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err))
