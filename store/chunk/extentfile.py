@@ -125,9 +125,13 @@ def _sync_dir(path: Path) -> None:
 class ExtentFile:
     """An open extent file. Offsets and lengths are within the extent, block-aligned."""
 
-    def __init__(self, path: Path, geometry: ExtentGeometry) -> None:
+    def __init__(
+        self, path: Path, geometry: ExtentGeometry, *, memory_backed: bool = False
+    ) -> None:
         self.path = path
         self.geometry = geometry
+        # tmpfs has no RWF_NOWAIT, and needs none: its reads never wait for a device.
+        self._read_flags = 0 if memory_backed else os.RWF_NOWAIT
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -159,9 +163,15 @@ class ExtentFile:
         first, count = offset // g.block_bytes, length // g.block_bytes
         data = bytearray(length)
         crcs = bytearray(4 * count)
-        flags = os.RWF_NOWAIT if nowait else 0
-        got = os.preadv(self.fd, [data], offset, flags)
-        got_crcs = os.preadv(self.fd, [crcs], g.extent_bytes + 4 * first, flags)
+        flags = self._read_flags if nowait else 0
+        try:
+            got = os.preadv(self.fd, [data], offset, flags)
+            got_crcs = os.preadv(self.fd, [crcs], g.extent_bytes + 4 * first, flags)
+        except OSError as e:
+            if e.errno != errno.EOPNOTSUPP or not flags:
+                raise
+            raise BlockingIOError(errno.EAGAIN, "this file system cannot read without waiting")
+
         if got != length or got_crcs != 4 * count:
             if nowait:  # RWF_NOWAIT may return a short read: take the slow path
                 raise BlockingIOError(errno.EAGAIN, "partly cached")
@@ -233,6 +243,24 @@ class ExtentFile:
         self._set_table(0, bytes(crcs), bytes(states))
         os.fsync(self.fd)
         return fixed
+
+
+def is_memory_backed(path: Path) -> bool:
+    """Whether ``path`` lives on tmpfs or ramfs (from /proc/self/mountinfo)."""
+    target = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                mount = fields[4].replace("\\040", " ")
+                kind = fields[fields.index("-") + 1]
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) > len(best):
+                    best, fstype = mount, kind
+    except (OSError, ValueError, IndexError):
+        return False
+    return fstype in ("tmpfs", "ramfs")
 
 
 def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
