@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import functools
 import mmap
 import os
 import re
@@ -31,7 +32,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import trio
 
-from store.chunk import shardfile
+from store.chunk import extentfile, shardfile
 from store.chunk.shardfile import CRC_BYTES, HEADER_BYTES, ShardGeometry
 from store.errors import InvalidArgument, NotFound
 from store.native import crc32c
@@ -55,6 +56,9 @@ def new_chunk_id() -> str:
 def chunk_created(chunk_id: str) -> float:
     """When a chunk id was made (seconds since the epoch)."""
     return float(int(chunk_id[:8], 16))
+
+
+_EXTENT_ID = re.compile(r"[0-9a-f]{16}\.[0-9a-f]{1,16}")
 
 
 def shard_id(chunk_id: str, index: int) -> str:
@@ -94,6 +98,25 @@ class Drive:
     def _path(self, sid: str) -> Path:
         check_shard_id(sid)
         return self._shards / sid[:2] / sid
+
+    # -- volume extents (overwritten in place: see store/chunk/extentfile.py) -------------------
+
+    def extent_path(self, eid: str) -> Path:
+        """Where extent ``eid``'s file lives on this drive (its directory is created)."""
+        if not _EXTENT_ID.fullmatch(eid):
+            raise InvalidArgument(f"bad extent id {eid!r}")
+        folder = self.root / "extents" / eid[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{eid}.ext"
+
+    @functools.cached_property
+    def memory_backed(self) -> bool:
+        """tmpfs or ramfs: reads never wait for a device (and RWF_NOWAIT is unsupported)."""
+        return extentfile.is_memory_backed(self.root)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking file work in this drive's bounded thread pool."""
+        return await self._run(fn, *args)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)

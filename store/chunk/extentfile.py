@@ -24,6 +24,7 @@ import ctypes
 import errno
 import functools
 import os
+import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +73,12 @@ def footer(geometry: ExtentGeometry) -> bytes:
     return head + struct.pack("<I", crc32c(head))
 
 
-def create(path: Path, geometry: ExtentGeometry, *, source: ExtentFile | None = None) -> None:
+def create(path: Path, geometry: ExtentGeometry, source: ExtentFile | None = None) -> None:
     """Make an extent file at ``path`` (replacing any): all holes, or a copy of ``source``'s
     data and table (copy-on-write); durable (file and directory synced) before returning."""
     if geometry.extent_bytes % geometry.block_bytes:
         raise InvalidArgument("the extent size must be a multiple of the block size")
-    tmp = path.with_name(path.name + ".new")
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.new")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.ftruncate(fd, geometry.file_bytes)
@@ -170,7 +171,9 @@ class ExtentFile:
         except OSError as e:
             if e.errno != errno.EOPNOTSUPP or not flags:
                 raise
-            raise BlockingIOError(errno.EAGAIN, "this file system cannot read without waiting")
+            raise BlockingIOError(
+                errno.EAGAIN, "this file system cannot read without waiting"
+            ) from None
 
         if got != length or got_crcs != 4 * count:
             if nowait:  # RWF_NOWAIT may return a short read: take the slow path

@@ -1,0 +1,614 @@
+"""Block volumes: thin-provisioned, replicated, checksummed; what the NBD endpoint serves.
+
+A volume is cut into fixed-size extents (4 MiB by default). An extent that was never written
+has no files and reads as zeros. A written one has a file on each of ``replicas`` drives, chosen
+by HRW from its id like a chunk's shards, overwritten in place (store/chunk/extentfile.py: every
+block carries a CRC32C, verified on every read; a bad or missing replica is read around and
+repaired from a good one).
+
+Durability. A write is in the page cache of every replica when it is acknowledged; FUA writes and
+FLUSH fdatasync what they cover on every replica before answering. Before the first write to an
+extent after a flush, its dirty mark is committed to the metadata (a write-intent log, as md's
+bitmap): if the gateway dies, the next open rebuilds the marked extents' checksums from their
+data and copies one replica over the others, so after a crash no block fails its checksum and
+replicas agree; flushed data is never lost.
+
+Ownership. Opening a volume for writing takes ``VO/<name>`` with a metadata lease kept alive
+while open: a second gateway (or process) cannot open it for writing until that lease is
+released or expires. All NBD connections to a volume in one gateway share one ``OpenVolume``, so
+a flush on any connection covers the writes of all of them (NBD multi-conn).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from store.chunk import extentfile
+from store.chunk.drive import Drive
+from store.chunk.extentfile import HOLE, ZERO, ExtentFile, ExtentGeometry
+from store.engine import volume_records as V
+from store.errors import (
+    AlreadyExists,
+    Conflict,
+    Corrupt,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ReadOnly,
+    StoreError,
+    Unavailable,
+)
+from store.meta.api import KV, Compare, Delete, Put, prefix_end
+from store.placement.hrw import ClusterMap, place
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_S = 15.0
+REPAIR_WAIT_S = 30.0  # closing a volume waits this long for repairs in progress
+OPEN_FILES = 512  # extent files kept open per volume (LRU)
+INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the event loop
+# Hole, zero and data as NBD base:allocation bits (HOLE = 1, ZERO = 2).
+_STATUS = {HOLE: 3, ZERO: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """The part of a request that falls in one extent."""
+
+    index: int  # extent number
+    offset: int  # within the extent
+    length: int
+    at: int  # within the request
+
+
+class Volumes:
+    """Volume admin (create, list, resize, delete) and ``open`` for I/O."""
+
+    def __init__(self, kv: KV, drives: Mapping[str, Drive], cmap: ClusterMap) -> None:
+        self.kv = kv
+        self.drives = drives
+        self.cmap = cmap
+
+    async def create(self, name: str, size: int, **options: object) -> V.Volume:
+        layer = secrets.token_hex(8)
+        volume = V.new_volume(name, size, layer, **options)  # type: ignore[arg-type]
+        if volume.replicas > len(self.drives):
+            raise InvalidArgument(f"{volume.replicas} replicas need as many drives")
+        result = await self.kv.txn(
+            [Compare.absent(V.volume_key(name))],
+            [
+                Put(V.volume_key(name), volume.encode()),
+                Put(V.layer_key(layer), V.Layer("", name).encode()),
+            ],
+        )
+        if not result.succeeded:
+            raise AlreadyExists(f"volume {name} exists")
+        return volume
+
+    async def get(self, name: str) -> V.Volume:
+        found = await self.kv.get(V.volume_key(name))
+        if found is None:
+            raise NotFound(f"no volume {name}")
+        return V.Volume.decode(found.value)
+
+    async def list(self) -> list[V.Volume]:
+        out, start = [], b"VV/"
+        while True:
+            page = await self.kv.range(start, prefix_end(b"VV/"), limit=1000)
+            out += [V.Volume.decode(kv.value) for kv in page.kvs]
+            if not page.more:
+                return out
+            start = page.kvs[-1].key + b"\0"
+
+    async def attached(self, name: str) -> bool:
+        return await self.kv.get(V.owner_key(name)) is not None
+
+    async def resize(self, name: str, size: int) -> V.Volume:
+        """Grow at any time (clients see the new size when they reconnect); shrink only while no
+        gateway has the volume open, dropping the extents past the new end."""
+        volume = await self.get(name)
+        if volume.readonly:
+            raise ReadOnly("a snapshot cannot be resized")
+        V.check_size(size, volume.block_bytes)
+        if size < volume.size and await self.attached(name):
+            raise Conflict(f"volume {name} is attached: shrinking it is refused")
+        resized = volume.resized(size)
+        key = V.volume_key(name)
+        current = await self.kv.get(key)
+        assert current is not None
+        result = await self.kv.txn(
+            [Compare.mod_is(key, current.mod_revision), Compare.absent(V.owner_key(name))]
+            if size < volume.size
+            else [Compare.mod_is(key, current.mod_revision)],
+            [Put(key, resized.encode())],
+        )
+        if not result.succeeded:
+            raise Conflict(f"volume {name} changed or was attached meanwhile; try again")
+        if size < volume.size:
+            first = -(-size // volume.extent_bytes)
+            await self._drop_extents(volume, volume.layer, first)
+        return resized
+
+    async def delete(self, name: str) -> None:
+        volume = await self.get(name)
+        if await self.attached(name):
+            raise Conflict(f"volume {name} is attached")
+        await self._drop_extents(volume, volume.layer, 0)
+        result = await self.kv.txn(
+            [Compare.absent(V.owner_key(name))],
+            [
+                Delete(V.volume_key(name)),
+                Delete(V.layer_key(volume.layer)),
+                Delete(V.dirty_prefix(volume.layer), prefix_end(V.dirty_prefix(volume.layer))),
+            ],
+        )
+        if not result.succeeded:
+            raise Conflict(f"volume {name} was attached meanwhile")
+
+    async def _drop_extents(self, volume: V.Volume, layer: str, first: int) -> None:
+        """Delete a layer's extents from ``first`` on: files first, then their keys (a crash in
+        between leaves keys naming missing files, which read as damage, never as others' data)."""
+        for index in await self._allocated(layer):
+            if index < first:
+                continue
+            eid = V.extent_id(layer, index)
+            for drive_id in self.replica_drives(eid, volume.replicas):
+                path = self.drives[drive_id].extent_path(eid)
+                await self.drives[drive_id].run(path.unlink, True)
+            await self.kv.delete(V.extent_key(layer, index))
+
+    async def _allocated(self, layer: str) -> list[int]:
+        out, prefix = [], V.extents_prefix(layer)
+        start = prefix
+        while True:
+            page = await self.kv.range(start, prefix_end(prefix), limit=10000, keys_only=True)
+            out += [V.index_of(kv.key) for kv in page.kvs]
+            if not page.more:
+                return out
+            start = page.kvs[-1].key + b"\0"
+
+    def replica_drives(self, eid: str, replicas: int) -> list[str]:
+        return place(self.cmap, eid, replicas)
+
+    async def chain(self, layer: str) -> list[str]:
+        """The layer and its ancestors, top first."""
+        chain = [layer]
+        while True:
+            found = await self.kv.get(V.layer_key(chain[-1]))
+            if found is None:
+                raise Corrupt(f"layer {chain[-1]} is missing from the metadata")
+            parent = V.Layer.decode(found.value).parent
+            if not parent:
+                return chain
+            chain.append(parent)
+
+    @asynccontextmanager
+    async def open(self, name: str, *, writable: bool = True) -> AsyncIterator[OpenVolume]:
+        volume = await self.get(name)
+        writable = writable and not volume.readonly
+        lease = 0
+        if writable:
+            lease = await self.kv.lease_grant(LEASE_TTL_S)
+            taken = await self.kv.txn(
+                [Compare.absent(V.owner_key(name))],
+                [Put(V.owner_key(name), b"open", lease=lease)],
+            )
+            if not taken.succeeded:
+                await self.kv.lease_revoke(lease)
+                raise Conflict(f"volume {name} is open for writing on another gateway")
+        try:
+            chain = await self.chain(volume.layer)
+            allocated: dict[int, str] = {}
+            for layer in reversed(chain):  # upper layers override lower ones
+                for index in await self._allocated(layer):
+                    allocated[index] = layer
+            opened = OpenVolume(self, volume, chain, allocated, writable)
+            async with trio.open_nursery() as nursery:
+                if writable:
+                    nursery.start_soon(self._keep_lease, lease, opened)
+                    await opened.recover()
+                opened.nursery = nursery
+                try:
+                    yield opened
+                finally:
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(REPAIR_WAIT_S):  # repairs found by reads
+                            await opened.repairs_idle.wait()
+                        if writable and not opened.lost:
+                            await opened.flush()
+                        opened.close_files()
+                    nursery.cancel_scope.cancel()
+        finally:
+            if lease:
+                with trio.CancelScope(shield=True):
+                    await self.kv.lease_revoke(lease)
+
+    async def _keep_lease(self, lease: int, opened: OpenVolume) -> None:
+        while True:
+            await trio.sleep(LEASE_TTL_S / 3)
+            try:
+                await self.kv.lease_keepalive(lease)
+            except StoreError as e:
+                log.error("volume %s: lost its lease (%s); refusing further I/O", opened.name, e)
+                opened.lost = True
+                return
+
+
+class OpenVolume:
+    """A volume open for I/O. Offsets and lengths are bytes, multiples of the block size (the
+    NBD layer checks that, and bounds, before calling)."""
+
+    def __init__(
+        self,
+        volumes: Volumes,
+        volume: V.Volume,
+        chain: list[str],
+        allocated: dict[int, str],
+        writable: bool,
+    ) -> None:
+        self.volumes = volumes
+        self.volume = volume
+        self.name = volume.name
+        self.size = volume.size
+        self.geometry = ExtentGeometry(volume.extent_bytes, volume.block_bytes)
+        self.layer = volume.layer
+        self.chain = chain
+        self.allocated = allocated  # extent index -> the layer holding it (active or ancestor)
+        self.writable = writable
+        self.lost = False
+        self.nursery: trio.Nursery | None = None
+        self._files: OrderedDict[tuple[str, int, str], ExtentFile] = OrderedDict()
+        self._alloc_locks: dict[int, trio.Lock] = {}
+        self._dirty: set[int] = set()  # marked in the metadata since the last flush
+        self._marking: dict[int, trio.Event] = {}
+        self._written: set[int] = set()  # written (acknowledged) since the last flush
+        self._busy: Counter[int] = Counter()  # writes in progress per extent
+        self.damaged: set[tuple[str, int]] = set()
+        self.repairing = 0
+        self.repairs_idle = trio.Event()
+        self.repairs_idle.set()
+
+    # -- geometry -------------------------------------------------------------------------------
+
+    def pieces(self, offset: int, length: int) -> Iterator[Piece]:
+        extent = self.geometry.extent_bytes
+        at = 0
+        while at < length:
+            index, within = divmod(offset + at, extent)
+            n = min(extent - within, length - at)
+            yield Piece(index, within, n, at)
+            at += n
+
+    def _check(self, offset: int, length: int, *, write: bool = False) -> None:
+        if self.lost:
+            raise Conflict(f"volume {self.name} lost its lease")
+        if write and not self.writable:
+            raise ReadOnly(f"volume {self.name} is open read-only")
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise OutOfRange(f"{offset}+{length} is past the end of {self.name}")
+
+    def _drives(self, layer: str, index: int) -> list[str]:
+        return self.volumes.replica_drives(V.extent_id(layer, index), self.volume.replicas)
+
+    def _file(self, layer: str, index: int, drive_id: str) -> ExtentFile:
+        key = (layer, index, drive_id)
+        found = self._files.get(key)
+        if found is not None:
+            self._files.move_to_end(key)
+            return found
+        drive = self.volumes.drives[drive_id]
+        opened = ExtentFile(
+            drive.extent_path(V.extent_id(layer, index)),
+            self.geometry,
+            memory_backed=drive.memory_backed,
+        )
+        self._files[key] = opened
+        while len(self._files) > OPEN_FILES:
+            _, old = self._files.popitem(last=False)
+            old.close()
+        return opened
+
+    def close_files(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def read(self, offset: int, length: int) -> bytes:
+        self._check(offset, length)
+        if length == 0:
+            return b""
+        out = bytearray(length)
+        for p in self.pieces(offset, length):
+            layer = self.allocated.get(p.index)
+            if layer is not None:
+                out[p.at : p.at + p.length] = await self._read_extent(
+                    layer, p.index, p.offset, p.length
+                )
+        return bytes(out)
+
+    async def _read_extent(self, layer: str, index: int, offset: int, length: int) -> bytes:
+        problems = []
+        for drive_id in self._drives(layer, index):
+            try:
+                ext = self._file(layer, index, drive_id)
+                try:
+                    return ext.read(offset, length, nowait=True)
+                except BlockingIOError:
+                    return await self.volumes.drives[drive_id].run(ext.read, offset, length)
+            except (Corrupt, NotFound, OSError) as e:
+                problems.append(f"{drive_id}: {e}")
+                self._found_damage(layer, index)
+        raise Unavailable(f"extent {index} of {self.name}: no good replica ({'; '.join(problems)})")
+
+    def _found_damage(self, layer: str, index: int) -> None:
+        if (layer, index) not in self.damaged:
+            self.damaged.add((layer, index))
+            if self.nursery is not None and self.writable:
+                if not self.repairing:  # counted now, so a close cannot miss it
+                    self.repairs_idle = trio.Event()
+                self.repairing += 1
+                self.nursery.start_soon(self._repair_quietly, layer, index)
+
+    async def _repair_quietly(self, layer: str, index: int) -> None:
+        try:
+            await self.repair_extent(layer, index)
+        except StoreError as e:
+            log.warning("volume %s extent %d: repair failed: %s", self.name, index, e)
+        finally:
+            self.repairing -= 1
+            if not self.repairing:
+                self.repairs_idle.set()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def write(self, offset: int, data: bytes | memoryview, *, fua: bool = False) -> None:
+        self._check(offset, len(data), write=True)
+        view = memoryview(data)
+        touched = []
+        for p in self.pieces(offset, len(data)):
+            await self._prepare(p.index)
+            self._busy[p.index] += 1
+            try:
+                await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
+            finally:
+                self._busy[p.index] -= 1
+            self._written.add(p.index)
+            touched.append(p.index)
+        if fua:
+            await self._sync_extents(touched)
+
+    async def _write_replicas(self, index: int, offset: int, data: memoryview) -> None:
+        files = [self._file(self.layer, index, d) for d in self._drives(self.layer, index)]
+        if len(data) <= INLINE_WRITE_BYTES:
+            for f in files:  # a page-cache copy: cheaper than a thread hop
+                f.write(offset, data)
+            return
+        async with trio.open_nursery() as nursery:
+            for drive_id, f in zip(self._drives(self.layer, index), files, strict=True):
+                nursery.start_soon(self.volumes.drives[drive_id].run, f.write, offset, data)
+
+    async def write_zeroes(
+        self, offset: int, length: int, *, punch: bool = True, fua: bool = False
+    ) -> None:
+        """Make the range read as zeros; ``punch`` lets the space be freed (NBD: no NO_HOLE)."""
+        self._check(offset, length, write=True)
+        touched = []
+        for p in self.pieces(offset, length):
+            layer = self.allocated.get(p.index)
+            if layer is None:
+                continue  # nothing there: it reads as zeros already
+            whole = p.length == self.geometry.extent_bytes
+            if layer != self.layer and whole and punch:
+                await self._prepare(p.index, fresh=True)  # an empty extent hides the parent's
+                continue
+            await self._prepare(p.index)
+            self._busy[p.index] += 1
+            try:
+                for drive_id in self._drives(self.layer, p.index):
+                    f = self._file(self.layer, p.index, drive_id)
+                    await self.volumes.drives[drive_id].run(
+                        lambda f=f, p=p: f.zero(p.offset, p.length, punch=punch)
+                    )
+            finally:
+                self._busy[p.index] -= 1
+            self._written.add(p.index)
+            touched.append(p.index)
+        if fua:
+            await self._sync_extents(touched)
+
+    async def trim(self, offset: int, length: int, *, fua: bool = False) -> None:
+        """Discard: only extents this volume's own layer holds give space back (a parent's data
+        stays visible, which the NBD spec allows after a trim)."""
+        self._check(offset, length, write=True)
+        for p in self.pieces(offset, length):
+            if self.allocated.get(p.index) == self.layer:
+                await self.write_zeroes(
+                    p.index * self.geometry.extent_bytes + p.offset, p.length, fua=fua
+                )
+
+    async def _prepare(self, index: int, *, fresh: bool = False) -> None:
+        """Make extent ``index`` writable in this volume's layer: allocate it (copying the
+        parent's, unless ``fresh``), and mark it dirty in the metadata before its first write
+        since the last flush."""
+        if self.allocated.get(index) != self.layer:
+            lock = self._alloc_locks.setdefault(index, trio.Lock())
+            async with lock:
+                if self.allocated.get(index) != self.layer:
+                    await self._allocate(index, None if fresh else self.allocated.get(index))
+        if index not in self._dirty:
+            marking = self._marking.get(index)
+            if marking is None:
+                self._marking[index] = marking = trio.Event()
+                try:
+                    await self.volumes.kv.put(V.dirty_key(self.layer, index), b"")
+                    self._dirty.add(index)
+                finally:
+                    del self._marking[index]
+                    marking.set()
+            else:
+                await marking.wait()
+                if index not in self._dirty:
+                    raise Unavailable("marking an extent dirty failed")
+
+    async def _allocate(self, index: int, parent: str | None) -> None:
+        eid = V.extent_id(self.layer, index)
+        drives = self._drives(self.layer, index)
+        source = None
+        if parent is not None:  # copy-on-write: the parent's extent, from a replica that verifies
+            source = await self._good_replica(parent, index)
+        async with trio.open_nursery() as nursery:
+            for drive_id in drives:
+                drive = self.volumes.drives[drive_id]
+                nursery.start_soon(
+                    drive.run, extentfile.create, drive.extent_path(eid), self.geometry, source
+                )
+        for drive_id in drives:
+            self._forget(self.layer, index, drive_id)  # a handle of a file just replaced
+        await self.volumes.kv.put(V.extent_key(self.layer, index), b"")
+        self.allocated[index] = self.layer
+
+    async def _sync_extents(self, indexes: list[int]) -> None:
+        async with trio.open_nursery() as nursery:
+            for index in set(indexes):
+                for drive_id in self._drives(self.layer, index):
+                    f = self._file(self.layer, index, drive_id)
+                    nursery.start_soon(self.volumes.drives[drive_id].run, f.sync)
+
+    async def flush(self) -> None:
+        """Make every acknowledged write durable on every replica, then drop the dirty marks of
+        extents nothing has written since."""
+        if not self.writable:
+            return
+        if self.lost:
+            raise Conflict(f"volume {self.name} lost its lease")
+        synced = set(self._written)
+        self._written.clear()
+        await self._sync_extents(list(synced))
+        clean = [
+            i
+            for i in self._dirty
+            if i not in self._written and not self._busy[i] and i not in self._marking
+        ]
+        if clean:
+            for i in clean:
+                self._dirty.discard(i)
+            await self.volumes.kv.txn(
+                [], [Delete(V.dirty_key(self.layer, i)) for i in clean[:1000]]
+            )
+            for start in range(1000, len(clean), 1000):
+                await self.volumes.kv.txn(
+                    [], [Delete(V.dirty_key(self.layer, i)) for i in clean[start : start + 1000]]
+                )
+
+    # -- status ---------------------------------------------------------------------------------
+
+    async def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """(length, base:allocation flags) runs covering the range: HOLE|ZERO where nothing was
+        written (or it was trimmed), ZERO where zeros are allocated, 0 for data."""
+        self._check(offset, length)
+        runs: list[tuple[int, int]] = []
+
+        def add(n: int, flags: int) -> None:
+            if runs and runs[-1][1] == flags:
+                runs[-1] = (runs[-1][0] + n, flags)
+            else:
+                runs.append((n, flags))
+
+        block = self.geometry.block_bytes
+        for p in self.pieces(offset, length):
+            layer = self.allocated.get(p.index)
+            states = None
+            if layer is not None:
+                for drive_id in self._drives(layer, p.index):
+                    try:
+                        states = self._file(layer, p.index, drive_id).states(p.offset, p.length)
+                        break
+                    except (Corrupt, NotFound, OSError):
+                        continue
+            if states is None:
+                add(p.length, 3 if layer is None else 0)  # unreadable: "data" is always safe
+                continue
+            for state in states:
+                add(block, _STATUS.get(state, 0))
+        return runs
+
+    # -- recovery and repair --------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """After a crash: extents marked dirty get their checksums rebuilt from the first
+        replica that opens, which is then copied over the others. Returns how many."""
+        prefix = V.dirty_prefix(self.layer)
+        page = await self.volumes.kv.range(prefix, prefix_end(prefix), keys_only=True)
+        indexes = [V.index_of(kv.key) for kv in page.kvs]
+        for index in indexes:
+            if self.allocated.get(index) == self.layer:
+                await self.repair_extent(self.layer, index, rebuild=True)
+        if indexes:
+            log.info(
+                "volume %s: recovered %d extents written before a crash", self.name, len(indexes)
+            )
+            await self.volumes.kv.delete(prefix, prefix_end(prefix))
+        return len(indexes)
+
+    async def _good_replica(self, layer: str, index: int) -> ExtentFile:
+        for drive_id in self._drives(layer, index):
+            try:
+                f = self._file(layer, index, drive_id)
+                await self.volumes.drives[drive_id].run(f.read, 0, self.geometry.extent_bytes)
+                return f
+            except (Corrupt, NotFound, OSError):
+                self._found_damage(layer, index)
+        raise Unavailable(f"extent {index} of {self.name}: no replica is readable")
+
+    def _forget(self, layer: str, index: int, drive_id: str) -> None:
+        found = self._files.pop((layer, index, drive_id), None)
+        if found is not None:
+            found.close()
+
+    async def repair_extent(self, layer: str, index: int, *, rebuild: bool = False) -> int:
+        """Rewrite the replicas of an extent that are missing or fail verification from one that
+        passes (with ``rebuild``: from the first that opens, its checksums recomputed first).
+        Returns the replicas rewritten."""
+        drives = self._drives(layer, index)
+        good = None
+        for drive_id in drives:
+            try:
+                f = self._file(layer, index, drive_id)
+                run = self.volumes.drives[drive_id].run
+                if rebuild:
+                    await run(f.rebuild_table)
+                await run(f.read, 0, self.geometry.extent_bytes)
+                good = drive_id
+                break
+            except (Corrupt, NotFound, OSError):
+                continue
+        if good is None:
+            raise Unavailable(f"extent {index} of {self.name}: no replica is readable")
+        source = self._file(layer, index, good)
+        eid = V.extent_id(layer, index)
+        rewritten = 0
+        for drive_id in drives:
+            if drive_id == good:
+                continue
+            if not rebuild:
+                try:
+                    f = self._file(layer, index, drive_id)
+                    await self.volumes.drives[drive_id].run(f.read, 0, self.geometry.extent_bytes)
+                    continue
+                except (Corrupt, NotFound, OSError):
+                    pass
+            self._forget(layer, index, drive_id)
+            drive = self.volumes.drives[drive_id]
+            await drive.run(extentfile.create, drive.extent_path(eid), self.geometry, source)
+            rewritten += 1
+        self.damaged.discard((layer, index))
+        return rewritten
