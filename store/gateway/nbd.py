@@ -1,0 +1,441 @@
+"""The NBD endpoint: store/nbd's sans-IO handshake and transmission over Trio streams, serving
+block volumes (store/engine/volumes.py). The export name is the volume name.
+
+Per connection: the handshake, then one reader loop that parses every request a socket read
+brings and starts each in the connection's nursery (up to ``MAX_IN_FLIGHT``), so requests run
+concurrently and replies go out in completion order (NBD allows any order; a slow extent does
+not hold up the others). A send lock keeps each reply (header and data) contiguous. DISC: the
+requests in flight finish, then the connection closes. Draining (SIGTERM): requests already
+read finish; later ones get ESHUTDOWN; the connection closes when the client disconnects or
+after ``DRAIN_GRACE_S``.
+
+Every connection to a volume in this process shares one ``OpenVolume`` (``VolumeHub``), so a
+FLUSH on any of them covers the writes of all: MULTI_CONN is advertised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from store.engine.volumes import OpenVolume, Volumes
+from store.errors import NotFound, StoreError
+from store.gateway.http import Drain
+from store.nbd import handshake as hs
+from store.nbd import transmission as tx
+from store.nbd.constants import (
+    BASE_ALLOCATION,
+    Command,
+    CommandFlag,
+    Errno,
+    Info,
+    Option,
+    Reply,
+    TransmissionFlag,
+)
+from store.nbd.errors import errno_for
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 32 << 20  # largest READ/WRITE (advertised as the maximum block size)
+PREFERRED_BLOCK = 64 << 10
+MAX_IN_FLIGHT = 128
+READ_BYTES = 1 << 20
+HANDSHAKE_TIMEOUT_S = 30.0
+DRAIN_GRACE_S = 5.0
+ALLOCATION_CONTEXT_ID = 1
+
+
+class NbdMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "nbd_requests", "NBD requests", ["command", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "nbd_request_seconds",
+            "NBD request latency",
+            ["command"],
+            registry=registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5),
+        )
+        self.bytes_read = Counter("nbd_bytes_read", "bytes read by NBD clients", registry=registry)
+        self.bytes_written = Counter(
+            "nbd_bytes_written", "bytes written by NBD clients", registry=registry
+        )
+        self.inflight = Gauge(
+            "nbd_requests_in_flight",
+            "NBD requests being served",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.connections = Gauge(
+            "nbd_connections",
+            "open NBD connections",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._children: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+    def observe(self, command: int, error: int, seconds: float) -> None:
+        found = self._children.get((command, error))
+        if found is None:
+            name = Command(command).name if command in Command._value2member_map_ else "UNKNOWN"
+            status = Errno(error).name if error in Errno._value2member_map_ else str(error)
+            found = self.requests.labels(name, status), self.latency.labels(name)
+            self._children[(command, error)] = found
+        found[0].inc()
+        found[1].observe(seconds)
+
+
+@dataclass
+class _Shared:
+    volume: OpenVolume
+    users: int = 0
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class VolumeHub:
+    """One OpenVolume per volume in this process, shared by its connections; opened on first
+    use (taking the volume's lease) and closed (flushed, lease released) when the last one goes."""
+
+    def __init__(self, volumes: Volumes, nursery: trio.Nursery) -> None:
+        self.volumes = volumes
+        self._nursery = nursery
+        self._open: dict[str, _Shared] = {}
+        self._opening: dict[str, trio.Event] = {}
+
+    @asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[OpenVolume]:
+        while name in self._opening:
+            await self._opening[name].wait()
+        shared = self._open.get(name)
+        if shared is None:
+            self._opening[name] = opening = trio.Event()
+            try:
+                shared = await self._nursery.start(self._hold, name)
+            finally:
+                del self._opening[name]
+                opening.set()
+        shared.users += 1
+        try:
+            yield shared.volume
+        finally:
+            shared.users -= 1
+            if not shared.users:
+                self._open.pop(name, None)
+                shared.done.set()
+
+    async def _hold(self, name: str, task_status: trio.TaskStatus[_Shared]) -> None:
+        volume = await self.volumes.get(name)
+        async with self.volumes.open(name, writable=not volume.readonly) as opened:
+            shared = _Shared(opened)
+            self._open[name] = shared
+            task_status.started(shared)
+            await shared.done.wait()
+
+
+class NbdServer:
+    def __init__(
+        self,
+        volumes: Volumes,
+        metrics: NbdMetrics,
+        draining: Drain,
+        *,
+        tls_context: Any = None,
+        tls_required: bool = False,
+    ) -> None:
+        self.volumes = volumes
+        self.metrics = metrics
+        self.draining = draining
+        self.tls_context = tls_context
+        self.tls_required = tls_required
+        self.hub: VolumeHub | None = None
+
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as volumes_nursery:
+            self.hub = VolumeHub(self.volumes, volumes_nursery)
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as acceptors:
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept, listener, connections)
+                    task_status.started()
+                    await self.draining.started.wait()
+                    acceptors.cancel_scope.cancel()
+                for listener in listeners:
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        await listener.aclose()
+                connections.cancel_scope.deadline = trio.current_time() + DRAIN_GRACE_S + 1
+            volumes_nursery.cancel_scope.cancel()  # each open volume flushes as it closes
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as e:
+                log.warning("NBD accept failed: %s", e)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._guarded, stream)
+
+    async def _guarded(self, stream: trio.SocketStream) -> None:
+        with contextlib.suppress(OSError):
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        self.metrics.connections.inc()
+        try:
+            await _Connection(self, stream).run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, hs.ProtocolError) as e:
+            log.info("NBD connection closed: %s", e)
+        except Exception:
+            log.exception("NBD connection failed")
+        finally:
+            self.metrics.connections.dec()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+
+
+class _Connection:
+    def __init__(self, server: NbdServer, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.stream = stream
+        self.send_lock = trio.Lock()
+
+    async def _receive(self) -> bytes:
+        data = await self.stream.receive_some(READ_BYTES)
+        if not data:
+            raise trio.ClosedResourceError("the client closed the connection")
+        return bytes(data)
+
+    # -- handshake ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        shake = hs.Handshake(tls=self.server.tls_context is not None)
+        await self.stream.send_all(shake.greeting())
+        export = None
+        with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+            while export is None:
+                event = shake.next_event()
+                if isinstance(event, hs.NeedData):
+                    shake.receive_data(await self._receive())
+                    continue
+                reply, export = await self._option(shake, event)
+                if reply:
+                    await self.stream.send_all(reply)
+                if isinstance(event, hs.AbortOption):
+                    return
+        assert self.server.hub is not None
+        async with self.server.hub.use(export) as volume:
+            await self._transmission(shake, volume)
+
+    async def _option(self, shake: hs.Handshake, event: hs.Event) -> tuple[bytes, str | None]:
+        """The reply bytes for one option, and the export once the handshake is done."""
+        match event:
+            case hs.ClientFlags():
+                return b"", None
+            case hs.AbortOption():
+                return shake.ack(Option.ABORT), None
+            case hs.BadOption(option, reason):
+                return shake.error(option, Reply.ERR_INVALID, reason), None
+            case hs.UnknownOption(option):
+                return shake.error(option, Reply.ERR_UNSUP, f"option {option} unsupported"), None
+            case hs.StartTLSOption():
+                return shake.error(Option.STARTTLS, Reply.ERR_UNSUP, "TLS is not configured"), None
+            case hs.StructuredReplyOption():
+                if shake.structured:
+                    return shake.error(
+                        Option.STRUCTURED_REPLY, Reply.ERR_INVALID, "already negotiated"
+                    ), None
+                return shake.ack(Option.STRUCTURED_REPLY), None
+            case hs.ListOption():
+                out = b"".join(
+                    shake.server(v.name, _describe(v)) for v in await self.server.volumes.list()
+                )
+                return out + shake.ack(Option.LIST), None
+            case hs.MetaContextOption():
+                return await self._meta_context(shake, event), None
+            case hs.InfoOption():
+                return await self._info(shake, event)
+            case hs.ExportNameOption(name):
+                volume = await self._find(name)
+                if volume is None:
+                    raise hs.ProtocolError(f"no export {name!r}")  # the spec: close
+                return shake.export_name_reply(volume.size, _flags(volume)), name
+        raise AssertionError(event)
+
+    async def _find(self, name: str) -> Any:
+        try:
+            return await self.server.volumes.get(name)
+        except (NotFound, StoreError):
+            return None
+
+    async def _meta_context(self, shake: hs.Handshake, event: hs.MetaContextOption) -> bytes:
+        option = Option.SET_META_CONTEXT if event.set else Option.LIST_META_CONTEXT
+        if event.set:
+            shake.begin_set_meta_context()
+        if not shake.structured:
+            return shake.error(option, Reply.ERR_INVALID, "negotiate structured replies first")
+        if await self._find(event.export) is None:
+            return shake.error(option, Reply.ERR_UNKNOWN, f"no export {event.export!r}")
+        names = hs.match_meta_contexts(event.queries, (BASE_ALLOCATION,), listing=not event.set)
+        out = b"".join(shake.meta_context(option, ALLOCATION_CONTEXT_ID, n) for n in names)
+        return out + shake.ack(option)
+
+    async def _info(self, shake: hs.Handshake, event: hs.InfoOption) -> tuple[bytes, str | None]:
+        option = Option.GO if event.go else Option.INFO
+        volume = await self._find(event.name)
+        if volume is None:
+            return shake.error(option, Reply.ERR_UNKNOWN, f"no export {event.name!r}"), None
+        if event.go and self.server.draining.is_set():
+            return shake.error(option, Reply.ERR_SHUTDOWN, "the server is shutting down"), None
+        out = shake.info_export(option, volume.size, _flags(volume))
+        if Info.NAME in event.requests:
+            out += shake.info_name(option, volume.name)
+        if Info.DESCRIPTION in event.requests:
+            out += shake.info_description(option, _describe(volume))
+        out += shake.info_block_size(
+            option, volume.block_bytes, max(volume.block_bytes, PREFERRED_BLOCK), MAX_PAYLOAD
+        )
+        return out + shake.ack(option), (volume.name if event.go else None)
+
+    # -- transmission ---------------------------------------------------------------------------
+
+    async def _transmission(self, shake: hs.Handshake, volume: OpenVolume) -> None:
+        flags = _flags(volume.volume, writable=volume.writable)
+        self.export = tx.ExportState(
+            size=volume.size,
+            flags=flags,
+            min_block=volume.geometry.block_bytes,
+            max_payload=MAX_PAYLOAD,
+            structured=shake.structured,
+            meta_contexts=bool(shake.meta_contexts),
+        )
+        self.volume = volume
+        reader = tx.RequestReader(MAX_PAYLOAD, shake.trailing_data)
+        slots = trio.Semaphore(MAX_IN_FLIGHT)
+        draining = self.server.draining
+        deadline = float("inf")  # once draining: when to stop waiting for the client to go
+        async with trio.open_nursery() as requests:
+            while True:
+                item = reader.next_request()
+                if item is None:
+                    if draining.is_set():
+                        deadline = min(deadline, trio.current_time() + DRAIN_GRACE_S)
+                        with trio.move_on_at(deadline):
+                            reader.receive_data(await self._receive())
+                            continue
+                        return  # draining, and the client did not disconnect in time
+                    with draining.idle():  # a drain interrupts the wait, then the loop above
+                        reader.receive_data(await self._receive())
+                    continue
+                request, payload = item
+                if request.command == Command.DISC:
+                    return  # the nursery lets the requests in flight finish first
+                await slots.acquire()
+                requests.start_soon(self._serve_one, request, payload, slots)
+
+    async def _serve_one(self, request: tx.Request, payload: bytes, slots: trio.Semaphore) -> None:
+        metrics = self.server.metrics
+        started = time.monotonic()
+        metrics.inflight.inc()
+        error = Errno.OK
+        try:
+            error = tx.check(request, self.export)
+            if self.server.draining.is_set() and error == Errno.OK:
+                error = Errno.ESHUTDOWN
+            if error == Errno.OK:
+                try:
+                    await self._execute(request, payload)
+                    return
+                except StoreError as e:
+                    error = errno_for(e)
+                    log.warning("NBD %s failed: %s", Command(request.command).name, e)
+                except Exception:
+                    log.exception("NBD request failed")
+                    error = Errno.EIO
+            await self._send(
+                tx.error_reply(request, error, structured=self.export.structured)
+                if request.command in (Command.READ, Command.BLOCK_STATUS)
+                else tx.simple_reply(request.cookie, error)
+            )
+        finally:
+            slots.release()
+            metrics.inflight.dec()
+            metrics.observe(request.command, error, time.monotonic() - started)
+
+    async def _execute(self, request: tx.Request, payload: bytes) -> None:
+        volume, cookie = self.volume, request.cookie
+        fua = bool(request.flags & CommandFlag.FUA)
+        match request.command:
+            case Command.READ:
+                data = await volume.read(request.offset, request.length)
+                self.server.metrics.bytes_read.inc(len(data))
+                if self.export.structured:
+                    head = tx.data_chunk(cookie, request.offset, len(data), done=True)
+                else:
+                    head = tx.simple_reply(cookie)
+                await self._send(head, data)
+                return
+            case Command.WRITE:
+                await volume.write(request.offset, payload, fua=fua)
+                self.server.metrics.bytes_written.inc(len(payload))
+            case Command.FLUSH:
+                await volume.flush()
+            case Command.TRIM:
+                await volume.trim(request.offset, request.length, fua=fua)
+            case Command.WRITE_ZEROES:
+                punch = not request.flags & CommandFlag.NO_HOLE
+                await volume.write_zeroes(request.offset, request.length, punch=punch, fua=fua)
+            case Command.CACHE:
+                await volume.read(request.offset, request.length)  # warms the page cache
+            case Command.BLOCK_STATUS:
+                runs = await volume.block_status(request.offset, request.length)
+                if request.flags & CommandFlag.REQ_ONE:
+                    runs = runs[:1]
+                await self._send(
+                    tx.block_status_chunk(cookie, ALLOCATION_CONTEXT_ID, runs, done=True)
+                )
+                return
+        await self._send(tx.simple_reply(cookie))
+
+    async def _send(self, head: bytes, data: bytes = b"") -> None:
+        async with self.send_lock:
+            if data and len(data) <= 256 << 10:
+                await self.stream.send_all(head + data)
+            else:
+                await self.stream.send_all(head)
+                if data:
+                    await self.stream.send_all(data)
+
+
+def _flags(volume: Any, *, writable: bool = True) -> TransmissionFlag:
+    flags = (
+        TransmissionFlag.HAS_FLAGS
+        | TransmissionFlag.SEND_FLUSH
+        | TransmissionFlag.SEND_FUA
+        | TransmissionFlag.SEND_TRIM
+        | TransmissionFlag.SEND_WRITE_ZEROES
+        | TransmissionFlag.SEND_DF
+        | TransmissionFlag.CAN_MULTI_CONN
+        | TransmissionFlag.SEND_CACHE
+    )
+    if volume.readonly or not writable:
+        flags |= TransmissionFlag.READ_ONLY
+    return flags
+
+
+def _describe(volume: Any) -> str:
+    kind = "snapshot" if volume.readonly else "volume"
+    text = f"{kind}, {volume.size} bytes, {volume.replicas} replicas"
+    return f"{text}: {volume.description}" if volume.description else text

@@ -1,0 +1,218 @@
+"""The NBD transmission phase, sans-IO: requests in, replies out, and the spec's checks.
+
+Requests (28 bytes, then a WRITE's payload):
+    u32 0x25609513, u16 command flags, u16 type, u64 cookie, u64 offset, u32 length
+Simple reply (16 bytes; a successful READ's data follows):
+    u32 0x67446698, u32 error, u64 cookie
+Structured reply chunk (20 bytes, then ``length`` bytes of payload):
+    u32 0x668e33ef, u16 flags (DONE), u16 type, u64 cookie, u32 length
+
+``RequestReader`` cuts a byte stream into requests; the server feeds it whatever one socket read
+returned and takes every complete request out (many pipelined requests per read). ``check``
+applies the spec's checklist to a request before any work: the error it names is the reply.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from store.nbd.constants import (
+    REPLY_FLAG_DONE,
+    REQUEST_MAGIC,
+    SIMPLE_REPLY_MAGIC,
+    STRUCTURED_REPLY_MAGIC,
+    Command,
+    CommandFlag,
+    Errno,
+    ReplyType,
+    TransmissionFlag,
+)
+from store.nbd.handshake import ProtocolError
+
+REQUEST = struct.Struct(">IHHQQI")
+SIMPLE_REPLY = struct.Struct(">IIQ")
+CHUNK = struct.Struct(">IHHQI")
+_COMPACT_BYTES = 1 << 20  # drop consumed bytes from the buffer once this many have piled up
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    flags: int
+    command: int
+    cookie: int
+    offset: int
+    length: int
+
+
+class RequestReader:
+    """Complete requests from a stream of bytes. A WRITE comes with its payload (a copy);
+    a payload longer than ``max_payload`` is a protocol error (the connection must close: the
+    stream cannot be resynchronised without reading it)."""
+
+    def __init__(self, max_payload: int, data: bytes = b"") -> None:
+        self.max_payload = max_payload
+        self._buffer = bytearray(data)
+        self._at = 0
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._at >= _COMPACT_BYTES or self._at == len(self._buffer):
+            del self._buffer[: self._at]
+            self._at = 0
+        self._buffer += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) - self._at
+
+    def next_request(self) -> tuple[Request, bytes] | None:
+        """The next request and its payload (b"" unless a WRITE), or None until more bytes."""
+        at = self._at
+        if len(self._buffer) - at < REQUEST.size:
+            return None
+        magic, flags, command, cookie, offset, length = REQUEST.unpack_from(self._buffer, at)
+        if magic != REQUEST_MAGIC:
+            raise ProtocolError(f"bad request magic {magic:#x}")
+        payload = b""
+        end = at + REQUEST.size
+        if command == Command.WRITE:
+            if length > self.max_payload:
+                raise ProtocolError(f"a {length}-byte write is over the {self.max_payload} limit")
+            if len(self._buffer) < end + length:
+                return None
+            payload = bytes(self._buffer[end : end + length])
+            end += length
+        self._at = end
+        return Request(flags, command, cookie, offset, length), payload
+
+
+@dataclass(frozen=True, slots=True)
+class ExportState:
+    """What the checks need to know about the export and the connection."""
+
+    size: int
+    flags: TransmissionFlag
+    min_block: int
+    max_payload: int
+    structured: bool
+    meta_contexts: bool
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.flags & TransmissionFlag.READ_ONLY)
+
+
+# Command flags each command accepts (FUA: all of them, once the export offers it).
+_FLAGS_ALLOWED = {
+    Command.READ: CommandFlag.DF,
+    Command.WRITE: CommandFlag(0),
+    Command.DISC: CommandFlag(0),
+    Command.FLUSH: CommandFlag(0),
+    Command.TRIM: CommandFlag(0),
+    Command.CACHE: CommandFlag(0),
+    Command.WRITE_ZEROES: CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO,
+    Command.BLOCK_STATUS: CommandFlag.REQ_ONE,
+}
+_MODIFIES = (Command.WRITE, Command.TRIM, Command.WRITE_ZEROES)
+_WITH_RANGE = (
+    Command.READ,
+    Command.WRITE,
+    Command.TRIM,
+    Command.CACHE,
+    Command.WRITE_ZEROES,
+    Command.BLOCK_STATUS,
+)
+
+
+def check(request: Request, export: ExportState) -> Errno:
+    """The error the spec says a request gets before any work is done, or Errno.OK.
+
+    Unknown commands and flags, and flags a command does not take: EINVAL. Writes and trims on a
+    read-only export: EPERM. Past the end: ENOSPC for writes, EINVAL otherwise. Offsets and
+    lengths not multiples of the minimum block size: EINVAL. Reads over the maximum payload:
+    EINVAL (a write over it never gets here: the reader refuses it)."""
+    try:
+        command = Command(request.command)
+    except ValueError:
+        return Errno.EINVAL
+    allowed = _FLAGS_ALLOWED[command]
+    if export.flags & TransmissionFlag.SEND_FUA:
+        allowed |= CommandFlag.FUA
+    if request.flags & ~int(allowed):  # int(): ~ of an IntFlag keeps only its defined members
+        return Errno.EINVAL
+    if request.flags & CommandFlag.DF and not (
+        export.structured and export.flags & TransmissionFlag.SEND_DF
+    ):
+        return Errno.EINVAL
+    if request.flags & CommandFlag.FAST_ZERO and not export.flags & TransmissionFlag.SEND_FAST_ZERO:
+        return Errno.EINVAL
+    if command in (Command.FLUSH, Command.DISC):
+        return Errno.EINVAL if request.offset or request.length else Errno.OK
+    if command == Command.BLOCK_STATUS and not (export.structured and export.meta_contexts):
+        return Errno.EINVAL
+    if command in _MODIFIES and export.read_only:
+        return Errno.EPERM
+    if command in _WITH_RANGE:
+        if request.offset + request.length > export.size:
+            return (
+                Errno.ENOSPC if command in (Command.WRITE, Command.WRITE_ZEROES) else Errno.EINVAL
+            )
+        if request.offset % export.min_block or request.length % export.min_block:
+            return Errno.EINVAL
+    if command == Command.READ and request.length > export.max_payload:
+        return Errno.EINVAL
+    return Errno.OK
+
+
+# -- replies --------------------------------------------------------------------------------------
+
+
+def simple_reply(cookie: int, error: int = 0) -> bytes:
+    return SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, error, cookie)
+
+
+def chunk(cookie: int, reply_type: int, payload_bytes: int, *, done: bool) -> bytes:
+    """A structured reply chunk header; ``payload_bytes`` of payload must follow."""
+    flags = REPLY_FLAG_DONE if done else 0
+    return CHUNK.pack(STRUCTURED_REPLY_MAGIC, flags, reply_type, cookie, payload_bytes)
+
+
+def data_chunk(cookie: int, offset: int, data_bytes: int, *, done: bool) -> bytes:
+    """NBD_REPLY_TYPE_OFFSET_DATA's header and offset; ``data_bytes`` of data follow."""
+    head = chunk(cookie, ReplyType.OFFSET_DATA, 8 + data_bytes, done=done)
+    return head + struct.pack(">Q", offset)
+
+
+def hole_chunk(cookie: int, offset: int, hole_bytes: int, *, done: bool) -> bytes:
+    return chunk(cookie, ReplyType.OFFSET_HOLE, 12, done=done) + struct.pack(
+        ">QI", offset, hole_bytes
+    )
+
+
+def none_chunk(cookie: int) -> bytes:
+    return chunk(cookie, ReplyType.NONE, 0, done=True)
+
+
+def error_chunk(cookie: int, error: int, message: str = "", *, done: bool = True) -> bytes:
+    text = message.encode()[:4096].decode(errors="ignore").encode()  # never half a character
+    payload = struct.pack(">IH", error, len(text)) + text
+    return chunk(cookie, ReplyType.ERROR, len(payload), done=done) + payload
+
+
+def block_status_chunk(
+    cookie: int, context_id: int, extents: Sequence[tuple[int, int]], *, done: bool
+) -> bytes:
+    """``extents``: (length, status flags) descriptors, consecutive from the request's offset."""
+    payload = struct.pack(">I", context_id) + b"".join(
+        struct.pack(">II", length, status) for length, status in extents
+    )
+    return chunk(cookie, ReplyType.BLOCK_STATUS, len(payload), done=done) + payload
+
+
+def error_reply(request: Request, error: int, *, structured: bool, message: str = "") -> bytes:
+    """An error answer in the form the client expects: an error chunk for a structured reply
+    (a READ or BLOCK_STATUS needs one once structured replies are on), else a simple reply."""
+    if structured:
+        return error_chunk(request.cookie, error, message)
+    return simple_reply(request.cookie, error)
