@@ -36,8 +36,11 @@ import trio
 from store.engine import maintenance, users
 from store.engine.node import DEFAULT_DRIVES, open_local_engine
 from store.engine.objects import ObjectEngine
+from store.engine.volumes import Volumes
 from store.gateway.http import Drain, serve_http
+from store.gateway.nbd import NbdMetrics, NbdServer
 from store.gateway.s3 import GatewayConfig, S3Gateway, bad_request_response
+from store.nbd.constants import DEFAULT_PORT as DEFAULT_NBD_PORT
 
 log = logging.getLogger("store")
 
@@ -56,6 +59,42 @@ class ServeConfig:
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key, S3 is served over TLS
     tls_key: Path | None = None
     workers: int = 1  # processes serving requests (1: no supervisor)
+    nbd_host: str = "127.0.0.1"
+    nbd_port: int | None = DEFAULT_NBD_PORT  # None: no NBD endpoint
+
+
+@dataclass(frozen=True)
+class WorkerFds:
+    """What a supervisor hands a worker: its index, its inherited sockets, its lifeline.
+
+    >>> WorkerFds.parse(WorkerFds(1, (3, 4), (5,), 6).format())
+    WorkerFds(index=1, s3=(3, 4), nbd=(5,), lifeline=6)
+    """
+
+    index: int
+    s3: tuple[int, ...]
+    nbd: tuple[int, ...]
+    lifeline: int
+
+    def format(self) -> str:
+        return ";".join(
+            [
+                str(self.index),
+                ",".join(map(str, self.s3)),
+                ",".join(map(str, self.nbd)),
+                str(self.lifeline),
+            ]
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerFds:
+        index, s3, nbd, lifeline = text.split(";")
+        fds = lambda part: tuple(int(fd) for fd in part.split(",") if fd)  # noqa: E731
+        return cls(int(index), fds(s3), fds(nbd), int(lifeline))
+
+    @property
+    def all(self) -> list[int]:
+        return [*self.s3, *self.nbd, self.lifeline]
 
 
 def parse_address(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -119,7 +158,9 @@ def _trio_listeners(config: ServeConfig, socks: list[socket.socket]) -> list[Any
     return [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
 
 
-def _announce(config: ServeConfig, port: int, root: users.AccessKey, created: bool) -> None:
+def _announce(
+    config: ServeConfig, port: int, nbd_port: int | None, root: users.AccessKey, created: bool
+) -> None:
     scheme = "https" if config.tls_cert is not None else "http"
     endpoint = f"{scheme}://{format_address(config.s3_host, port)}"
     # Printed to the terminal, never logged: the secret appears once, on first start.
@@ -128,6 +169,9 @@ def _announce(config: ServeConfig, port: int, root: users.AccessKey, created: bo
     if created:
         print(f"Secret key:   {root.secret_key}", flush=True)
     print(f"Credentials:  {config.data_dir / 'credentials.json'} (mode 0600)", flush=True)
+    if nbd_port is not None:
+        address = format_address(config.nbd_host, nbd_port)
+        print(f"NBD endpoint: nbd://{address}/VOLUME", flush=True)
     if config.workers > 1:
         print(f"Workers:      {config.workers} processes", flush=True)
     log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
@@ -137,17 +181,23 @@ async def _run_gateway(
     config: ServeConfig,
     engine: ObjectEngine,
     socks: list[socket.socket],
+    nbd_socks: list[socket.socket],
     *,
     primary: bool,
     lifeline_fd: int | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve S3 on the sockets until drained (SIGTERM/SIGINT, or the supervisor's lifeline
-    closing) or cancelled."""
+    """Serve S3 (and NBD, given its sockets) until drained (SIGTERM/SIGINT, or the
+    supervisor's lifeline closing) or cancelled."""
     gateway = S3Gateway(engine, config.gateway)
     listeners = _trio_listeners(config, socks)
     draining = Drain()
     async with trio.open_nursery() as nursery:
+        if nbd_socks:
+            volumes = Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
+            nbd = NbdServer(volumes, NbdMetrics(gateway.metrics.registry), draining)
+            tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in nbd_socks]
+            await nursery.start(nbd.serve, tcp)
         nursery.start_soon(partial(maintenance.run_housekeeping, engine, primary=primary))
         nursery.start_soon(gateway.metrics.run_sync)
         nursery.start_soon(_drain_on_signal, draining)
@@ -175,30 +225,44 @@ async def serve(
     """The service in this process (``workers`` == 1). Reports the S3 port once listening."""
     socks = open_listen_sockets(config.s3_host, config.s3_port)
     port = socks[0].getsockname()[1]
+    nbd_socks = _nbd_sockets(config)
+    nbd_port = nbd_socks[0].getsockname()[1] if nbd_socks else None
     async with open_local_engine(
         config.data_dir, drives=config.drives, scheme=config.scheme
     ) as engine:
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(_run_gateway, config, engine, socks, primary=True))
-            _announce(config, port, root, created)
+            await nursery.start(
+                partial(_run_gateway, config, engine, socks, nbd_socks, primary=True)
+            )
+            _announce(config, port, nbd_port, root, created)
             task_status.started(port)
 
 
-async def serve_worker(config: ServeConfig, fds: list[int], index: int) -> None:
-    """One worker of a supervisor: serve on the inherited sockets (all but the last of
-    ``fds``, which is the read end of the supervisor's lifeline pipe)."""
-    *sock_fds, lifeline_fd = fds
-    socks = [socket.socket(fileno=fd) for fd in sock_fds]
+def _nbd_sockets(config: ServeConfig) -> list[socket.socket]:
+    if config.nbd_port is None:
+        return []
+    return open_listen_sockets(config.nbd_host, config.nbd_port)
+
+
+async def serve_worker(config: ServeConfig, fds: WorkerFds) -> None:
+    """One worker of a supervisor: serve on the inherited sockets (NBD: worker 0 only, as a
+    volume is open in one process at a time)."""
+    socks = [socket.socket(fileno=fd) for fd in fds.s3]
+    nbd_socks = [socket.socket(fileno=fd) for fd in fds.nbd]
     async with open_local_engine(
         config.data_dir, drives=config.drives, scheme=config.scheme, clean_tmp=False
     ) as engine:
-        await _run_gateway(config, engine, socks, primary=index == 0, lifeline_fd=lifeline_fd)
+        await _run_gateway(
+            config, engine, socks, nbd_socks, primary=fds.index == 0, lifeline_fd=fds.lifeline
+        )
 
 
-def worker_argv(config: ServeConfig, index: int, fds: list[int], port: int) -> list[str]:
+def worker_argv(config: ServeConfig, fds: WorkerFds, port: int, nbd_port: int | None) -> list[str]:
     argv = [sys.executable, "-m", "store", "serve", "--data", str(config.data_dir)]
     argv += ["--s3", format_address(config.s3_host, port), "--scheme", config.scheme]
+    nbd = "off" if nbd_port is None else format_address(config.nbd_host, nbd_port)
+    argv += ["--nbd", nbd]
     if isinstance(config.drives, int):
         argv += ["--drives", str(config.drives)]
     else:
@@ -206,7 +270,7 @@ def worker_argv(config: ServeConfig, index: int, fds: list[int], port: int) -> l
             argv += ["--drive", str(path)]
     if config.tls_cert is not None:
         argv += ["--tls-cert", str(config.tls_cert), "--tls-key", str(config.tls_key)]
-    argv += ["--workers", "1", "--worker", str(index), "--listen-fds", ",".join(map(str, fds))]
+    argv += ["--workers", "1", "--worker", fds.format()]
     return argv
 
 
@@ -221,6 +285,7 @@ async def supervise(
             open_listen_sockets(config.s3_host, port, reuse_port=True)
             for _ in range(config.workers - 1)
         ]
+        socks.append(_nbd_sockets(config))  # for worker 0
         # Nobody ever writes to the lifeline: its read end sees EOF when the supervisor is gone.
         lifeline_r, _lifeline_w = os.pipe()
         await _supervise(config, socks, port, lifeline_r, task_status)
@@ -236,8 +301,11 @@ async def _supervise(
     lifeline_fd: int,
     task_status: trio.TaskStatus[int],
 ) -> None:
+    """``socks``: one S3 socket set per worker, then the NBD sockets."""
     from prometheus_client.multiprocess import mark_process_dead
 
+    *s3_socks, nbd_socks = socks
+    nbd_port = nbd_socks[0].getsockname()[1] if nbd_socks else None
     async with open_local_engine(
         config.data_dir, drives=config.drives, scheme=config.scheme
     ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
@@ -251,10 +319,15 @@ async def _supervise(
 
     async def keep_running(index: int) -> None:
         backoff = RESTART_BACKOFF_S[0]
-        fds = [s.fileno() for s in socks[index]] + [lifeline_fd]
+        fds = WorkerFds(
+            index,
+            tuple(s.fileno() for s in s3_socks[index]),
+            tuple(s.fileno() for s in nbd_socks) if index == 0 else (),
+            lifeline_fd,
+        )
         while not stop.is_set():
-            argv = worker_argv(config, index, fds, port)
-            proc = await trio.lowlevel.open_process(argv, pass_fds=fds, env=env)
+            argv = worker_argv(config, fds, port, nbd_port)
+            proc = await trio.lowlevel.open_process(argv, pass_fds=fds.all, env=env)
             procs[index] = proc
             began = trio.current_time()
             code = await proc.wait()
@@ -271,7 +344,7 @@ async def _supervise(
     async with trio.open_nursery() as nursery:
         for index in range(config.workers):
             nursery.start_soon(keep_running, index)
-        _announce(config, port, root, created)
+        _announce(config, port, nbd_port, root, created)
         task_status.started(port)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -301,14 +374,14 @@ async def _drain_on_eof(fd: int, draining: Drain) -> None:
     draining.start()
 
 
-def run(config: ServeConfig, worker: int | None = None, fds: list[int] | None = None) -> int:
-    tag = "" if worker is None else f"[w{worker}]"
+def run(config: ServeConfig, worker: WorkerFds | None = None) -> int:
+    tag = "" if worker is None else f"[w{worker.index}]"
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(name)s{tag} %(message)s"
     )
     try:
         if worker is not None:
-            trio.run(serve_worker, config, fds or [], worker)
+            trio.run(serve_worker, config, worker)
         elif config.workers > 1:
             trio.run(supervise, config)
         else:

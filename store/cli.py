@@ -95,7 +95,7 @@ def _maintenance(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from store.app import ServeConfig, default_workers, parse_address, run
+    from store.app import ServeConfig, WorkerFds, default_workers, parse_address, run
 
     host, port = parse_address(args.s3)
     drives = [Path(d) for d in args.drive] or args.drives
@@ -106,9 +106,66 @@ def _serve(args: argparse.Namespace) -> int:
     if args.tls_cert:
         config.tls_cert, config.tls_key = Path(args.tls_cert), Path(args.tls_key)
     config.workers = args.workers or default_workers()
+    if args.nbd == "off":
+        config.nbd_port = None
+    else:
+        config.nbd_host, config.nbd_port = parse_address(args.nbd)
     if args.worker is not None:
-        return run(config, args.worker, [int(fd) for fd in args.listen_fds.split(",")])
+        return run(config, WorkerFds.parse(args.worker))
     return run(config)
+
+
+def _volume(args: argparse.Namespace) -> int:
+    """store volume create|list|info|resize|delete, on the data directory's metadata (the
+    service may be running: a volume attached over NBD refuses delete and shrink)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import trio
+
+    from store.engine.node import open_local_engine
+    from store.engine.volume_records import parse_size
+    from store.engine.volumes import Volumes
+    from store.errors import StoreError
+
+    drives = [Path(d) for d in args.drive] or args.drives
+
+    async def run() -> object:
+        async with open_local_engine(Path(args.data), drives=drives, clean_tmp=False) as engine:
+            volumes = Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
+            if args.action == "create":
+                created = await volumes.create(
+                    args.name,
+                    parse_size(args.size),
+                    block_bytes=args.block_size,
+                    replicas=args.replicas,
+                    description=args.description,
+                )
+                return asdict(created)
+            if args.action == "resize":
+                return asdict(await volumes.resize(args.name, parse_size(args.size)))
+            if args.action == "delete":
+                await volumes.delete(args.name)
+                return {"deleted": args.name}
+            if args.action == "info":
+                found = asdict(await volumes.get(args.name))
+                found["attached"] = await volumes.attached(args.name)
+                return found
+            return [asdict(v) for v in await volumes.list()]
+
+    needs = {"create": ("name", "size"), "resize": ("name", "size"), "delete": ("name",)}
+    needs["info"] = ("name",)
+    missing = [f for f in needs.get(args.action, ()) if not getattr(args, f)]
+    if missing:
+        print(f"store volume {args.action}: give {' and '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        result = trio.run(run)
+    except StoreError as e:
+        print(f"store volume: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def _user(args: argparse.Namespace) -> int:
@@ -179,9 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="processes serving requests (default: one per CPU; 1: a single process)",
     )
-    # Set by the supervisor when it starts a worker: its index, and the sockets it inherits.
-    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
-    serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--nbd",
+        default="127.0.0.1:10809",
+        help="NBD listen address HOST:PORT, or off (export name = volume name)",
+    )
+    # Set by the supervisor when it starts a worker: its index and the descriptors it inherits.
+    serve.add_argument("--worker", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
     user = sub.add_parser("user", help="manage users and access keys (add | remove | list)")
     user.add_argument("action", choices=["add", "remove", "list"])
@@ -190,6 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--secret-key", default="", help="given secret (add); else generated")
     user.add_argument("--data", default="./data", help="data directory (default ./data)")
     user.set_defaults(func=_user)
+    volume = sub.add_parser(
+        "volume", help="block volumes served over NBD (create | list | info | resize | delete)"
+    )
+    volume.add_argument("action", choices=["create", "list", "info", "resize", "delete"])
+    volume.add_argument("name", nargs="?", default="", help="volume name (the NBD export name)")
+    volume.add_argument("--size", default="", help="size: bytes, or with K/M/G/T (create, resize)")
+    volume.add_argument("--block-size", type=int, default=4096, help="bytes (create)")
+    volume.add_argument("--replicas", type=int, default=2, help="copies on distinct drives")
+    volume.add_argument("--description", default="", help="shown by NBD LIST (create)")
+    _engine_args(volume)
+    volume.set_defaults(func=_volume)
     for name, text in [
         ("scrub", "verify every shard against its checksums (exit 1 if anything is damaged)"),
         ("heal", "verify every shard and rebuild missing or corrupt ones from the others"),
