@@ -20,16 +20,20 @@ $(VENV)/.installed: pyproject.toml setup.py $(NATIVE_SRC)
 serve: $(VENV)/.installed
 	$(VENV)/bin/store serve $(SERVE_ARGS)
 
-# The real clients the integration tests drive: rclone and s3cmd from Debian (installed when
-# running as root and missing; the aws CLI comes with the test extra).
+# The real clients the integration tests drive, from Debian (installed when running as root and
+# missing; the aws CLI comes with the test extra): rclone and s3cmd for S3; qemu-img/qemu-io,
+# libnbd's nbdinfo/nbdcopy/nbdsh (and its Python binding), nbdkit and fio for NBD.
+TOOLS_PKGS = rclone s3cmd qemu-utils libnbd-bin python3-libnbd nbdkit fio
+TOOLS_CMDS = rclone s3cmd qemu-img qemu-io nbdinfo nbdcopy nbdsh nbdkit fio
 tools:
-	@if ! command -v rclone >/dev/null || ! command -v s3cmd >/dev/null; then \
+	@missing=""; for c in $(TOOLS_CMDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then \
 	        export DEBIAN_FRONTEND=noninteractive; \
-	        apt-get install -y -qq --no-install-recommends rclone s3cmd >/dev/null 2>&1 || \
-	        (apt-get update -qq && apt-get install -y -qq --no-install-recommends rclone s3cmd >/dev/null); \
+	        apt-get install -y -qq --no-install-recommends $(TOOLS_PKGS) >/dev/null 2>&1 || \
+	        (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TOOLS_PKGS) >/dev/null); \
 	    else \
-	        echo "make test: install rclone and s3cmd (sudo apt-get install rclone s3cmd)" >&2; exit 1; \
+	        echo "make test: missing$$missing (sudo apt-get install $(TOOLS_PKGS))" >&2; exit 1; \
 	    fi; \
 	fi
 

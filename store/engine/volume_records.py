@@ -17,9 +17,12 @@ is taken: an extent is copied (copy-on-write) the first time the volume writes t
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from store.errors import InvalidArgument
@@ -64,6 +67,39 @@ def dirty_prefix(layer: str) -> bytes:
 
 def owner_key(name: str) -> bytes:
     return b"VO/" + name.encode()
+
+
+def owner_record() -> bytes:
+    """Who holds a volume open: this machine's boot and this process."""
+    return json.dumps(
+        {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid()}
+    ).encode()
+
+
+def owner_is_dead_here(raw: bytes) -> bool:
+    """Whether an owner record names a process of this boot of this machine that is gone (or
+    whose pid now belongs to something that is not us)."""
+    try:
+        owner = json.loads(raw)
+        if owner["host"] != socket.gethostname() or owner["boot"] != _boot_id():
+            return False
+        pid = int(owner["pid"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"store" not in cmdline
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def index_of(key: bytes) -> int:

@@ -196,13 +196,12 @@ class Volumes:
         lease = 0
         if writable:
             lease = await self.kv.lease_grant(LEASE_TTL_S)
-            taken = await self.kv.txn(
-                [Compare.absent(V.owner_key(name))],
-                [Put(V.owner_key(name), b"open", lease=lease)],
-            )
-            if not taken.succeeded:
-                await self.kv.lease_revoke(lease)
-                raise Conflict(f"volume {name} is open for writing on another gateway")
+            try:
+                await self._take_ownership(name, lease)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.kv.lease_revoke(lease)
+                raise
         try:
             chain = await self.chain(volume.layer)
             allocated: dict[int, str] = {}
@@ -229,6 +228,23 @@ class Volumes:
             if lease:
                 with trio.CancelScope(shield=True):
                     await self.kv.lease_revoke(lease)
+
+    async def _take_ownership(self, name: str, lease: int) -> None:
+        """Put ``VO/<name>`` under our lease, unless another gateway holds it. An owner that was
+        a process of this machine (same boot) and is dead left a lease that will expire by
+        itself; it is taken over at once, so a restart after a crash does not wait out the TTL."""
+        key = V.owner_key(name)
+        mine = V.owner_record()
+        for _ in range(2):
+            taken = await self.kv.txn([Compare.absent(key)], [Put(key, mine, lease=lease)])
+            if taken.succeeded:
+                return
+            found = await self.kv.get(key)
+            if found is None or not V.owner_is_dead_here(found.value):
+                break
+            log.warning("volume %s: its owner died on this machine; taking it over", name)
+            await self.kv.txn([Compare.mod_is(key, found.mod_revision)], [Delete(key)])
+        raise Conflict(f"volume {name} is open for writing on another gateway")
 
     async def _keep_lease(self, lease: int, opened: OpenVolume) -> None:
         while True:

@@ -52,6 +52,7 @@ MAX_IN_FLIGHT = 128
 READ_BYTES = 1 << 20
 HANDSHAKE_TIMEOUT_S = 30.0
 DRAIN_GRACE_S = 5.0
+LINGER_S = 2.0  # a volume stays open this long after its last connection
 ALLOCATION_CONTEXT_ID = 1
 
 
@@ -100,47 +101,67 @@ class NbdMetrics:
 class _Shared:
     volume: OpenVolume
     users: int = 0
-    done: trio.Event = field(default_factory=trio.Event)
+    changed: trio.Event = field(default_factory=trio.Event)  # users went to 0, or back up
 
 
 class VolumeHub:
-    """One OpenVolume per volume in this process, shared by its connections; opened on first
-    use (taking the volume's lease) and closed (flushed, lease released) when the last one goes."""
+    """One OpenVolume per volume in this process, shared by its connections. Opened on first
+    use (taking the volume's lease); kept open ``LINGER_S`` after the last connection goes (tools
+    such as nbdcopy and qemu-img connect, probe, disconnect and connect again), then closed
+    (flushed, lease released). A connection arriving while it closes waits for the close, so
+    the lease is never contended within one process."""
 
     def __init__(self, volumes: Volumes, nursery: trio.Nursery) -> None:
         self.volumes = volumes
         self._nursery = nursery
         self._open: dict[str, _Shared] = {}
-        self._opening: dict[str, trio.Event] = {}
+        self._busy: dict[str, trio.Event] = {}  # opening or closing
 
     @asynccontextmanager
     async def use(self, name: str) -> AsyncIterator[OpenVolume]:
-        while name in self._opening:
-            await self._opening[name].wait()
+        while name in self._busy:
+            await self._busy[name].wait()
         shared = self._open.get(name)
         if shared is None:
-            self._opening[name] = opening = trio.Event()
+            self._busy[name] = opening = trio.Event()
             try:
                 shared = await self._nursery.start(self._hold, name)
             finally:
-                del self._opening[name]
+                del self._busy[name]
                 opening.set()
         shared.users += 1
+        shared.changed.set()
         try:
             yield shared.volume
         finally:
             shared.users -= 1
-            if not shared.users:
-                self._open.pop(name, None)
-                shared.done.set()
+            shared.changed.set()
 
     async def _hold(self, name: str, task_status: trio.TaskStatus[_Shared]) -> None:
         volume = await self.volumes.get(name)
-        async with self.volumes.open(name, writable=not volume.readonly) as opened:
-            shared = _Shared(opened)
-            self._open[name] = shared
-            task_status.started(shared)
-            await shared.done.wait()
+        closing = None
+        try:
+            async with self.volumes.open(name, writable=not volume.readonly) as opened:
+                shared = _Shared(opened)
+                self._open[name] = shared
+                task_status.started(shared)
+                while True:
+                    await shared.changed.wait()
+                    shared.changed = trio.Event()
+                    if shared.users:
+                        continue
+                    with trio.move_on_after(LINGER_S):
+                        await shared.changed.wait()
+                    if not shared.users:
+                        break
+                self._busy[name] = closing = trio.Event()
+                del self._open[name]
+        finally:  # the volume is closed (flushed, its lease released)
+            if closing is not None:
+                del self._busy[name]
+                closing.set()
+            else:
+                self._open.pop(name, None)
 
 
 class NbdServer:
@@ -223,20 +244,33 @@ class _Connection:
     async def run(self) -> None:
         shake = hs.Handshake(tls=self.server.tls_context is not None)
         await self.stream.send_all(shake.greeting())
-        export = None
-        with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-            while export is None:
-                event = shake.next_event()
-                if isinstance(event, hs.NeedData):
-                    shake.receive_data(await self._receive())
-                    continue
-                reply, export = await self._option(shake, event)
-                if reply:
-                    await self.stream.send_all(reply)
-                if isinstance(event, hs.AbortOption):
-                    return
         assert self.server.hub is not None
-        async with self.server.hub.use(export) as volume:
+        async with contextlib.AsyncExitStack() as stack:
+            volume = None
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                while volume is None:
+                    event = shake.next_event()
+                    if isinstance(event, hs.NeedData):
+                        shake.receive_data(await self._receive())
+                        continue
+                    reply, export = await self._option(shake, event)
+                    if export is not None:
+                        # Open the volume before agreeing to serve it: a volume another gateway
+                        # has open for writing is refused here, not after the handshake.
+                        try:
+                            volume = await stack.enter_async_context(self.server.hub.use(export))
+                        except StoreError as e:
+                            if isinstance(event, hs.ExportNameOption):
+                                raise hs.ProtocolError(f"cannot open {export}: {e}") from None
+                            reply = shake.error(Option.GO, Reply.ERR_POLICY, str(e))
+                        else:
+                            reply += (
+                                shake.ack(Option.GO) if isinstance(event, hs.InfoOption) else b""
+                            )
+                    if reply:
+                        await self.stream.send_all(reply)
+                    if isinstance(event, hs.AbortOption):
+                        return
             await self._transmission(shake, volume)
 
     async def _option(self, shake: hs.Handshake, event: hs.Event) -> tuple[bytes, str | None]:
@@ -307,7 +341,9 @@ class _Connection:
         out += shake.info_block_size(
             option, volume.block_bytes, max(volume.block_bytes, PREFERRED_BLOCK), MAX_PAYLOAD
         )
-        return out + shake.ack(option), (volume.name if event.go else None)
+        if event.go:  # acknowledged once the volume is open (see run)
+            return out, volume.name
+        return out + shake.ack(option), None
 
     # -- transmission ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class Server:
     data: Path
     process: subprocess.Popen[str]
     log: IO[str]
+    nbd: str = ""  # nbd://127.0.0.1:PORT (add /VOLUME)
 
 
 def _free_port() -> int:
@@ -32,11 +33,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data: Path, extra: list[str], scheme: str = "http") -> Server:
+def start_server(
+    data: Path, extra: list[str], scheme: str = "http", name: str = "server"
+) -> Server:
     port = _free_port()
+    nbd_port = _free_port()
+    if "--nbd" not in extra:
+        extra = [*extra, "--nbd", f"127.0.0.1:{nbd_port}"]
     env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-    log = (data / "server.log").open("w")  # stderr: the log (stdout, printed once, apart)
-    out = (data / "server.out").open("w")
+    log = (data / f"{name}.log").open("w")  # stderr: the log (stdout, printed once, apart)
+    out = (data / f"{name}.out").open("w")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -56,7 +62,7 @@ def start_server(data: Path, extra: list[str], scheme: str = "http") -> Server:
     )
     deadline = time.monotonic() + 30
     while True:
-        assert process.poll() is None, (data / "server.log").read_text()
+        assert process.poll() is None, (data / f"{name}.log").read_text()
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
@@ -64,7 +70,7 @@ def start_server(data: Path, extra: list[str], scheme: str = "http") -> Server:
             assert time.monotonic() < deadline, "store serve did not start"
             time.sleep(0.1)
     out.close()  # the child has its own handle
-    return Server(f"{scheme}://127.0.0.1:{port}", data, process, log)
+    return Server(f"{scheme}://127.0.0.1:{port}", data, process, log, f"nbd://127.0.0.1:{nbd_port}")
 
 
 def stop_server(server: Server) -> None:

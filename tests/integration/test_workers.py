@@ -81,9 +81,10 @@ def test_a_killed_worker_is_replaced_and_no_connection_is_refused(workers: Serve
     os.kill(victim, signal.SIGKILL)
     # Connections the kernel steers to the dead worker's socket wait for its successor.
     for _ in range(20):
-        assert make_client(workers.endpoint).get_object(Bucket="kill", Key="k")[
-            "Body"
-        ].read() == b"kept"
+        assert (
+            make_client(workers.endpoint).get_object(Bucket="kill", Key="k")["Body"].read()
+            == b"kept"
+        )
     _wait_for(lambda: len(_children(workers.process.pid) - before) == 1)
     assert "exited with status -9; restarting" in (workers.data / "server.log").read_text()
 
