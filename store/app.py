@@ -34,9 +34,8 @@ from typing import Any
 import trio
 
 from store.engine import maintenance, users
-from store.engine.node import DEFAULT_DRIVES, open_local_engine
+from store.engine.node import DEFAULT_DRIVES, local_volumes, open_local_engine
 from store.engine.objects import ObjectEngine
-from store.engine.volumes import Volumes
 from store.gateway.http import Drain, serve_http
 from store.gateway.nbd import NbdMetrics, NbdServer
 from store.gateway.s3 import GatewayConfig, S3Gateway, bad_request_response
@@ -194,7 +193,7 @@ async def _run_gateway(
     draining = Drain()
     async with trio.open_nursery() as nursery:
         if nbd_socks:
-            volumes = Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
+            volumes = local_volumes(engine)
             nbd = NbdServer(volumes, NbdMetrics(gateway.metrics.registry), draining)
             tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in nbd_socks]
             await nursery.start(nbd.serve, tcp)

@@ -123,16 +123,15 @@ def _volume(args: argparse.Namespace) -> int:
 
     import trio
 
-    from store.engine.node import open_local_engine
+    from store.engine.node import local_volumes, open_local_engine
     from store.engine.volume_records import parse_size
-    from store.engine.volumes import Volumes
     from store.errors import StoreError
 
     drives = [Path(d) for d in args.drive] or args.drives
 
     async def run() -> object:
         async with open_local_engine(Path(args.data), drives=drives, clean_tmp=False) as engine:
-            volumes = Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
+            volumes = local_volumes(engine)
             if args.action == "create":
                 created = await volumes.create(
                     args.name,
@@ -151,7 +150,7 @@ def _volume(args: argparse.Namespace) -> int:
                 found = asdict(await volumes.get(args.name))
                 found["attached"] = await volumes.attached(args.name)
                 return found
-            return [asdict(v) for v in await volumes.list()]
+            return [asdict(v) for v in await volumes.list_volumes()]
 
     needs = {"create": ("name", "size"), "resize": ("name", "size"), "delete": ("name",)}
     needs["info"] = ("name",)

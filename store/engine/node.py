@@ -16,6 +16,7 @@ from pathlib import Path
 from store.chunk.chunkstore import ChunkStore
 from store.chunk.drive import Drive
 from store.engine.objects import ObjectEngine
+from store.engine.volumes import Volumes
 from store.errors import InvalidArgument
 from store.meta.sqlite import open_sqlite_kv
 from store.placement.hrw import ClusterMap, DriveInfo
@@ -37,6 +38,15 @@ def local_drives(data_dir: Path, drives: int | Sequence[Path]) -> dict[str, Driv
             raise InvalidArgument(f"two drives named {name}")
         out[name] = Drive(path)
     return out
+
+
+def local_volumes(engine: ObjectEngine) -> Volumes:
+    """The block volumes of a single node's engine (its drives are local directories)."""
+    drives = engine.chunks.drives
+    local = {name: d for name, d in drives.items() if isinstance(d, Drive)}
+    if len(local) != len(drives):
+        raise InvalidArgument("volumes need local drives")
+    return Volumes(engine.kv, local, engine.chunks.cmap)
 
 
 @asynccontextmanager

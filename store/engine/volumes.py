@@ -98,7 +98,7 @@ class Volumes:
             raise NotFound(f"no volume {name}")
         return V.Volume.decode(found.value)
 
-    async def list(self) -> list[V.Volume]:
+    async def list_volumes(self) -> list[V.Volume]:
         out, start = [], b"VV/"
         while True:
             page = await self.kv.range(start, prefix_end(b"VV/"), limit=1000)

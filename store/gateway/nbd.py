@@ -294,7 +294,8 @@ class _Connection:
                 return shake.ack(Option.STRUCTURED_REPLY), None
             case hs.ListOption():
                 out = b"".join(
-                    shake.server(v.name, _describe(v)) for v in await self.server.volumes.list()
+                    shake.server(v.name, _describe(v))
+                    for v in await self.server.volumes.list_volumes()
                 )
                 return out + shake.ack(Option.LIST), None
             case hs.MetaContextOption():

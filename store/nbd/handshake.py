@@ -275,11 +275,11 @@ def _parse_option(option: int, data: bytes) -> Event:
             case Option.LIST | Option.STARTTLS | Option.STRUCTURED_REPLY:
                 if data:
                     raise ValueError("this option carries no data")
-                return {
-                    Option.LIST: ListOption,
-                    Option.STARTTLS: StartTLSOption,
-                    Option.STRUCTURED_REPLY: StructuredReplyOption,
-                }[Option(option)]()
+                if option == Option.LIST:
+                    return ListOption()
+                if option == Option.STARTTLS:
+                    return StartTLSOption()
+                return StructuredReplyOption()
             case Option.LIST_META_CONTEXT | Option.SET_META_CONTEXT:
                 export, rest = _take_string(data)
                 if len(rest) < 4:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from store.chunk.extentfile import ExtentFile, ExtentGeometry
 from store.engine import volume_records as V
-from store.engine.node import open_local_engine
+from store.engine.node import local_volumes, open_local_engine
 from store.engine.volumes import Volumes
 from store.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfRange
 
@@ -25,7 +25,7 @@ SIZE = 8 * EXTENT
 @pytest.fixture
 async def volumes(tmp_path: Path) -> AsyncIterator[Volumes]:
     async with open_local_engine(tmp_path, drives=4) as engine:
-        yield Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
+        yield local_volumes(engine)
 
 
 async def make(volumes: Volumes, name: str = "vol", **kw: object) -> V.Volume:
@@ -63,7 +63,7 @@ async def test_unwritten_volume_costs_nothing_and_reads_zeros(
 async def test_io_matches_a_model(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
     root = tmp_path_factory.mktemp("vol")
     async with open_local_engine(root, drives=4) as engine:
-        volumes = Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
+        volumes = local_volumes(engine)
         await make(volumes)
         model = bytearray(SIZE)
         trimmed: set[int] = set()
@@ -199,7 +199,7 @@ async def test_admin_create_list_resize_delete(volumes: Volumes, tmp_path: Path)
         await volumes.create("c", 1000)  # not a multiple of the block size
     with pytest.raises(InvalidArgument):
         await volumes.create("c", SIZE, replicas=5)  # 4 drives
-    assert [v.name for v in await volumes.list()] == ["a", "b"]
+    assert [v.name for v in await volumes.list_volumes()] == ["a", "b"]
     async with volumes.open("a") as vol:
         await vol.write(SIZE - BLOCK, b"e" * BLOCK)
         with pytest.raises(OutOfRange):
@@ -215,4 +215,4 @@ async def test_admin_create_list_resize_delete(volumes: Volumes, tmp_path: Path)
     await volumes.delete("a")
     with pytest.raises(NotFound):
         await volumes.get("a")
-    assert [v.name for v in await volumes.list()] == ["b"]
+    assert [v.name for v in await volumes.list_volumes()] == ["b"]
