@@ -1,0 +1,224 @@
+"""NBD throughput with fio's nbd engine: store beside nbdkit (file plugin) and qemu-nbd (raw file).
+
+    .venv/bin/python bench/nbd.py                 # 1 GiB, 8 s per job, on the disk under /var/tmp
+    .venv/bin/python bench/nbd.py --quick         # 256 MiB, 2 s per job
+    .venv/bin/python bench/nbd.py --out DIR       # also DIR/nbd.jsonl and DIR/nbd.png
+
+In one run, on the same disk: a store volume (2 replicas), nbdkit's file plugin and qemu-nbd on
+a raw file, each filled first; then for 1 and 2 connections (fio jobs): 4 KiB random read and
+write at queue depth 32 (IOPS, p50/p99 completion latency) and 1 MiB sequential read and write
+at queue depth 8 (MB/s). Also each server's CPU time per I/O (its processes' user + system time
+over the job, divided by the I/Os): the steadiest figure on a shared machine. Needs fio, nbdkit
+and qemu-nbd (``make test`` installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib import cpu_model, git_commit
+
+MIB = 1 << 20
+BIN = Path(sys.executable).parent
+JOBS = [  # name, fio rw, block size, queue depth
+    ("randread_4k", "randread", "4k", 32),
+    ("randwrite_4k", "randwrite", "4k", 32),
+    ("seqread_1m", "read", "1m", 8),
+    ("seqwrite_1m", "write", "1m", 8),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system seconds of a process and its children (live ones)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def start_store(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
+    data = root / "store"
+    subprocess.run(
+        [str(BIN / "store"), "volume", "create", "bench", "--size", str(size), "--data", str(data)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "store"), "serve", "--data", str(data), "--s3", f"127.0.0.1:{free_port()}"]
+        + ["--nbd", f"127.0.0.1:{port}", "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return f"nbd://127.0.0.1:{port}/bench", proc
+
+
+def start_nbdkit(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
+    path = root / "nbdkit.raw"
+    with open(path, "wb") as f:
+        f.truncate(size)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["nbdkit", "-f", "-p", str(port), "--exit-with-parent", "file", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return f"nbd://127.0.0.1:{port}/", proc
+
+
+def start_qemu_nbd(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
+    path = root / "qemu.raw"
+    with open(path, "wb") as f:
+        f.truncate(size)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["qemu-nbd", "-f", "raw", "-x", "bench", "-p", str(port), "-b", "127.0.0.1", "-t"]
+        + ["-e", "4", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return f"nbd://127.0.0.1:{port}/bench", proc
+
+
+def fio(uri: str, rw: str, bs: str, depth: int, jobs: int, size: int, seconds: float) -> Any:
+    argv = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}"]
+    argv += [f"--iodepth={depth}", f"--numjobs={jobs}", f"--size={size}", "--group_reporting"]
+    argv += ["--output-format=json", "--randrepeat=0"]
+    if seconds:
+        argv += ["--time_based", f"--runtime={seconds}"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return json.loads(out[out.index("{") :])["jobs"][0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="on the disk to test")
+    args = parser.parse_args()
+    size = (256 if args.quick else 1024) * MIB
+    seconds = 2 if args.quick else 8
+    base = {"bench": "nbd", "cpu": cpu_model(), "commit": git_commit(), "quick": args.quick}
+    lines: list[dict[str, Any]] = []
+    root = Path(tempfile.mkdtemp(prefix="nbd-bench-", dir=args.dir))
+    try:
+        for name, start in [
+            ("store", start_store),
+            ("nbdkit", start_nbdkit),
+            ("qemu-nbd", start_qemu_nbd),
+        ]:
+            uri, proc = start(root, size)
+            try:
+                fio(uri, "write", "1m", 8, 1, size, 0)  # fill: reads then hit data, not holes
+                for connections in (1, 2):
+                    for job, rw, bs, depth in JOBS:
+                        cpu0 = tree_cpu_s(proc.pid)
+                        result = fio(uri, rw, bs, depth, connections, size, seconds)
+                        cpu = tree_cpu_s(proc.pid) - cpu0
+                        side = result["read"] if "read" in rw else result["write"]
+                        ios = side["total_ios"] or 1
+                        pct = side["clat_ns"].get("percentile", {})
+                        line = {
+                            **base,
+                            "server": name,
+                            "job": job,
+                            "connections": connections,
+                            "iops": round(side["iops"]),
+                            "mbps": round(side["bw_bytes"] / 1e6, 1),
+                            "p50_us": round(pct.get("50.000000", 0) / 1e3, 1),
+                            "p99_us": round(pct.get("99.000000", 0) / 1e3, 1),
+                            "server_cpu_us_per_io": round(1e6 * cpu / ios, 1),
+                        }
+                        lines.append(line)
+                        print(json.dumps(line), flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    by = {(ln["server"], ln["job"], ln["connections"]): ln for ln in lines}
+    for ln in lines:
+        peer = by.get(("nbdkit", ln["job"], ln["connections"]))
+        if ln["server"] == "store" and peer:
+            key = "iops" if "4k" in ln["job"] else "mbps"
+            print(
+                f"{ln['job']:<13} x{ln['connections']} store {ln[key]:>9} nbdkit {peer[key]:>9}"
+                f"  ratio {ln[key] / max(peer[key], 1e-9):.2f}  cpu/io {ln['server_cpu_us_per_io']}"
+                f" vs {peer['server_cpu_us_per_io']} us",
+                file=sys.stderr,
+            )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / "nbd.jsonl", "w") as f:
+            f.writelines(json.dumps(ln) + "\n" for ln in lines)
+        plot(lines, args.out / "nbd.png")
+    return 0
+
+
+def plot(lines: list[dict[str, Any]], path: Path) -> None:
+    """Ratios to nbdkit per job and connection count, one bar per server."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    by = {(ln["server"], ln["job"], ln["connections"]): ln for ln in lines}
+    cases = [(job, c) for job, *_ in JOBS for c in (1, 2)]
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for offset, server in [(-0.25, "store"), (0.0, "nbdkit"), (0.25, "qemu-nbd")]:
+        values = []
+        for job, c in cases:
+            key = "iops" if "4k" in job else "mbps"
+            peer = by.get(("nbdkit", job, c), {}).get(key) or 1
+            values.append(by.get((server, job, c), {}).get(key, 0) / peer)
+        ax.bar([i + offset for i in range(len(cases))], values, 0.25, label=server)
+    ax.set_xticks(range(len(cases)), [f"{j}\nx{c}" for j, c in cases], fontsize=8)
+    ax.set_ylabel("ratio to nbdkit (IOPS or MB/s)")
+    ax.set_title("NBD with fio, loopback, same disk")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
