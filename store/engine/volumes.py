@@ -281,6 +281,7 @@ class OpenVolume:
         self.lost = False
         self.nursery: trio.Nursery | None = None
         self._files: OrderedDict[tuple[str, int, str], ExtentFile] = OrderedDict()
+        self._placement: dict[tuple[str, int], list[str]] = {}
         self._alloc_locks: dict[int, trio.Lock] = {}
         self._dirty: set[int] = set()  # marked in the metadata since the last flush
         self._marking: dict[int, trio.Event] = {}
@@ -311,7 +312,14 @@ class OpenVolume:
             raise OutOfRange(f"{offset}+{length} is past the end of {self.name}")
 
     def _drives(self, layer: str, index: int) -> list[str]:
-        return self.volumes.replica_drives(V.extent_id(layer, index), self.volume.replicas)
+        key = (layer, index)
+        found = self._placement.get(key)
+        if found is None:  # HRW ranks every drive: worth remembering per extent
+            found = self.volumes.replica_drives(V.extent_id(layer, index), self.volume.replicas)
+            if len(self._placement) >= OPEN_FILES * 8:
+                self._placement.clear()
+            self._placement[key] = found
+        return found
 
     def _file(self, layer: str, index: int, drive_id: str) -> ExtentFile:
         key = (layer, index, drive_id)
@@ -337,6 +345,44 @@ class OpenVolume:
         self._files.clear()
 
     # -- reads ----------------------------------------------------------------------------------
+
+    # -- the synchronous fast path: no await, so the NBD server answers a batch of requests in
+    # one pass and one send; None/False means "take the async path" (nothing was done).
+
+    def try_read(self, offset: int, length: int) -> bytes | None:
+        """The bytes, if every block is in the page cache (or a hole) and every replica read
+        goes well; else None."""
+        self._check(offset, length)
+        extent = self.geometry.extent_bytes
+        index, within = divmod(offset, extent)
+        if within + length > extent:
+            return None  # crosses extents: the general path
+        layer = self.allocated.get(index)
+        if layer is None:
+            return bytes(length)
+        try:
+            drive_id = self._drives(layer, index)[0]
+            return self._file(layer, index, drive_id).read(within, length, nowait=True)
+        except (BlockingIOError, StoreError, OSError):
+            return None
+
+    def try_write(self, offset: int, data: bytes | memoryview) -> bool:
+        """Write to the page cache of every replica now, if the extent is this volume's, already
+        marked dirty, and the write small and within one extent; else False."""
+        self._check(offset, len(data), write=True)
+        extent = self.geometry.extent_bytes
+        index, within = divmod(offset, extent)
+        if (
+            within + len(data) > extent
+            or len(data) > INLINE_WRITE_BYTES
+            or self.allocated.get(index) != self.layer
+            or index not in self._dirty
+        ):
+            return False
+        for drive_id in self._drives(self.layer, index):
+            self._file(self.layer, index, drive_id).write(within, data)
+        self._written.add(index)
+        return True
 
     async def read(self, offset: int, length: int) -> bytes:
         self._check(offset, length)
