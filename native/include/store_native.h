@@ -88,5 +88,9 @@ uint32_t store_crc32c_with(int kernel, uint32_t crc, const uint8_t *buf, size_t 
  * of the first block that does not match, or -1 when all do. One call per read, not per block. */
 long store_crc32c_verify_blocks(const uint8_t *buf, size_t len, size_t block_len,
                                 const uint8_t *crcs);
+/* The CRC32C of each consecutive `block_len` block of `buf` (the last may be short), written
+ * to `crcs` as little-endian uint32s (room for ceil(len / block_len) of them): the table that
+ * store_crc32c_verify_blocks checks. Returns the number of blocks. */
+long store_crc32c_blocks(const uint8_t *buf, size_t len, size_t block_len, uint8_t *crcs);
 
 #endif

@@ -122,6 +122,22 @@ uint32_t store_crc32c_with(int kernel, uint32_t crc, const uint8_t *buf, size_t 
     return ~crc_kernels[kernel](~crc, buf, len);
 }
 
+long store_crc32c_blocks(const uint8_t *buf, size_t len, size_t block_len, uint8_t *crcs) {
+    if (block_len == 0) return 0;
+    crc_kernel fn = crc_kernels[store_crc_default()];
+    long index = 0;
+    for (size_t pos = 0; pos < len; pos += block_len, index++) {
+        size_t n = len - pos < block_len ? len - pos : block_len;
+        uint32_t crc = ~fn(~0u, buf + pos, n);
+        uint8_t *c = crcs + 4 * (size_t)index;
+        c[0] = (uint8_t)crc;
+        c[1] = (uint8_t)(crc >> 8);
+        c[2] = (uint8_t)(crc >> 16);
+        c[3] = (uint8_t)(crc >> 24);
+    }
+    return index;
+}
+
 long store_crc32c_verify_blocks(const uint8_t *buf, size_t len, size_t block_len,
                                 const uint8_t *crcs) {
     if (block_len == 0) return len ? 0 : -1;

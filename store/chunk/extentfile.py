@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.errors import Corrupt, InvalidArgument, NotFound
-from store.native import crc32c, crc32c_verify_blocks
+from store.native import crc32c, crc32c_blocks, crc32c_verify_blocks
 
 MAGIC = b"STEXT001"
 FOOTER = struct.Struct("<8sQIII")  # + u32 crc
@@ -199,9 +199,7 @@ class ExtentFile:
         block = g.block_bytes
         view = memoryview(data)
         count = len(view) // block
-        crcs = struct.pack(
-            f"<{count}I", *[crc32c(view[i : i + block]) for i in range(0, len(view), block)]
-        )
+        crcs = crc32c_blocks(view, block)
         _pwrite_all(self.fd, view, offset)
         self._set_table(offset // block, crcs, bytes([DATA]) * count)
 
