@@ -18,15 +18,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_model, git_commit
+from benchlib import cpu_model, free_port, git_commit, wait_port
 
 MIB = 1 << 20
 BIN = Path(sys.executable).parent
@@ -36,24 +34,6 @@ JOBS = [  # name, fio rw, block size, queue depth
     ("seqread_1m", "read", "1m", 8),
     ("seqwrite_1m", "write", "1m", 8),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 def tree_cpu_s(pid: int) -> float:

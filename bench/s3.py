@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,31 +34,13 @@ from urllib.parse import urlsplit
 
 import h11
 import trio
-from benchlib import cpu_model, git_commit
+from benchlib import cpu_model, free_port, git_commit, wait_port
 
 MIB = 1 << 20
 WRK = shutil.which("wrk")
 WRK_SCRIPT = Path(__file__).with_name("wrk_presigned.lua")
 AK, SK = "benchaccesskey", "benchsecretkey1"
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 def start_store(root: Path, workers: int) -> tuple[str, subprocess.Popen[bytes]]:

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, TypeVar
 import trio
 
 from store.chunk import extentfile, shardfile
+from store.chunk.fsio import fsync_dir
 from store.chunk.shardfile import CRC_BYTES, HEADER_BYTES, ShardGeometry
 from store.errors import InvalidArgument, NotFound
 from store.native import crc32c
@@ -76,14 +77,6 @@ def check_shard_id(sid: str) -> None:
 class DriveStat:
     total_bytes: int
     free_bytes: int
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Drive:
@@ -228,7 +221,7 @@ class Drive:
                 path.unlink()
             except FileNotFoundError:
                 return False
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return True
 
         return await self._run(remove)
@@ -336,7 +329,7 @@ class ShardWriter:
         self._fd = None
         self._final.parent.mkdir(exist_ok=True)
         os.replace(self._tmp, self._final)
-        _fsync_dir(self._final.parent)
+        fsync_dir(self._final.parent)
 
     async def commit(self) -> ShardGeometry:
         """fsync the file, rename it into place, fsync the directory: durable and visible."""

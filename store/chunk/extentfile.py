@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.chunk.fsio import fsync_dir
 from store.errors import Corrupt, InvalidArgument, NotFound
 from store.native import crc32c, crc32c_blocks, crc32c_verify_blocks
 
@@ -95,7 +96,7 @@ def create(path: Path, geometry: ExtentGeometry, source: ExtentFile | None = Non
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _sync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _copy_data(source: ExtentFile, fd: int, geometry: ExtentGeometry) -> None:
@@ -113,14 +114,6 @@ def _copy_data(source: ExtentFile, fd: int, geometry: ExtentGeometry) -> None:
         data = os.pread(source.fd, (end - index) * block, index * block)
         os.pwrite(fd, data, index * block)
         index = end
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ExtentFile:

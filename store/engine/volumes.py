@@ -25,7 +25,7 @@ import logging
 import secrets
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import trio
@@ -435,18 +435,25 @@ class OpenVolume:
     async def write(self, offset: int, data: bytes | memoryview, *, fua: bool = False) -> None:
         self._check(offset, len(data), write=True)
         view = memoryview(data)
-        touched = []
+        touched: list[int] = []
         for p in self.pieces(offset, len(data)):
             await self._prepare(p.index)
-            self._busy[p.index] += 1
-            try:
+            with self._writing(p.index, touched):
                 await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
-            finally:
-                self._busy[p.index] -= 1
-            self._written.add(p.index)
-            touched.append(p.index)
         if fua:
             await self._sync_extents(touched)
+
+    @contextmanager
+    def _writing(self, index: int, touched: list[int]) -> Iterator[None]:
+        """Around a write to an extent: a flush meanwhile keeps its dirty mark; once written it
+        is one to sync at the next flush (and now, for FUA)."""
+        self._busy[index] += 1
+        try:
+            yield
+        finally:
+            self._busy[index] -= 1
+        self._written.add(index)
+        touched.append(index)
 
     async def _write_replicas(self, index: int, offset: int, data: memoryview) -> None:
         files = [self._file(self.layer, index, d) for d in self._drives(self.layer, index)]
@@ -463,7 +470,7 @@ class OpenVolume:
     ) -> None:
         """Make the range read as zeros; ``punch`` lets the space be freed (NBD: no NO_HOLE)."""
         self._check(offset, length, write=True)
-        touched = []
+        touched: list[int] = []
         for p in self.pieces(offset, length):
             layer = self.allocated.get(p.index)
             if layer is None:
@@ -473,17 +480,12 @@ class OpenVolume:
                 await self._prepare(p.index, fresh=True)  # an empty extent hides the parent's
                 continue
             await self._prepare(p.index)
-            self._busy[p.index] += 1
-            try:
+            with self._writing(p.index, touched):
                 for drive_id in self._drives(self.layer, p.index):
                     f = self._file(self.layer, p.index, drive_id)
                     await self.volumes.drives[drive_id].run(
                         lambda f=f, p=p: f.zero(p.offset, p.length, punch=punch)
                     )
-            finally:
-                self._busy[p.index] -= 1
-            self._written.add(p.index)
-            touched.append(p.index)
         if fua:
             await self._sync_extents(touched)
 
