@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +55,21 @@ def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listening on {port}")
+
+
+def save(out: Path | None, name: str, lines: list[dict[str, Any]], plot: Any) -> None:
+    """``out/<name>.jsonl`` and ``out/<name>.png`` (drawn by ``plot(plt, lines, path)`` when
+    matplotlib is installed); nothing without ``--out``."""
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{name}.jsonl", "w") as f:
+        f.writelines(json.dumps(ln) + "\n" for ln in lines)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    plot(plt, lines, out / f"{name}.png")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from benchlib import cpu_model, git_commit
+from benchlib import cpu_model, git_commit, save
 
 from store.engine.node import open_local_engine
 
@@ -203,22 +203,11 @@ def main() -> int:
                 else f"(bar {ln['bar']})"
             )
             print(f"{ln['medium']:>6} {ln['case']:<10} {value}  {extra}", file=sys.stderr)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with open(args.out / "engine.jsonl", "w") as f:
-            f.writelines(json.dumps(ln) + "\n" for ln in lines)
-        plot(lines, args.out / "engine.png")
+    save(args.out, "engine", lines, plot)
     return 0
 
 
-def plot(lines: list[dict[str, Any]], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+def plot(plt: Any, lines: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     labels, ours, limits = [], [], []
     for ln in lines:

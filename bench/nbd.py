@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_model, free_port, git_commit, wait_port
+from benchlib import cpu_model, free_port, git_commit, save, wait_port
 
 MIB = 1 << 20
 BIN = Path(sys.executable).parent
@@ -165,23 +165,12 @@ def main() -> int:
                 f" vs {peer['server_cpu_us_per_io']} us",
                 file=sys.stderr,
             )
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with open(args.out / "nbd.jsonl", "w") as f:
-            f.writelines(json.dumps(ln) + "\n" for ln in lines)
-        plot(lines, args.out / "nbd.png")
+    save(args.out, "nbd", lines, plot)
     return 0
 
 
-def plot(lines: list[dict[str, Any]], path: Path) -> None:
+def plot(plt: Any, lines: list[dict[str, Any]], path: Path) -> None:
     """Ratios to nbdkit per job and connection count, one bar per server."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     by = {(ln["server"], ln["job"], ln["connections"]): ln for ln in lines}
     cases = [(job, c) for job, *_ in JOBS for c in (1, 2)]
     fig, ax = plt.subplots(figsize=(9, 3.5))

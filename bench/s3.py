@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import h11
 import trio
-from benchlib import cpu_model, free_port, git_commit, wait_port
+from benchlib import cpu_model, free_port, git_commit, save, wait_port
 
 MIB = 1 << 20
 WRK = shutil.which("wrk")
@@ -318,23 +318,12 @@ def main() -> int:
                 f"moto {peer[key]:>9}  ratio {ratio:.2f}",
                 file=sys.stderr,
             )
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with open(args.out / "s3.jsonl", "w") as f:
-            f.writelines(json.dumps(ln) + "\n" for ln in lines)
-        plot(lines, args.out / "s3.png")
+    save(args.out, "s3", lines, plot)
     return 0
 
 
-def plot(lines: list[dict[str, Any]], path: Path) -> None:
+def plot(plt: Any, lines: list[dict[str, Any]], path: Path) -> None:
     """Store beside moto: MB/s of the large cases, ops/s of the small ones."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     by = {(ln["server"], ln["case"], ln.get("streams")): ln for ln in lines}
     fig, (big, small_ax) = plt.subplots(1, 2, figsize=(9, 3.5), width_ratios=[2, 1])
     for ax, cases, key, unit in [
