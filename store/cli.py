@@ -141,6 +141,11 @@ def _volume(args: argparse.Namespace) -> int:
                     description=args.description,
                 )
                 return asdict(created)
+            if args.action == "snapshot":
+                volume, _, snap = args.name.partition("@")
+                return asdict(await volumes.snapshot(volume, snap, args.description))
+            if args.action == "clone":
+                return asdict(await volumes.clone(args.name, args.target, args.description))
             if args.action == "resize":
                 return asdict(await volumes.resize(args.name, parse_size(args.size)))
             if args.action == "delete":
@@ -153,7 +158,7 @@ def _volume(args: argparse.Namespace) -> int:
             return [asdict(v) for v in await volumes.list_volumes()]
 
     needs = {"create": ("name", "size"), "resize": ("name", "size"), "delete": ("name",)}
-    needs["info"] = ("name",)
+    needs |= {"info": ("name",), "snapshot": ("name",), "clone": ("name", "target")}
     missing = [f for f in needs.get(args.action, ()) if not getattr(args, f)]
     if missing:
         print(f"store volume {args.action}: give {' and '.join(missing)}", file=sys.stderr)
@@ -251,10 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--data", default="./data", help="data directory (default ./data)")
     user.set_defaults(func=_user)
     volume = sub.add_parser(
-        "volume", help="block volumes served over NBD (create | list | info | resize | delete)"
+        "volume",
+        help="block volumes served over NBD (create | list | info | resize | delete | snapshot"
+        " VOL@SNAP | clone VOL@SNAP NEW)",
     )
-    volume.add_argument("action", choices=["create", "list", "info", "resize", "delete"])
+    actions = ["create", "list", "info", "resize", "delete", "snapshot", "clone"]
+    volume.add_argument("action", choices=actions)
     volume.add_argument("name", nargs="?", default="", help="volume name (the NBD export name)")
+    volume.add_argument("target", nargs="?", default="", help="the new volume (clone)")
     volume.add_argument("--size", default="", help="size: bytes, or with K/M/G/T (create, resize)")
     volume.add_argument("--block-size", type=int, default=4096, help="bytes (create)")
     volume.add_argument("--replicas", type=int, default=2, help="copies on distinct drives")

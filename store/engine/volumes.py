@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -119,6 +120,9 @@ class Volumes:
         V.check_size(size, volume.block_bytes)
         if size < volume.size and await self.attached(name):
             raise Conflict(f"volume {name} is attached: shrinking it is refused")
+        if size < volume.size and (await self._layer(volume.layer)).parent:
+            # Growing it again would show the parent's data past the cut, not zeros.
+            raise InvalidArgument(f"volume {name} has a snapshot or is a clone: it cannot shrink")
         resized = volume.resized(size)
         key = V.volume_key(name)
         current = await self.kv.get(key)
@@ -136,21 +140,113 @@ class Volumes:
             await self._drop_extents(volume, volume.layer, first)
         return resized
 
-    async def delete(self, name: str) -> None:
+    async def snapshot(self, name: str, snap: str, description: str = "") -> V.Volume:
+        """``name@snap``: the volume as it is now, read-only. Nothing is copied: the volume's
+        layer becomes the snapshot's, and the volume continues on a new empty layer above it.
+        The volume must not be attached (its writer's cache would miss the switch)."""
+        full = f"{name}@{snap}"
+        V.check_name(full, snapshot=True)
         volume = await self.get(name)
-        if await self.attached(name):
-            raise Conflict(f"volume {name} is attached")
-        await self._drop_extents(volume, volume.layer, 0)
+        if volume.readonly:
+            raise InvalidArgument(f"{name} is a snapshot: clone it, then snapshot the clone")
+        prefix = V.dirty_prefix(volume.layer)
+        if (await self.kv.range(prefix, prefix_end(prefix), limit=1)).kvs:
+            raise Conflict(f"volume {name} was not closed cleanly: attach it once to recover")
+        layer = await self._layer(volume.layer)
+        key = V.volume_key(name)
+        current = await self.kv.get(key)
+        assert current is not None
+        above = secrets.token_hex(8)
+        frozen = replace(
+            volume, name=full, readonly=True, origin=name, created=time.time(),
+            description=description,
+        )  # fmt: skip
         result = await self.kv.txn(
-            [Compare.absent(V.owner_key(name))],
             [
-                Delete(V.volume_key(name)),
-                Delete(V.layer_key(volume.layer)),
-                Delete(V.dirty_prefix(volume.layer), prefix_end(V.dirty_prefix(volume.layer))),
+                Compare.mod_is(key, current.mod_revision),
+                Compare.absent(V.owner_key(name)),
+                Compare.absent(V.volume_key(full)),
+            ],
+            [
+                Put(V.volume_key(full), frozen.encode()),
+                Put(V.layer_key(volume.layer), V.Layer(layer.parent, full).encode()),
+                Put(V.layer_key(above), V.Layer(volume.layer, name).encode()),
+                Put(key, replace(volume, layer=above).encode()),
             ],
         )
         if not result.succeeded:
-            raise Conflict(f"volume {name} was attached meanwhile")
+            if await self.kv.get(V.volume_key(full)) is not None:
+                raise AlreadyExists(f"snapshot {full} exists")
+            raise Conflict(f"volume {name} is attached or changed meanwhile")
+        return frozen
+
+    async def clone(self, snapshot: str, name: str, description: str = "") -> V.Volume:
+        """A new writable volume that starts as ``snapshot`` (copy-on-write, nothing copied)."""
+        source = await self.get(snapshot)
+        if not source.readonly:
+            raise InvalidArgument(f"{snapshot} is not a snapshot: snapshot it, then clone that")
+        V.check_name(name)
+        layer = secrets.token_hex(8)
+        volume = replace(
+            source, name=name, layer=layer, readonly=False, origin=snapshot, created=time.time(),
+            description=description,
+        )  # fmt: skip
+        result = await self.kv.txn(
+            [Compare.absent(V.volume_key(name)), Compare.exists(V.volume_key(snapshot))],
+            [
+                Put(V.volume_key(name), volume.encode()),
+                Put(V.layer_key(layer), V.Layer(source.layer, name).encode()),
+            ],
+        )
+        if not result.succeeded:
+            raise AlreadyExists(f"volume {name} exists (or {snapshot} was just deleted)")
+        return volume
+
+    async def delete(self, name: str) -> None:
+        """Delete a volume or snapshot. Its layer's extents go once no volume reads through it:
+        a snapshot with clones (or its origin volume) above it stays, hidden, until they go."""
+        volume = await self.get(name)
+        layer = await self._layer(volume.layer)
+        result = await self.kv.txn(
+            [Compare.absent(V.owner_key(name)), Compare.exists(V.volume_key(name))],
+            [
+                Delete(V.volume_key(name)),
+                Put(V.layer_key(volume.layer), V.Layer(layer.parent, "").encode()),
+            ],
+        )
+        if not result.succeeded:
+            raise Conflict(f"volume {name} is attached")
+        await self._free_unused(volume.layer, volume)
+
+    async def _free_unused(self, layer_id: str, volume: V.Volume) -> None:
+        """Free a layer no volume names and no layer sits on, then its parent the same way."""
+        while layer_id:
+            layer = await self._layer(layer_id)
+            if layer.volume or layer_id in await self._parents():
+                return
+            await self._drop_extents(volume, layer_id, 0)
+            prefix = V.dirty_prefix(layer_id)
+            await self.kv.txn(
+                [], [Delete(V.layer_key(layer_id)), Delete(prefix, prefix_end(prefix))]
+            )
+            layer_id = layer.parent
+
+    async def _layer(self, layer_id: str) -> V.Layer:
+        found = await self.kv.get(V.layer_key(layer_id))
+        if found is None:
+            raise Corrupt(f"layer {layer_id} is missing from the metadata")
+        return V.Layer.decode(found.value)
+
+    async def _parents(self) -> set[str]:
+        """Every layer some other layer sits on."""
+        out: set[str] = set()
+        start = b"VL/"
+        while True:
+            page = await self.kv.range(start, prefix_end(b"VL/"), limit=1000)
+            out |= {V.Layer.decode(kv.value).parent for kv in page.kvs}
+            if not page.more:
+                return out - {""}
+            start = page.kvs[-1].key + b"\0"
 
     async def _drop_extents(self, volume: V.Volume, layer: str, first: int) -> None:
         """Delete a layer's extents from ``first`` on: files first, then their keys (a crash in
@@ -180,14 +276,9 @@ class Volumes:
     async def chain(self, layer: str) -> list[str]:
         """The layer and its ancestors, top first."""
         chain = [layer]
-        while True:
-            found = await self.kv.get(V.layer_key(chain[-1]))
-            if found is None:
-                raise Corrupt(f"layer {chain[-1]} is missing from the metadata")
-            parent = V.Layer.decode(found.value).parent
-            if not parent:
-                return chain
+        while parent := (await self._layer(chain[-1])).parent:
             chain.append(parent)
+        return chain
 
     @asynccontextmanager
     async def open(self, name: str, *, writable: bool = True) -> AsyncIterator[OpenVolume]:

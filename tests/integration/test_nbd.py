@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,3 +250,39 @@ def test_one_gateway_writes_a_volume(nbd_server: Server, volume: str, tmp_path: 
         second.process.terminate()
         second.process.wait(10)
         second.log.close()
+
+
+def test_snapshot_exports_read_only_and_clone_is_writable(nbd_server: Server, volume: str) -> None:
+    name = volume.rsplit("/", 1)[1]
+    nbdsh(volume, 'h.pwrite(b"s" * 65536, 0)')
+    deadline = time.monotonic() + 10  # the gateway keeps a volume open 2 s after its last client
+    while store(nbd_server, "volume", "info", name)["attached"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    store(nbd_server, "volume", "snapshot", f"{name}@one")
+    store(nbd_server, "volume", "clone", f"{name}@one", f"{name}-clone")
+    snap = f"{volume}@one"
+    info = json.loads(run("nbdinfo", "--json", snap))["exports"][0]
+    assert info["is_read_only"]
+    nbdsh(
+        snap,
+        """
+        import errno
+        assert h.is_read_only()
+        assert h.pread(65536, 0) == b"s" * 65536
+        h.set_strict_mode(0)
+        for call in (lambda: h.pwrite(b"x" * 4096, 0), lambda: h.trim(4096, 0),
+                     lambda: h.zero(4096, 0)):
+            try:
+                call()
+            except nbd.Error as e:
+                assert e.errnum == errno.EPERM, e
+            else:
+                raise AssertionError("a write to a snapshot succeeded")
+        """,
+    )
+    nbdsh(
+        f"{volume}-clone",
+        'h.pwrite(b"c" * 4096, 0); assert h.pread(8192, 0) == b"c" * 4096 + b"s" * 4096',
+    )
+    nbdsh(snap, 'assert h.pread(4096, 0) == b"s" * 4096')  # the clone's write is its own

@@ -15,7 +15,14 @@ from store.chunk.extentfile import ExtentFile, ExtentGeometry
 from store.engine import volume_records as V
 from store.engine.node import local_volumes, open_local_engine
 from store.engine.volumes import Volumes
-from store.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfRange
+from store.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ReadOnly,
+)
 
 BLOCK = 4096
 EXTENT = 16 * BLOCK  # small extents: requests cross them often
@@ -216,3 +223,70 @@ async def test_admin_create_list_resize_delete(volumes: Volumes, tmp_path: Path)
     with pytest.raises(NotFound):
         await volumes.get("a")
     assert [v.name for v in await volumes.list_volumes()] == ["b"]
+
+
+async def test_snapshots_and_clones_are_isolated(volumes: Volumes, tmp_path: Path) -> None:
+    await make(volumes, "base")
+    async with volumes.open("base") as vol:
+        await vol.write(0, b"1" * EXTENT)
+        await vol.write(EXTENT, b"2" * BLOCK)
+    files_before = files_of(tmp_path)
+    snap = await volumes.snapshot("base", "s1")
+    assert snap.readonly and snap.origin == "base"
+    assert files_of(tmp_path) == files_before  # nothing copied when it is taken
+    clone = await volumes.clone("base@s1", "copy")
+    async with volumes.open("base") as vol:
+        await vol.write(BLOCK, b"3" * BLOCK)  # copy-on-write of extent 0
+    async with volumes.open("copy") as vol:
+        assert await vol.read(0, 2 * BLOCK) == b"1" * 2 * BLOCK  # the clone sees the snapshot
+        await vol.write(EXTENT, b"4" * BLOCK)
+        await vol.write(3 * EXTENT, b"5" * BLOCK)  # an extent nobody had
+    async with volumes.open("base@s1") as vol:
+        assert not vol.writable
+        assert await vol.read(0, 2 * BLOCK) == b"1" * 2 * BLOCK
+        assert await vol.read(EXTENT, BLOCK) == b"2" * BLOCK
+        assert await vol.read(3 * EXTENT, BLOCK) == bytes(BLOCK)
+        with pytest.raises(ReadOnly):
+            await vol.write(0, b"x" * BLOCK)
+    async with volumes.open("base") as vol:
+        assert await vol.read(0, 2 * BLOCK) == b"1" * BLOCK + b"3" * BLOCK
+        assert await vol.read(EXTENT, BLOCK) == b"2" * BLOCK  # not the clone's write
+    async with volumes.open("copy") as vol:
+        assert await vol.read(EXTENT, BLOCK) == b"4" * BLOCK
+        assert await vol.read(BLOCK, BLOCK) == b"1" * BLOCK  # not the origin's write
+    assert clone.origin == "base@s1"
+    names = {v.name: v.readonly for v in await volumes.list_volumes()}
+    assert names == {"base": False, "base@s1": True, "copy": False}
+    with pytest.raises(AlreadyExists):
+        await volumes.snapshot("base", "s1")
+    with pytest.raises(InvalidArgument):
+        await volumes.clone("base", "x")  # clones come from snapshots
+    with pytest.raises(InvalidArgument):
+        await volumes.resize("base", SIZE - EXTENT)  # would expose the snapshot's data later
+    with pytest.raises(ReadOnly):
+        await volumes.resize("base@s1", 2 * SIZE)
+
+
+async def test_deleting_a_snapshot_keeps_what_clones_read(volumes: Volumes, tmp_path: Path) -> None:
+    await make(volumes, "base")
+    async with volumes.open("base") as vol:
+        await vol.write(0, b"a" * BLOCK)
+    await volumes.snapshot("base", "s")
+    await volumes.clone("base@s", "c")
+    await volumes.delete("base@s")  # hidden: base and c still read through its layer
+    async with volumes.open("c") as vol:
+        assert await vol.read(0, BLOCK) == b"a" * BLOCK
+    await volumes.delete("base")
+    async with volumes.open("c") as vol:
+        assert await vol.read(0, BLOCK) == b"a" * BLOCK
+    assert files_of(tmp_path)  # the snapshot's extent: c still needs it
+    await volumes.delete("c")
+    assert files_of(tmp_path) == []  # the last reader gone, every layer is freed
+    assert (await volumes.kv.range(b"V", b"W")).kvs == []
+
+
+async def test_snapshot_of_an_attached_volume_is_refused(volumes: Volumes) -> None:
+    await make(volumes, "busy")
+    async with volumes.open("busy"):
+        with pytest.raises(Conflict):
+            await volumes.snapshot("busy", "now")
