@@ -123,6 +123,7 @@ def _volume(args: argparse.Namespace) -> int:
 
     import trio
 
+    from store.engine import volume_transfer
     from store.engine.node import local_volumes, open_local_engine
     from store.engine.volume_records import parse_size
     from store.errors import StoreError
@@ -141,6 +142,25 @@ def _volume(args: argparse.Namespace) -> int:
                     description=args.description,
                 )
                 return asdict(created)
+            if args.action == "import":
+                bucket, _, key = args.source.partition("/")
+                imported = await volume_transfer.import_object(
+                    volumes,
+                    engine,
+                    bucket,
+                    key,
+                    args.name,
+                    block_bytes=args.block_size,
+                    replicas=args.replicas,
+                    description=args.description,
+                )
+                return asdict(imported)
+            if args.action == "export":
+                bucket, _, key = args.dest.partition("/")
+                version = await volume_transfer.export_volume(
+                    volumes, engine, args.name, bucket, key
+                )
+                return {"bucket": bucket, "key": key, "size": version.size, "etag": version.etag}
             if args.action == "snapshot":
                 volume, _, snap = args.name.partition("@")
                 return asdict(await volumes.snapshot(volume, snap, args.description))
@@ -159,6 +179,7 @@ def _volume(args: argparse.Namespace) -> int:
 
     needs = {"create": ("name", "size"), "resize": ("name", "size"), "delete": ("name",)}
     needs |= {"info": ("name",), "snapshot": ("name",), "clone": ("name", "target")}
+    needs |= {"import": ("name", "source"), "export": ("name", "dest")}
     missing = [f for f in needs.get(args.action, ()) if not getattr(args, f)]
     if missing:
         print(f"store volume {args.action}: give {' and '.join(missing)}", file=sys.stderr)
@@ -258,12 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     volume = sub.add_parser(
         "volume",
         help="block volumes served over NBD (create | list | info | resize | delete | snapshot"
-        " VOL@SNAP | clone VOL@SNAP NEW)",
+        " VOL@SNAP | clone VOL@SNAP NEW | import NEW --from BUCKET/KEY | export VOL --to"
+        " BUCKET/KEY)",
     )
     actions = ["create", "list", "info", "resize", "delete", "snapshot", "clone"]
+    actions += ["import", "export"]
     volume.add_argument("action", choices=actions)
     volume.add_argument("name", nargs="?", default="", help="volume name (the NBD export name)")
     volume.add_argument("target", nargs="?", default="", help="the new volume (clone)")
+    volume.add_argument(
+        "--from", dest="source", default="", help="BUCKET/KEY of a raw disk image (import)"
+    )
+    volume.add_argument("--to", dest="dest", default="", help="BUCKET/KEY to write (export)")
     volume.add_argument("--size", default="", help="size: bytes, or with K/M/G/T (create, resize)")
     volume.add_argument("--block-size", type=int, default=4096, help="bytes (create)")
     volume.add_argument("--replicas", type=int, default=2, help="copies on distinct drives")

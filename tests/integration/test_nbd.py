@@ -37,6 +37,14 @@ def run(*argv: str, **kw: object) -> str:
     return done.stdout
 
 
+def wait_detached(server: Server, name: str) -> None:
+    """The gateway keeps a volume open 2 s after its last client: snapshots wait for that."""
+    deadline = time.monotonic() + 10
+    while store(server, "volume", "info", name)["attached"]:
+        assert time.monotonic() < deadline, f"{name} stays attached"
+        time.sleep(0.2)
+
+
 def nbdsh(uri: str, script: str) -> str:
     return run("nbdsh", "-u", uri, "-c", textwrap.dedent(script), env=NBDSH_ENV)
 
@@ -255,10 +263,7 @@ def test_one_gateway_writes_a_volume(nbd_server: Server, volume: str, tmp_path: 
 def test_snapshot_exports_read_only_and_clone_is_writable(nbd_server: Server, volume: str) -> None:
     name = volume.rsplit("/", 1)[1]
     nbdsh(volume, 'h.pwrite(b"s" * 65536, 0)')
-    deadline = time.monotonic() + 10  # the gateway keeps a volume open 2 s after its last client
-    while store(nbd_server, "volume", "info", name)["attached"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_detached(nbd_server, name)
     store(nbd_server, "volume", "snapshot", f"{name}@one")
     store(nbd_server, "volume", "clone", f"{name}@one", f"{name}-clone")
     snap = f"{volume}@one"
@@ -286,3 +291,22 @@ def test_snapshot_exports_read_only_and_clone_is_writable(nbd_server: Server, vo
         'h.pwrite(b"c" * 4096, 0); assert h.pread(8192, 0) == b"c" * 4096 + b"s" * 4096',
     )
     nbdsh(snap, 'assert h.pread(4096, 0) == b"s" * 4096')  # the clone's write is its own
+
+
+def test_images_move_between_s3_and_nbd(nbd_server: Server, tmp_path: Path) -> None:
+    """An image uploaded over S3 becomes a volume; its snapshot becomes an object again."""
+    from tests.integration.conftest import make_client
+
+    s3 = make_client(nbd_server.endpoint)
+    s3.create_bucket(Bucket="images")
+    original = image(tmp_path / "disk.raw")
+    s3.upload_file(str(tmp_path / "disk.raw"), "images", "disk.raw")
+    store(nbd_server, "volume", "import", "imported", "--from", "images/disk.raw")
+    run("nbdcopy", f"{nbd_server.nbd}/imported", str(tmp_path / "via-nbd.raw"))
+    assert (tmp_path / "via-nbd.raw").read_bytes() == original
+    wait_detached(nbd_server, "imported")
+    store(nbd_server, "volume", "snapshot", "imported@v1")
+    done = store(nbd_server, "volume", "export", "imported@v1", "--to", "images/v1.raw")
+    assert done["size"] == len(original)
+    s3.download_file("images", "v1.raw", str(tmp_path / "v1.raw"))
+    assert (tmp_path / "v1.raw").read_bytes() == original
