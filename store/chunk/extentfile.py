@@ -132,6 +132,11 @@ class ExtentFile:
             raise NotFound(f"extent file {path.name} is missing") from None
         try:
             self._check_footer()
+            # The block states, kept in memory (one byte per block): a write that leaves them
+            # as they were (overwriting data) then skips a pwrite, and status needs no read.
+            # One writer per volume (its lease) means nobody else changes them meanwhile.
+            g = self.geometry
+            self._states = bytearray(os.pread(self.fd, g.blocks, g.extent_bytes + 4 * g.blocks))
         except BaseException:
             os.close(self.fd)
             raise
@@ -182,7 +187,7 @@ class ExtentFile:
         g = self.geometry
         g.check_range(offset, length)
         first, count = offset // g.block_bytes, length // g.block_bytes
-        return os.pread(self.fd, count, g.extent_bytes + 4 * g.blocks + first)
+        return bytes(self._states[first : first + count])
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -213,7 +218,9 @@ class ExtentFile:
     def _set_table(self, first: int, crcs: bytes, states: bytes) -> None:
         g = self.geometry
         _pwrite_all(self.fd, crcs, g.extent_bytes + 4 * first)
-        _pwrite_all(self.fd, states, g.extent_bytes + 4 * g.blocks + first)
+        if self._states[first : first + len(states)] != states:
+            _pwrite_all(self.fd, states, g.extent_bytes + 4 * g.blocks + first)
+            self._states[first : first + len(states)] = states
 
     def sync(self) -> None:
         os.fdatasync(self.fd)
@@ -223,7 +230,8 @@ class ExtentFile:
         table update was lost gets the CRC of what it holds). Returns the blocks fixed."""
         g = self.geometry
         block = g.block_bytes
-        states = bytearray(self.states(0, g.extent_bytes))
+        states = bytearray(os.pread(self.fd, g.blocks, g.extent_bytes + 4 * g.blocks))
+        self._states = bytearray(b"\xff" * g.blocks)  # unknown: the rewrite below is forced
         crcs = bytearray(os.pread(self.fd, 4 * g.blocks, g.extent_bytes))
         fixed = 0
         for index in range(g.blocks):
