@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,32 +71,38 @@ def start_store(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
 
 
 def start_nbdkit(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
-    path = root / "nbdkit.raw"
-    with open(path, "wb") as f:
-        f.truncate(size)
-    port = free_port()
-    proc = subprocess.Popen(
-        ["nbdkit", "-f", "-p", str(port), "--exit-with-parent", "file", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return _serve_file(
+        root / "nbdkit.raw",
+        size,
+        lambda port, path: ["nbdkit", "-f", "-p", port, "--exit-with-parent", "file", path],
+        "",
     )
-    wait_port(port, proc)
-    return f"nbd://127.0.0.1:{port}/", proc
 
 
 def start_qemu_nbd(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
-    path = root / "qemu.raw"
+    return _serve_file(
+        root / "qemu.raw",
+        size,
+        lambda port, path: (
+            ["qemu-nbd", "-f", "raw", "-x", "bench", "-p", port]
+            + ["-b", "127.0.0.1", "-t", "-e", "4", path]
+        ),
+        "bench",
+    )
+
+
+def _serve_file(
+    path: Path, size: int, argv: Callable[[str, str], list[str]], export: str
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A peer server exporting a sparse raw file of ``size`` bytes."""
     with open(path, "wb") as f:
         f.truncate(size)
     port = free_port()
     proc = subprocess.Popen(
-        ["qemu-nbd", "-f", "raw", "-x", "bench", "-p", str(port), "-b", "127.0.0.1", "-t"]
-        + ["-e", "4", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        argv(str(port), str(path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     wait_port(port, proc)
-    return f"nbd://127.0.0.1:{port}/bench", proc
+    return f"nbd://127.0.0.1:{port}/{export}", proc
 
 
 def fio(uri: str, rw: str, bs: str, depth: int, jobs: int, size: int, seconds: float) -> Any:

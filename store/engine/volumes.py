@@ -46,7 +46,7 @@ from store.errors import (
     StoreError,
     Unavailable,
 )
-from store.meta.api import KV, Compare, Delete, Put, prefix_end
+from store.meta.api import KV, Compare, Delete, Put, prefix_end, scan_prefix
 from store.placement.hrw import ClusterMap, place
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,7 @@ class Volumes:
         return V.Volume.decode(found.value)
 
     async def list_volumes(self) -> list[V.Volume]:
-        out, start = [], b"VV/"
-        while True:
-            page = await self.kv.range(start, prefix_end(b"VV/"), limit=1000)
-            out += [V.Volume.decode(kv.value) for kv in page.kvs]
-            if not page.more:
-                return out
-            start = page.kvs[-1].key + b"\0"
+        return [V.Volume.decode(kv.value) async for kv in scan_prefix(self.kv, b"VV/")]
 
     async def attached(self, name: str) -> bool:
         return await self.kv.get(V.owner_key(name)) is not None
@@ -239,14 +233,8 @@ class Volumes:
 
     async def _parents(self) -> set[str]:
         """Every layer some other layer sits on."""
-        out: set[str] = set()
-        start = b"VL/"
-        while True:
-            page = await self.kv.range(start, prefix_end(b"VL/"), limit=1000)
-            out |= {V.Layer.decode(kv.value).parent for kv in page.kvs}
-            if not page.more:
-                return out - {""}
-            start = page.kvs[-1].key + b"\0"
+        found = {V.Layer.decode(kv.value).parent async for kv in scan_prefix(self.kv, b"VL/")}
+        return found - {""}
 
     async def _drop_extents(self, volume: V.Volume, layer: str, first: int) -> None:
         """Delete a layer's extents from ``first`` on: files first, then their keys (a crash in
@@ -261,14 +249,8 @@ class Volumes:
             await self.kv.delete(V.extent_key(layer, index))
 
     async def _allocated(self, layer: str) -> list[int]:
-        out, prefix = [], V.extents_prefix(layer)
-        start = prefix
-        while True:
-            page = await self.kv.range(start, prefix_end(prefix), limit=10000, keys_only=True)
-            out += [V.index_of(kv.key) for kv in page.kvs]
-            if not page.more:
-                return out
-            start = page.kvs[-1].key + b"\0"
+        keys = scan_prefix(self.kv, V.extents_prefix(layer), keys_only=True, page_size=10000)
+        return [V.index_of(kv.key) async for kv in keys]
 
     def replica_drives(self, eid: str, replicas: int) -> list[str]:
         return place(self.cmap, eid, replicas)
@@ -479,6 +461,12 @@ class OpenVolume:
         self._check(offset, length)
         if length == 0:
             return b""
+        index, within = divmod(offset, self.geometry.extent_bytes)
+        if within + length <= self.geometry.extent_bytes:  # one extent: no assembly copy
+            layer = self.allocated.get(index)
+            if layer is None:
+                return bytes(length)
+            return await self._read_extent(layer, index, within, length)
         out = bytearray(length)
         for p in self.pieces(offset, length):
             layer = self.allocated.get(p.index)

@@ -16,7 +16,7 @@ conformance suite, ``store.testing.kv_conformance``, runs against each.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -248,3 +248,18 @@ def compare_holds(cmp: Compare, kv: KeyValue | None) -> bool:
     if cmp.op == ">":
         return actual > cmp.operand  # type: ignore[operator]
     raise InvalidArgument(f"unknown compare operator {cmp.op!r}")
+
+
+async def scan_prefix(
+    kv: KV, prefix: bytes, *, keys_only: bool = False, page_size: int = 1000
+) -> AsyncIterator[KeyValue]:
+    """Every key under ``prefix``, in order, read ``page_size`` at a time (each page its own
+    read: a long scan never holds one snapshot)."""
+    start, end = prefix, prefix_end(prefix)
+    while True:
+        page = await kv.range(start, end, limit=page_size, keys_only=keys_only)
+        for item in page.kvs:
+            yield item
+        if not page.more:
+            return
+        start = page.kvs[-1].key + b"\0"
