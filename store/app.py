@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from prometheus_client import CollectorRegistry
 
 from store.engine import maintenance, users
 from store.engine.node import DEFAULT_DRIVES, local_volumes, open_local_engine
@@ -60,6 +61,10 @@ class ServeConfig:
     workers: int = 1  # processes serving requests (1: no supervisor)
     nbd_host: str = "127.0.0.1"
     nbd_port: int | None = DEFAULT_NBD_PORT  # None: no NBD endpoint
+    # NBD TLS (STARTTLS with tls_cert/tls_key): "off", "optional" (clients choose) or
+    # "required" (every option before STARTTLS is refused with NBD_REP_ERR_TLS_REQD)
+    nbd_tls: str = "off"
+    nbd_tls_client_ca: Path | None = None  # given: NBD clients must present a cert it signed
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,33 @@ def _trio_listeners(config: ServeConfig, socks: list[socket.socket]) -> list[Any
     tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in socks]
     if config.tls_cert is None:
         return tcp
+    context = _server_tls_context(config)
+    return [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
+
+
+def _server_tls_context(config: ServeConfig, client_ca: Path | None = None) -> ssl.SSLContext:
+    assert config.tls_cert is not None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.tls_cert, config.tls_key)
-    return [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=str(client_ca))
+    return context
+
+
+def _nbd_server(
+    config: ServeConfig, engine: ObjectEngine, registry: CollectorRegistry, draining: Drain
+) -> NbdServer:
+    context = None
+    if config.nbd_tls != "off":
+        context = _server_tls_context(config, config.nbd_tls_client_ca)
+    return NbdServer(
+        local_volumes(engine),
+        NbdMetrics(registry),
+        draining,
+        tls_context=context,
+        tls_required=config.nbd_tls == "required",
+    )
 
 
 def _announce(
@@ -170,7 +199,8 @@ def _announce(
     print(f"Credentials:  {config.data_dir / 'credentials.json'} (mode 0600)", flush=True)
     if nbd_port is not None:
         address = format_address(config.nbd_host, nbd_port)
-        print(f"NBD endpoint: nbd://{address}/VOLUME", flush=True)
+        scheme = {"off": "nbd", "optional": "nbd[s]", "required": "nbds"}[config.nbd_tls]
+        print(f"NBD endpoint: {scheme}://{address}/VOLUME", flush=True)
     if config.workers > 1:
         print(f"Workers:      {config.workers} processes", flush=True)
     log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
@@ -193,8 +223,7 @@ async def _run_gateway(
     draining = Drain()
     async with trio.open_nursery() as nursery:
         if nbd_socks:
-            volumes = local_volumes(engine)
-            nbd = NbdServer(volumes, NbdMetrics(gateway.metrics.registry), draining)
+            nbd = _nbd_server(config, engine, gateway.metrics.registry, draining)
             tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in nbd_socks]
             await nursery.start(nbd.serve, tcp)
         nursery.start_soon(partial(maintenance.run_housekeeping, engine, primary=primary))
@@ -269,6 +298,9 @@ def worker_argv(config: ServeConfig, fds: WorkerFds, port: int, nbd_port: int | 
             argv += ["--drive", str(path)]
     if config.tls_cert is not None:
         argv += ["--tls-cert", str(config.tls_cert), "--tls-key", str(config.tls_key)]
+    argv += ["--nbd-tls", config.nbd_tls]
+    if config.nbd_tls_client_ca is not None:
+        argv += ["--nbd-tls-client-ca", str(config.nbd_tls_client_ca)]
     argv += ["--workers", "1", "--worker", fds.format()]
     return argv
 

@@ -106,6 +106,17 @@ def _serve(args: argparse.Namespace) -> int:
     if args.tls_cert:
         config.tls_cert, config.tls_key = Path(args.tls_cert), Path(args.tls_key)
     config.workers = args.workers or default_workers()
+    config.nbd_tls = args.nbd_tls
+    if args.nbd_tls == "auto":
+        config.nbd_tls = "optional" if args.tls_cert else "off"
+    elif args.nbd_tls != "off" and not args.tls_cert:
+        print(f"store serve: --nbd-tls {args.nbd_tls} needs --tls-cert", file=sys.stderr)
+        return 2
+    if args.nbd_tls_client_ca:
+        if config.nbd_tls == "off":
+            print("store serve: --nbd-tls-client-ca needs NBD TLS", file=sys.stderr)
+            return 2
+        config.nbd_tls_client_ca = Path(args.nbd_tls_client_ca)
     if args.nbd == "off":
         config.nbd_port = None
     else:
@@ -265,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--nbd",
         default="127.0.0.1:10809",
         help="NBD listen address HOST:PORT, or off (export name = volume name)",
+    )
+    serve.add_argument(
+        "--nbd-tls",
+        choices=["auto", "off", "optional", "required"],
+        default="auto",
+        help="NBD over TLS with --tls-cert (STARTTLS): optional (clients choose), required, or"
+        " off (default auto: optional when --tls-cert is given)",
+    )
+    serve.add_argument(
+        "--nbd-tls-client-ca",
+        metavar="PEM",
+        help="require NBD clients to present a certificate signed by this CA",
     )
     # Set by the supervisor when it starts a worker: its index and the descriptors it inherits.
     serve.add_argument("--worker", help=argparse.SUPPRESS)

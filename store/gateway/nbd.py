@@ -242,7 +242,8 @@ class _Connection:
     # -- handshake ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        shake = hs.Handshake(tls=self.server.tls_context is not None)
+        server = self.server
+        shake = hs.Handshake(tls=server.tls_context is not None, tls_required=server.tls_required)
         await self.stream.send_all(shake.greeting())
         assert self.server.hub is not None
         async with contextlib.AsyncExitStack() as stack:
@@ -271,6 +272,11 @@ class _Connection:
                         await self.stream.send_all(reply)
                     if isinstance(event, hs.AbortOption):
                         return
+                    if isinstance(event, hs.StartTLSOption) and shake.tls_active:
+                        self.stream = trio.SSLStream(
+                            self.stream, server.tls_context, server_side=True
+                        )
+                        await self.stream.do_handshake()
             await self._transmission(shake, volume)
 
     async def _option(self, shake: hs.Handshake, event: hs.Event) -> tuple[bytes, str | None]:
@@ -285,7 +291,13 @@ class _Connection:
             case hs.UnknownOption(option):
                 return shake.error(option, Reply.ERR_UNSUP, f"option {option} unsupported"), None
             case hs.StartTLSOption():
-                return shake.error(Option.STARTTLS, Reply.ERR_UNSUP, "TLS is not configured"), None
+                if self.server.tls_context is None:
+                    message = "TLS is not configured"
+                    return shake.error(Option.STARTTLS, Reply.ERR_UNSUP, message), None
+                return shake.ack(Option.STARTTLS), None  # run() starts TLS once this is sent
+            case hs.TLSRequired(option):
+                message = "this server requires TLS: negotiate NBD_OPT_STARTTLS first"
+                return shake.error(option, Reply.ERR_TLS_REQD, message), None
             case hs.StructuredReplyOption():
                 if shake.structured:
                     return shake.error(

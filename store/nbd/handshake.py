@@ -13,7 +13,10 @@ Theory of operation (proto.md, "Fixed newstyle negotiation"):
 
 The state this layer keeps is what the transmission phase needs: whether structured replies were
 acknowledged, the meta contexts the client selected (the last SET_META_CONTEXT wins), and
-whether the client asked for NO_ZEROES. What exports exist, and policy, are the server's.
+whether the client asked for NO_ZEROES, and whether TLS is on (after an acknowledged STARTTLS
+the server wraps the stream in TLS and feeds this object the decrypted bytes; with
+``tls_required`` every other option before it is a ``TLSRequired`` event). What exports exist,
+and other policy, are the server's.
 Malformed framing raises ``ProtocolError`` (the server closes the connection); malformed option
 *data* becomes a ``BadOption`` event, which the server answers with ``Reply.ERR_INVALID`` (except
 a bad EXPORT_NAME, which has no error reply: ``ProtocolError``).
@@ -86,6 +89,15 @@ class StructuredReplyOption:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSRequired:
+    """An option sent in plain text to a server that requires TLS: answer
+    ``error(option, Reply.ERR_TLS_REQD, ...)`` (proto.md: to every option but STARTTLS and
+    ABORT; a plain EXPORT_NAME has no error reply and raises ``ProtocolError``)."""
+
+    option: int
+
+
+@dataclass(frozen=True, slots=True)
 class MetaContextOption:
     """NBD_OPT_LIST_META_CONTEXT, or NBD_OPT_SET_META_CONTEXT (``set``)."""
 
@@ -115,6 +127,7 @@ Event = (
     | AbortOption
     | StartTLSOption
     | StructuredReplyOption
+    | TLSRequired
     | MetaContextOption
     | UnknownOption
     | BadOption
@@ -132,10 +145,12 @@ _REPLY_HEAD = struct.Struct(">QIII")
 
 
 class Handshake:
-    def __init__(self, *, tls: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, tls_required: bool = False) -> None:
         self._buffer = bytearray()
         self._got_flags = False
-        self.tls_offered = tls
+        self.tls_offered = tls or tls_required
+        self.tls_required = tls_required
+        self.tls_active = False  # STARTTLS was acknowledged: the bytes that follow are TLS
         self.no_zeroes = False
         self.structured = False
         self.meta_contexts: dict[int, str] = {}  # id -> name, as last set by the client
@@ -184,6 +199,13 @@ class Handshake:
         data = bytes(self._buffer[_OPTION_HEAD.size : end])
         del self._buffer[:end]
         self._pending = option
+        if option == Option.STARTTLS and self.tls_active and not data:
+            return BadOption(option, "TLS is already active")
+        if self.tls_required and not self.tls_active:
+            if option == Option.EXPORT_NAME:
+                raise ProtocolError("TLS is required before EXPORT_NAME")
+            if option not in (Option.STARTTLS, Option.ABORT):
+                return TLSRequired(option)
         return _parse_option(option, data)
 
     # -- replies --------------------------------------------------------------------------------
@@ -198,7 +220,10 @@ class Handshake:
             if reply == Reply.ACK and option == Option.GO:
                 self.done = True
             if reply == Reply.ACK and option == Option.STARTTLS:
+                if self._buffer:  # sent before our ACK: plain text the TLS session would eat
+                    raise ProtocolError("data sent after STARTTLS before its reply")
                 # proto.md: after STARTTLS succeeds the server MUST NOT preserve earlier state
+                self.tls_active = True
                 self.structured = False
                 self.meta_contexts = {}
         return _REPLY_HEAD.pack(OPTION_REPLY_MAGIC, option, reply, len(payload)) + payload
