@@ -6,6 +6,7 @@
     VD/<layer>/<index:016x>   extent <index> of <layer> may have been written since the last
                               flush: recovery rebuilds its checksums and reconciles its replicas
     VO/<name>                 held, with a lease, by the gateway that has it open for writing
+    VR/<name>                 a request to that gateway (a live snapshot) and then its answer
 
 A volume reads through a chain of layers: its own (written in place), then its parent's, and so
 on; an extent no layer has reads as zeros. A snapshot freezes the volume's layer and gives the
@@ -67,6 +68,10 @@ def dirty_prefix(layer: str) -> bytes:
 
 def owner_key(name: str) -> bytes:
     return b"VO/" + name.encode()
+
+
+def request_key(name: str) -> bytes:
+    return b"VR/" + name.encode()
 
 
 def owner_record() -> bytes:

@@ -21,6 +21,7 @@ a flush on any connection covers the writes of all of them (NBD multi-conn).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -35,6 +36,7 @@ from store.chunk import extentfile
 from store.chunk.drive import Drive
 from store.chunk.extentfile import HOLE, ZERO, ExtentFile, ExtentGeometry
 from store.engine import volume_records as V
+from store.engine import volume_requests
 from store.errors import (
     AlreadyExists,
     Conflict,
@@ -67,6 +69,10 @@ class Piece:
     offset: int  # within the extent
     length: int
     at: int  # within the request
+
+
+class _Attached(Exception):
+    """A detached-only operation found the volume open."""
 
 
 class Volumes:
@@ -137,17 +143,36 @@ class Volumes:
     async def snapshot(self, name: str, snap: str, description: str = "") -> V.Volume:
         """``name@snap``: the volume as it is now, read-only. Nothing is copied: the volume's
         layer becomes the snapshot's, and the volume continues on a new empty layer above it.
-        The volume must not be attached (its writer's cache would miss the switch)."""
+        While a gateway has the volume open, that gateway takes the snapshot (it must switch
+        layers itself): the request goes to it through the metadata (volume_requests)."""
+        V.check_name(f"{name}@{snap}", snapshot=True)
+        while True:
+            if not await self.attached(name):
+                try:
+                    return (await self.commit_snapshot(name, snap, description))[0]
+                except _Attached:
+                    pass  # opened meanwhile: ask its gateway
+            args = {"snap": snap, "description": description}
+            try:
+                return V.Volume(**await volume_requests.ask_owner(self.kv, name, "snapshot", args))
+            except volume_requests.NotAttached:
+                continue  # closed meanwhile: take it here
+
+    async def commit_snapshot(
+        self, name: str, snap: str, description: str, *, owner: bool = False
+    ) -> tuple[V.Volume, V.Volume]:
+        """The metadata side of a snapshot: (the snapshot, the volume on its new layer). With
+        ``owner`` the caller holds the volume open and has flushed it (its writes paused);
+        without, the volume must be detached and clean."""
         full = f"{name}@{snap}"
-        V.check_name(full, snapshot=True)
         volume = await self.get(name)
         if volume.readonly:
             raise InvalidArgument(f"{name} is a snapshot: clone it, then snapshot the clone")
         prefix = V.dirty_prefix(volume.layer)
-        if (await self.kv.range(prefix, prefix_end(prefix), limit=1)).kvs:
+        if not owner and (await self.kv.range(prefix, prefix_end(prefix), limit=1)).kvs:
             raise Conflict(f"volume {name} was not closed cleanly: attach it once to recover")
         layer = await self._layer(volume.layer)
-        key = V.volume_key(name)
+        key, owner_key = V.volume_key(name), V.owner_key(name)
         current = await self.kv.get(key)
         assert current is not None
         above = secrets.token_hex(8)
@@ -155,24 +180,27 @@ class Volumes:
             volume, name=full, readonly=True, origin=name, created=time.time(),
             description=description,
         )  # fmt: skip
+        moved = replace(volume, layer=above)
         result = await self.kv.txn(
             [
                 Compare.mod_is(key, current.mod_revision),
-                Compare.absent(V.owner_key(name)),
+                Compare.exists(owner_key) if owner else Compare.absent(owner_key),
                 Compare.absent(V.volume_key(full)),
             ],
             [
                 Put(V.volume_key(full), frozen.encode()),
                 Put(V.layer_key(volume.layer), V.Layer(layer.parent, full).encode()),
                 Put(V.layer_key(above), V.Layer(volume.layer, name).encode()),
-                Put(key, replace(volume, layer=above).encode()),
+                Put(key, moved.encode()),
             ],
         )
         if not result.succeeded:
             if await self.kv.get(V.volume_key(full)) is not None:
                 raise AlreadyExists(f"snapshot {full} exists")
-            raise Conflict(f"volume {name} is attached or changed meanwhile")
-        return frozen
+            if not owner and await self.attached(name):
+                raise _Attached(name)
+            raise Conflict(f"volume {name} changed meanwhile; try again")
+        return frozen, moved
 
     async def clone(self, snapshot: str, name: str, description: str = "") -> V.Volume:
         """A new writable volume that starts as ``snapshot`` (copy-on-write, nothing copied)."""
@@ -282,13 +310,19 @@ class Volumes:
                 for index in await self._allocated(layer):
                     allocated[index] = layer
             opened = OpenVolume(self, volume, chain, allocated, writable)
-            async with trio.open_nursery() as nursery:
+            failed: Exception | None = None  # raised by the caller's block: re-raised as is,
+            async with trio.open_nursery() as nursery:  # not wrapped in an ExceptionGroup
                 if writable:
                     nursery.start_soon(self._keep_lease, lease, opened)
                     await opened.recover()
+                    nursery.start_soon(
+                        volume_requests.serve_requests, self.kv, name, opened.handle_request
+                    )
                 opened.nursery = nursery
                 try:
                     yield opened
+                except Exception as e:
+                    failed = e
                 finally:
                     with trio.CancelScope(shield=True):
                         with trio.move_on_after(REPAIR_WAIT_S):  # repairs found by reads
@@ -297,6 +331,8 @@ class Volumes:
                             await opened.flush()
                         opened.close_files()
                     nursery.cancel_scope.cancel()
+            if failed is not None:
+                raise failed
         finally:
             if lease:
                 with trio.CancelScope(shield=True):
@@ -364,6 +400,9 @@ class OpenVolume:
         self.repairing = 0
         self.repairs_idle = trio.Event()
         self.repairs_idle.set()
+        self._writers = 0  # write calls in progress
+        self._paused: trio.Event | None = None  # set while writes wait (a live snapshot)
+        self._writers_gone: trio.Event | None = None
 
     # -- geometry -------------------------------------------------------------------------------
 
@@ -447,6 +486,7 @@ class OpenVolume:
         index, within = divmod(offset, extent)
         if (
             within + len(data) > extent
+            or self._paused is not None
             or len(data) > INLINE_WRITE_BYTES
             or self.allocated.get(index) != self.layer
             or index not in self._dirty
@@ -513,14 +553,29 @@ class OpenVolume:
 
     async def write(self, offset: int, data: bytes | memoryview, *, fua: bool = False) -> None:
         self._check(offset, len(data), write=True)
+        while self._paused is not None:
+            await self._paused.wait()
         view = memoryview(data)
         touched: list[int] = []
-        for p in self.pieces(offset, len(data)):
-            await self._prepare(p.index)
-            with self._writing(p.index, touched):
-                await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
-        if fua:
-            await self._sync_extents(touched)
+        with self._write_call():
+            for p in self.pieces(offset, len(data)):
+                await self._prepare(p.index)
+                with self._writing(p.index, touched):
+                    await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
+            if fua:
+                await self._sync_extents(touched)
+
+    @contextmanager
+    def _write_call(self) -> Iterator[None]:
+        """Counts a write call (entered with writes not paused), so a live snapshot can wait
+        for the calls in progress to finish."""
+        self._writers += 1
+        try:
+            yield
+        finally:
+            self._writers -= 1
+            if not self._writers and self._writers_gone is not None:
+                self._writers_gone.set()
 
     @contextmanager
     def _writing(self, index: int, touched: list[int]) -> Iterator[None]:
@@ -549,6 +604,12 @@ class OpenVolume:
     ) -> None:
         """Make the range read as zeros; ``punch`` lets the space be freed (NBD: no NO_HOLE)."""
         self._check(offset, length, write=True)
+        while self._paused is not None:
+            await self._paused.wait()
+        with self._write_call():
+            await self._write_zeroes(offset, length, punch=punch, fua=fua)
+
+    async def _write_zeroes(self, offset: int, length: int, *, punch: bool, fua: bool) -> None:
         touched: list[int] = []
         for p in self.pieces(offset, length):
             layer = self.allocated.get(p.index)
@@ -651,6 +712,44 @@ class OpenVolume:
                 await self.volumes.kv.txn(
                     [], [Delete(V.dirty_key(self.layer, i)) for i in clean[start : start + 1000]]
                 )
+
+    # -- live snapshots -------------------------------------------------------------------------
+
+    async def snapshot(self, snap: str, description: str = "") -> V.Volume:
+        """Snapshot the volume while it is open: new writes wait, the ones in progress finish,
+        everything is flushed, and the volume moves on to a new layer (its extents are copied
+        on their next write). Clients see a pause of one flush."""
+        if not self.writable:
+            raise ReadOnly(f"volume {self.name} is open read-only")
+        if self._paused is not None:
+            raise Conflict(f"a snapshot of {self.name} is already being taken")
+        self._paused = paused = trio.Event()
+        try:
+            if self._writers:
+                self._writers_gone = trio.Event()
+                await self._writers_gone.wait()
+            await self.flush()
+            if self._dirty or self._written:
+                raise Conflict(f"volume {self.name} has writes in progress; try again")
+            frozen, moved = await self.volumes.commit_snapshot(
+                self.name, snap, description, owner=True
+            )
+            self.volume = replace(moved, size=self.size)
+            self.layer = moved.layer
+            self.chain = [moved.layer, *self.chain]
+            log.info("volume %s: live snapshot %s taken", self.name, frozen.name)
+            return frozen
+        finally:
+            self._writers_gone = None
+            self._paused = None
+            paused.set()
+
+    async def handle_request(self, action: str, args: dict[str, object]) -> object:
+        """A request from another process (volume_requests), answered as JSON."""
+        if action == "snapshot":
+            frozen = await self.snapshot(str(args["snap"]), str(args.get("description", "")))
+            return json.loads(frozen.encode())
+        raise InvalidArgument(f"unknown volume request {action!r}")
 
     # -- status ---------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -285,8 +286,59 @@ async def test_deleting_a_snapshot_keeps_what_clones_read(volumes: Volumes, tmp_
     assert (await volumes.kv.range(b"V", b"W")).kvs == []
 
 
-async def test_snapshot_of_an_attached_volume_is_refused(volumes: Volumes) -> None:
-    await make(volumes, "busy")
-    async with volumes.open("busy"):
-        with pytest.raises(Conflict):
-            await volumes.snapshot("busy", "now")
+async def test_live_snapshot_freezes_what_was_written(volumes: Volumes) -> None:
+    """A snapshot of an open volume is taken by its owner (through the metadata mailbox):
+    writes acknowledged before it, flushed or not, are in it; writes after it are not; a
+    writer running across it loses nothing."""
+    await make(volumes, "live")
+    async with volumes.open("live") as vol:
+        await vol.write(0, b"a" * EXTENT)  # not flushed: the snapshot flushes
+        done: list[int] = []
+
+        async def writer() -> None:
+            for i in range(40):
+                await vol.write(EXTENT + i * BLOCK, bytes([i + 1]) * BLOCK)
+                done.append(i)
+                await trio.sleep(0.005)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await trio.sleep(0.02)
+            snap = await volumes.snapshot("live", "s", "while writing")
+            before = len(done)
+            await vol.write(0, b"b" * BLOCK)
+        assert snap.readonly and snap.description == "while writing"
+        assert (await volumes.get("live")).layer == vol.layer != (await volumes.get("live@s")).layer
+    async with volumes.open("live@s") as frozen:
+        assert await frozen.read(0, BLOCK) == b"a" * BLOCK
+        blocks = await frozen.read(EXTENT, 40 * BLOCK)
+    got = [blocks[i * BLOCK] for i in range(40)]
+    # every write acknowledged before the snapshot returned is in it, in order, and none after
+    assert got[:before] == [i + 1 for i in range(before)]
+    written = sum(1 for b in got if b)
+    assert before <= written <= before + 1 and not any(got[written:])
+    async with volumes.open("live") as vol:
+        assert await vol.read(0, 2 * BLOCK) == b"b" * BLOCK + b"a" * BLOCK
+        assert await vol.read(EXTENT + 39 * BLOCK, BLOCK) == bytes([40]) * BLOCK
+    with pytest.raises(AlreadyExists):
+        async with volumes.open("live"):
+            await volumes.snapshot("live", "s")
+
+
+async def test_snapshot_request_taken_back_when_the_owner_closes(volumes: Volumes) -> None:
+    """The owner closes the volume before it answers: the asker takes the snapshot itself."""
+    await make(volumes, "leaving")
+    async with trio.open_nursery() as nursery:
+        opened = trio.Event()
+
+        async def hold() -> None:
+            async with volumes.open("leaving") as vol:
+                await vol.write(0, b"z" * BLOCK)
+                opened.set()
+                await trio.sleep(0.01)  # gone before the owner's first look at requests
+
+        nursery.start_soon(hold)
+        await opened.wait()
+        snap = await volumes.snapshot("leaving", "s")
+    async with volumes.open(snap.name) as frozen:
+        assert await frozen.read(0, BLOCK) == b"z" * BLOCK
