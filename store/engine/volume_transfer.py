@@ -9,8 +9,9 @@ import trio
 
 from store.engine.objects import ObjectEngine
 from store.engine.records import Version
+from store.engine.volume_io import OpenVolume
 from store.engine.volume_records import DEFAULT_BLOCK_BYTES, Volume
-from store.engine.volumes import OpenVolume, Volumes
+from store.engine.volumes import Volumes
 from store.errors import Conflict
 
 COPY_BYTES = 4 << 20  # read and written in pieces this big

@@ -27,7 +27,8 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from store.engine.volumes import OpenVolume, Volumes
+from store.engine.volume_io import OpenVolume
+from store.engine.volumes import Volumes
 from store.errors import NotFound, StoreError
 from store.gateway.http import Drain
 from store.nbd import handshake as hs
