@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -68,6 +68,7 @@ class OpenVolume:
         chain: list[str],
         allocated: dict[int, str],
         writable: bool,
+        stale: dict[tuple[str, int], frozenset[str]] | None = None,
     ) -> None:
         self.volumes = volumes
         self.volume = volume
@@ -91,6 +92,12 @@ class OpenVolume:
         self.repairing = 0
         self.repairs_idle = trio.Event()
         self.repairs_idle.set()
+        # Replicas that missed writes (their drive failed them): never read, not written, until
+        # repair_extent copies a good replica over them. Mirrors VS/ keys in the metadata.
+        self.stale: dict[tuple[str, int], frozenset[str]] = dict(stale or {})
+        self._stale_lock = trio.Lock()
+        self._repairing_extents: dict[int, trio.Event] = {}  # writes to these wait
+        self._busy_gone: dict[int, trio.Event] = {}  # a repair waits for writes to finish
         self._writers = 0  # write calls in progress
         self._paused: trio.Event | None = None  # set while writes wait (a live snapshot)
         self._writers_gone: trio.Event | None = None
@@ -123,6 +130,14 @@ class OpenVolume:
                 self._placement.clear()
             self._placement[key] = found
         return found
+
+    def _good_drives(self, layer: str, index: int) -> list[str]:
+        """The replicas to read and write: every one but those marked stale."""
+        drives = self._drives(layer, index)
+        if not self.stale:
+            return drives
+        stale = self.stale.get((layer, index))
+        return [d for d in drives if d not in stale] if stale else drives
 
     def _file(self, layer: str, index: int, drive_id: str) -> ExtentFile:
         key = (layer, index, drive_id)
@@ -164,9 +179,9 @@ class OpenVolume:
         if layer is None:
             return bytes(length)
         try:
-            drive_id = self._drives(layer, index)[0]
+            drive_id = self._good_drives(layer, index)[0]
             return self._file(layer, index, drive_id).read(within, length, nowait=True)
-        except (BlockingIOError, StoreError, OSError):
+        except (BlockingIOError, StoreError, OSError, IndexError):
             return None
 
     def try_write(self, offset: int, data: bytes | memoryview) -> bool:
@@ -181,10 +196,14 @@ class OpenVolume:
             or len(data) > INLINE_WRITE_BYTES
             or self.allocated.get(index) != self.layer
             or index not in self._dirty
+            or index in self._repairing_extents
         ):
             return False
-        for drive_id in self._drives(self.layer, index):
-            self._file(self.layer, index, drive_id).write(within, data)
+        try:
+            for drive_id in self._good_drives(self.layer, index):
+                self._file(self.layer, index, drive_id).write(within, data)
+        except (OSError, StoreError):
+            return False  # the async path writes it again, and copes with the failure
         self._written.add(index)
         return True
 
@@ -209,7 +228,7 @@ class OpenVolume:
 
     async def _read_extent(self, layer: str, index: int, offset: int, length: int) -> bytes:
         problems = []
-        for drive_id in self._drives(layer, index):
+        for drive_id in self._good_drives(layer, index):
             try:
                 ext = self._file(layer, index, drive_id)
                 try:
@@ -251,6 +270,8 @@ class OpenVolume:
         with self._write_call():
             for p in self.pieces(offset, len(data)):
                 await self._prepare(p.index)
+                while p.index in self._repairing_extents:
+                    await self._repairing_extents[p.index].wait()
                 with self._writing(p.index, touched):
                     await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
             if fua:
@@ -277,18 +298,74 @@ class OpenVolume:
             yield
         finally:
             self._busy[index] -= 1
+            if not self._busy[index] and index in self._busy_gone:
+                self._busy_gone.pop(index).set()
         self._written.add(index)
         touched.append(index)
 
     async def _write_replicas(self, index: int, offset: int, data: memoryview) -> None:
-        files = [self._file(self.layer, index, d) for d in self._drives(self.layer, index)]
+        drives = self._good_drives(self.layer, index)
         if len(data) <= INLINE_WRITE_BYTES:
-            for f in files:  # a page-cache copy: cheaper than a thread hop
-                f.write(offset, data)
+            failed: dict[str, Exception] = {}
+            for drive_id in drives:  # a page-cache copy: cheaper than a thread hop
+                try:
+                    self._file(self.layer, index, drive_id).write(offset, data)
+                except (OSError, StoreError) as e:
+                    failed[drive_id] = e
+            if failed:
+                await self._degrade(self.layer, index, drives, failed)
             return
+        await self._on_replicas(self.layer, index, lambda f: f.write(offset, data), drives=drives)
+
+    async def _on_replicas(
+        self,
+        layer: str,
+        index: int,
+        work: Callable[[ExtentFile], object],
+        *,
+        drives: list[str] | None = None,
+    ) -> None:
+        """``work`` on each good replica's file, in the drives' threads, in parallel. A replica
+        it fails on is marked stale (and the rest carry on); if it fails on all, Unavailable."""
+        if drives is None:
+            drives = self._good_drives(layer, index)
+        failed: dict[str, Exception] = {}
+
+        async def one(drive_id: str) -> None:
+            try:
+                f = self._file(layer, index, drive_id)
+                await self.volumes.drives[drive_id].run(work, f)
+            except (OSError, StoreError) as e:
+                failed[drive_id] = e
+
         async with trio.open_nursery() as nursery:
-            for drive_id, f in zip(self._drives(self.layer, index), files, strict=True):
-                nursery.start_soon(self.volumes.drives[drive_id].run, f.write, offset, data)
+            for drive_id in drives:
+                nursery.start_soon(one, drive_id)
+        if failed:
+            await self._degrade(layer, index, drives, failed)
+
+    async def _degrade(
+        self, layer: str, index: int, drives: list[str], failed: dict[str, Exception]
+    ) -> None:
+        """Some replicas of an extent failed a write: record them stale in the metadata before
+        the write is acknowledged (a stale replica passes its checksums with old data, so no
+        read may ever use it), and go on with the others. None left: the write fails."""
+        problems = "; ".join(f"{d}: {e}" for d, e in failed.items())
+        if len(failed) == len(drives):
+            raise Unavailable(
+                f"extent {index} of {self.name}: no replica could be written ({problems})"
+            )
+        async with self._stale_lock:
+            marked = self.stale.get((layer, index), frozenset()) | failed.keys()
+            await self.volumes.kv.put(
+                V.stale_key(layer, index), json.dumps(sorted(marked)).encode()
+            )
+            self.stale[(layer, index)] = marked
+        for drive_id in failed:
+            self._forget(layer, index, drive_id)
+        log.warning(
+            "volume %s extent %d: writing degraded, stale replicas: %s", self.name, index, problems
+        )
 
     async def write_zeroes(
         self, offset: int, length: int, *, punch: bool = True, fua: bool = False
@@ -311,12 +388,12 @@ class OpenVolume:
                 await self._prepare(p.index, fresh=True)  # an empty extent hides the parent's
                 continue
             await self._prepare(p.index)
+            while p.index in self._repairing_extents:
+                await self._repairing_extents[p.index].wait()
             with self._writing(p.index, touched):
-                for drive_id in self._drives(self.layer, p.index):
-                    f = self._file(self.layer, p.index, drive_id)
-                    await self.volumes.drives[drive_id].run(
-                        lambda f=f, p=p: f.zero(p.offset, p.length, punch=punch)
-                    )
+                await self._on_replicas(
+                    self.layer, p.index, lambda f, p=p: f.zero(p.offset, p.length, punch=punch)
+                )
         if fua:
             await self._sync_extents(touched)
 
@@ -360,23 +437,29 @@ class OpenVolume:
         source = None
         if parent is not None:  # copy-on-write: the parent's extent, from a replica that verifies
             source = await self._good_replica(parent, index)
+        failed: dict[str, Exception] = {}
+
+        async def create(drive_id: str) -> None:
+            drive = self.volumes.drives[drive_id]
+            try:
+                await drive.run(extentfile.create, drive.extent_path(eid), self.geometry, source)
+            except (OSError, StoreError) as e:
+                failed[drive_id] = e
+
         async with trio.open_nursery() as nursery:
             for drive_id in drives:
-                drive = self.volumes.drives[drive_id]
-                nursery.start_soon(
-                    drive.run, extentfile.create, drive.extent_path(eid), self.geometry, source
-                )
+                nursery.start_soon(create, drive_id)
         for drive_id in drives:
             self._forget(self.layer, index, drive_id)  # a handle of a file just replaced
+        if failed:
+            await self._degrade(self.layer, index, drives, failed)
         await self.volumes.kv.put(V.extent_key(self.layer, index), b"")
         self.allocated[index] = self.layer
 
     async def _sync_extents(self, indexes: list[int]) -> None:
         async with trio.open_nursery() as nursery:
             for index in set(indexes):
-                for drive_id in self._drives(self.layer, index):
-                    f = self._file(self.layer, index, drive_id)
-                    nursery.start_soon(self.volumes.drives[drive_id].run, f.sync)
+                nursery.start_soon(self._on_replicas, self.layer, index, ExtentFile.sync)
 
     async def flush(self) -> None:
         """Make every acknowledged write durable on every replica, then drop the dirty marks of
@@ -461,7 +544,7 @@ class OpenVolume:
             layer = self.allocated.get(p.index)
             states = None
             if layer is not None:
-                for drive_id in self._drives(layer, p.index):
+                for drive_id in self._good_drives(layer, p.index):
                     try:
                         states = self._file(layer, p.index, drive_id).states(p.offset, p.length)
                         break
@@ -493,7 +576,7 @@ class OpenVolume:
         return len(indexes)
 
     async def _good_replica(self, layer: str, index: int) -> ExtentFile:
-        for drive_id in self._drives(layer, index):
+        for drive_id in self._good_drives(layer, index):
             try:
                 f = self._file(layer, index, drive_id)
                 await self.volumes.drives[drive_id].run(f.read, 0, self.geometry.extent_bytes)
@@ -508,12 +591,29 @@ class OpenVolume:
             found.close()
 
     async def repair_extent(self, layer: str, index: int, *, rebuild: bool = False) -> int:
-        """Rewrite the replicas of an extent that are missing or fail verification from one that
-        passes (with ``rebuild``: from the first that opens, its checksums recomputed first).
-        Returns the replicas rewritten."""
-        drives = self._drives(layer, index)
+        """Rewrite the replicas of an extent that are stale, missing or fail verification from
+        one that passes (with ``rebuild``: from the first that opens, its checksums recomputed
+        first, and every other replica rewritten). Stale replicas are never the source; once
+        rewritten they are stale no more. Writes to the extent wait meanwhile. Returns the
+        replicas rewritten."""
+        own = self.writable and layer == self.layer
+        if not own:
+            return await self._repair(layer, index, rebuild)
+        while index in self._repairing_extents:
+            await self._repairing_extents[index].wait()
+        self._repairing_extents[index] = done = trio.Event()
+        try:
+            if self._busy[index]:  # writes that got in before us finish first
+                self._busy_gone[index] = gone = trio.Event()
+                await gone.wait()
+            return await self._repair(layer, index, rebuild)
+        finally:
+            del self._repairing_extents[index]
+            done.set()
+
+    async def _repair(self, layer: str, index: int, rebuild: bool) -> int:
         good = None
-        for drive_id in drives:
+        for drive_id in self._good_drives(layer, index):
             try:
                 f = self._file(layer, index, drive_id)
                 run = self.volumes.drives[drive_id].run
@@ -528,11 +628,12 @@ class OpenVolume:
             raise Unavailable(f"extent {index} of {self.name}: no replica is readable")
         source = self._file(layer, index, good)
         eid = V.extent_id(layer, index)
-        rewritten = 0
-        for drive_id in drives:
+        stale = self.stale.get((layer, index), frozenset())
+        rewritten, fixed, failed = 0, [], {}
+        for drive_id in self._drives(layer, index):
             if drive_id == good:
                 continue
-            if not rebuild:
+            if not rebuild and drive_id not in stale:
                 try:
                     f = self._file(layer, index, drive_id)
                     await self.volumes.drives[drive_id].run(f.read, 0, self.geometry.extent_bytes)
@@ -541,7 +642,45 @@ class OpenVolume:
                     pass
             self._forget(layer, index, drive_id)
             drive = self.volumes.drives[drive_id]
-            await drive.run(extentfile.create, drive.extent_path(eid), self.geometry, source)
+            try:
+                await drive.run(extentfile.create, drive.extent_path(eid), self.geometry, source)
+            except (OSError, StoreError) as e:
+                failed[drive_id] = e
+                continue
             rewritten += 1
+            if drive_id in stale:
+                fixed.append(drive_id)
+        if fixed:
+            await self._clear_stale(layer, index, fixed)
+        if failed:
+            if not self.writable:
+                raise Unavailable(f"extent {index} of {self.name}: repair failed: {failed}")
+            # A replica left behind (by a crash, or damaged) must not be read: stale until a
+            # later repair can write it.
+            await self._degrade(layer, index, self._drives(layer, index), failed)
         self.damaged.discard((layer, index))
         return rewritten
+
+    async def _clear_stale(self, layer: str, index: int, fixed: list[str]) -> None:
+        async with self._stale_lock:
+            left = self.stale.get((layer, index), frozenset()) - set(fixed)
+            key = V.stale_key(layer, index)
+            if left:
+                await self.volumes.kv.put(key, json.dumps(sorted(left)).encode())
+                self.stale[(layer, index)] = left
+            else:
+                await self.volumes.kv.delete(key)
+                self.stale.pop((layer, index), None)
+        log.info("volume %s extent %d: stale replicas rewritten: %s", self.name, index, fixed)
+
+    async def heal_stale(self, interval_s: float) -> None:
+        """While open for writing: retry rewriting stale replicas (a drive that failed writes
+        may work again: space freed, a path remounted) every ``interval_s``."""
+        while True:
+            for layer, index in list(self.stale):
+                if layer in self.chain:
+                    try:
+                        await self.repair_extent(layer, index)
+                    except StoreError as e:
+                        log.warning("volume %s extent %d: still degraded: %s", self.name, index, e)
+            await trio.sleep(interval_s)

@@ -5,6 +5,8 @@
     VE/<layer>/<index:016x>   extent <index> is allocated in <layer> (its files exist)
     VD/<layer>/<index:016x>   extent <index> of <layer> may have been written since the last
                               flush: recovery rebuilds its checksums and reconciles its replicas
+    VS/<layer>/<index:016x>   the replicas (drive ids, JSON) of an extent that missed writes:
+                              never read until rewritten from a good one
     VO/<name>                 held, with a lease, by the gateway that has it open for writing
     VR/<name>                 a request to that gateway (a live snapshot) and then its answer
 
@@ -64,6 +66,14 @@ def dirty_key(layer: str, index: int) -> bytes:
 
 def dirty_prefix(layer: str) -> bytes:
     return f"VD/{layer}/".encode()
+
+
+def stale_key(layer: str, index: int) -> bytes:
+    return f"VS/{layer}/{index:016x}".encode()
+
+
+def stale_prefix(layer: str) -> bytes:
+    return f"VS/{layer}/".encode()
 
 
 def owner_key(name: str) -> bytes:

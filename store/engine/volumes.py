@@ -14,6 +14,7 @@ a flush on any connection covers the writes of all of them (NBD multi-conn).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -42,6 +43,7 @@ from store.placement.hrw import ClusterMap, place
 log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 15.0
+STALE_RETRY_S = 30.0  # an open volume retries rewriting its stale replicas this often
 REPAIR_WAIT_S = 30.0  # closing a volume waits this long for repairs in progress
 
 
@@ -221,9 +223,14 @@ class Volumes:
             if layer.volume or layer_id in await self._parents():
                 return
             await self._drop_extents(volume, layer_id, 0)
-            prefix = V.dirty_prefix(layer_id)
+            dirty, stale = V.dirty_prefix(layer_id), V.stale_prefix(layer_id)
             await self.kv.txn(
-                [], [Delete(V.layer_key(layer_id)), Delete(prefix, prefix_end(prefix))]
+                [],
+                [
+                    Delete(V.layer_key(layer_id)),
+                    Delete(dirty, prefix_end(dirty)),
+                    Delete(stale, prefix_end(stale)),
+                ],
             )
             layer_id = layer.parent
 
@@ -248,7 +255,9 @@ class Volumes:
             for drive_id in self.replica_drives(eid, volume.replicas):
                 path = self.drives[drive_id].extent_path(eid)
                 await self.drives[drive_id].run(path.unlink, True)
-            await self.kv.delete(V.extent_key(layer, index))
+            await self.kv.txn(
+                [], [Delete(V.extent_key(layer, index)), Delete(V.stale_key(layer, index))]
+            )
 
     async def _allocated(self, layer: str) -> list[int]:
         keys = scan_prefix(self.kv, V.extents_prefix(layer), keys_only=True, page_size=10000)
@@ -283,7 +292,11 @@ class Volumes:
             for layer in reversed(chain):  # upper layers override lower ones
                 for index in await self._allocated(layer):
                     allocated[index] = layer
-            opened = OpenVolume(self, volume, chain, allocated, writable)
+            stale = {}
+            for layer in chain:
+                async for kv in scan_prefix(self.kv, V.stale_prefix(layer)):
+                    stale[(layer, V.index_of(kv.key))] = frozenset(json.loads(kv.value))
+            opened = OpenVolume(self, volume, chain, allocated, writable, stale)
             failed: Exception | None = None  # raised by the caller's block: re-raised as is,
             async with trio.open_nursery() as nursery:  # not wrapped in an ExceptionGroup
                 if writable:
@@ -292,6 +305,7 @@ class Volumes:
                     nursery.start_soon(
                         volume_requests.serve_requests, self.kv, name, opened.handle_request
                     )
+                    nursery.start_soon(opened.heal_stale, STALE_RETRY_S)
                 opened.nursery = nursery
                 try:
                     yield opened
