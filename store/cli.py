@@ -182,6 +182,9 @@ def _volume(args: argparse.Namespace) -> int:
             if args.action == "delete":
                 await volumes.delete(args.name)
                 return {"deleted": args.name}
+            if args.action == "scrub":
+                names = [args.name] if args.name else [v.name for v in await volumes.list_volumes()]
+                return [await volumes.scrub(n, repair=args.repair) for n in names]
             if args.action == "info":
                 found = asdict(await volumes.get(args.name))
                 found["attached"] = await volumes.attached(args.name)
@@ -201,6 +204,8 @@ def _volume(args: argparse.Namespace) -> int:
         print(f"store volume: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
+    if args.action == "scrub" and isinstance(result, list):
+        return 0 if all(report["clean"] for report in result) else 1
     return 0
 
 
@@ -303,10 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
         "volume",
         help="block volumes served over NBD (create | list | info | resize | delete | snapshot"
         " VOL@SNAP | clone VOL@SNAP NEW | import NEW --from BUCKET/KEY | export VOL --to"
-        " BUCKET/KEY)",
+        " BUCKET/KEY | scrub [VOL] [--repair])",
     )
     actions = ["create", "list", "info", "resize", "delete", "snapshot", "clone"]
-    actions += ["import", "export"]
+    actions += ["import", "export", "scrub"]
     volume.add_argument("action", choices=actions)
     volume.add_argument("name", nargs="?", default="", help="volume name (the NBD export name)")
     volume.add_argument("target", nargs="?", default="", help="the new volume (clone)")
@@ -318,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     volume.add_argument("--block-size", type=int, default=4096, help="bytes (create)")
     volume.add_argument("--replicas", type=int, default=2, help="copies on distinct drives")
     volume.add_argument("--description", default="", help="shown by NBD LIST (create)")
+    volume.add_argument(
+        "--repair",
+        action="store_true",
+        help="scrub: rewrite bad, missing and stale replicas from good ones (exit 1 if any"
+        " problem is left)",
+    )
     _engine_args(volume)
     volume.set_defaults(func=_volume)
     for name, text in [

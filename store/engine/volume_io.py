@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -523,6 +523,8 @@ class OpenVolume:
         if action == "snapshot":
             frozen = await self.snapshot(str(args["snap"]), str(args.get("description", "")))
             return json.loads(frozen.encode())
+        if action == "scrub":
+            return await self.scrub(repair=bool(args.get("repair")))
         raise InvalidArgument(f"unknown volume request {action!r}")
 
     # -- status ---------------------------------------------------------------------------------
@@ -596,20 +598,78 @@ class OpenVolume:
         first, and every other replica rewritten). Stale replicas are never the source; once
         rewritten they are stale no more. Writes to the extent wait meanwhile. Returns the
         replicas rewritten."""
-        own = self.writable and layer == self.layer
-        if not own:
+        async with self._exclusive(layer, index):
             return await self._repair(layer, index, rebuild)
+
+    @asynccontextmanager
+    async def _exclusive(self, layer: str, index: int) -> AsyncIterator[None]:
+        """No write to the extent runs inside (new ones wait, those in progress finish first);
+        only this volume's own layer is ever written."""
+        if not (self.writable and layer == self.layer):
+            yield
+            return
         while index in self._repairing_extents:
             await self._repairing_extents[index].wait()
         self._repairing_extents[index] = done = trio.Event()
         try:
-            if self._busy[index]:  # writes that got in before us finish first
+            if self._busy[index]:
                 self._busy_gone[index] = gone = trio.Event()
                 await gone.wait()
-            return await self._repair(layer, index, rebuild)
+            yield
         finally:
             del self._repairing_extents[index]
             done.set()
+
+    async def scrub(self, *, repair: bool = False) -> dict[str, object]:
+        """Read every replica of every allocated extent this volume reads through (its layer
+        and its ancestors'), verifying every block; with ``repair``, rewrite the bad ones
+        from a good one. A report of what was found (and fixed)."""
+        if repair and not self.writable:
+            raise ReadOnly(f"{self.name} is open read-only: repair it through its volume")
+        found: dict[str, list[str]] = {"corrupt": [], "missing": [], "stale": []}
+        checked = extents = repaired = 0
+        unrepairable: list[str] = []
+        for layer in self.chain:
+            for index in await self.volumes.allocated(layer):
+                extents += 1
+                bad = False
+                async with self._exclusive(layer, index):
+                    stale = self.stale.get((layer, index), frozenset())
+                    for drive_id in self._drives(layer, index):
+                        where = f"{layer}.{index:x}@{drive_id}"
+                        checked += 1
+                        if drive_id in stale:
+                            found["stale"].append(where)
+                            bad = True
+                            continue
+                        try:
+                            f = self._file(layer, index, drive_id)
+                            await self.volumes.drives[drive_id].run(
+                                f.read, 0, self.geometry.extent_bytes
+                            )
+                        except NotFound:
+                            found["missing"].append(where)
+                            bad = True
+                        except (Corrupt, OSError):
+                            found["corrupt"].append(where)
+                            bad = True
+                if bad and repair:
+                    try:
+                        repaired += await self.repair_extent(layer, index)
+                    except StoreError as e:
+                        unrepairable.append(f"{layer}.{index:x}: {e}")
+                    if (layer, index) in self.stale:
+                        unrepairable.append(f"{layer}.{index:x}: a replica is still stale")
+        problems = sum(len(v) for v in found.values())
+        return {
+            "volume": self.name,
+            "extents": extents,
+            "replicas_checked": checked,
+            **found,
+            "repaired": repaired,
+            "unrepairable": unrepairable,
+            "clean": problems == 0 or (repair and not unrepairable),
+        }
 
     async def _repair(self, layer: str, index: int, rebuild: bool) -> int:
         good = None
@@ -677,10 +737,10 @@ class OpenVolume:
         """While open for writing: retry rewriting stale replicas (a drive that failed writes
         may work again: space freed, a path remounted) every ``interval_s``."""
         while True:
+            await trio.sleep(interval_s)
             for layer, index in list(self.stale):
                 if layer in self.chain:
                     try:
                         await self.repair_extent(layer, index)
                     except StoreError as e:
                         log.warning("volume %s extent %d: still degraded: %s", self.name, index, e)
-            await trio.sleep(interval_s)

@@ -42,7 +42,9 @@ class NotAttached(Exception):
     """Nobody has the volume open: do the work directly."""
 
 
-async def ask_owner(kv: KV, name: str, action: str, args: dict[str, Any]) -> Any:
+async def ask_owner(
+    kv: KV, name: str, action: str, args: dict[str, Any], *, timeout_s: float = ANSWER_TIMEOUT_S
+) -> Any:
     """Have the gateway holding ``name`` open run ``action``; its result (JSON) or its error.
     Raises ``NotAttached`` when no gateway holds it (or it closed it before answering)."""
     key, owner = V.request_key(name), V.owner_key(name)
@@ -59,7 +61,7 @@ async def ask_owner(kv: KV, name: str, action: str, args: dict[str, Any]) -> Any
                 raise NotAttached(name)
             await trio.sleep(POLL_S)
     try:
-        with trio.fail_after(ANSWER_TIMEOUT_S):
+        with trio.fail_after(timeout_s):
             while True:
                 await trio.sleep(POLL_S)
                 found = await kv.get(key)

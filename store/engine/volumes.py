@@ -43,6 +43,7 @@ from store.placement.hrw import ClusterMap, place
 log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 15.0
+SCRUB_TIMEOUT_S = 24 * 3600.0  # how long a scrub by the volume's gateway may take
 STALE_RETRY_S = 30.0  # an open volume retries rewriting its stale replicas this often
 REPAIR_WAIT_S = 30.0  # closing a volume waits this long for repairs in progress
 
@@ -178,6 +179,29 @@ class Volumes:
             raise Conflict(f"volume {name} changed meanwhile; try again")
         return frozen, moved
 
+    async def scrub(self, name: str, *, repair: bool = False) -> dict[str, object]:
+        """Verify every replica of a volume's extents (``OpenVolume.scrub``). An attached volume
+        is scrubbed by the gateway holding it (its writes to an extent pause while that extent
+        is read), a detached one here."""
+        while True:
+            if not await self.attached(name):
+                volume = await self.get(name)
+                if repair and volume.readonly:
+                    raise InvalidArgument(
+                        f"{name} is a snapshot: repair it through its volume or a clone"
+                    )
+                try:  # writable: the lease keeps writers away while the extents are read
+                    async with self.open(name, writable=not volume.readonly) as opened:
+                        return await opened.scrub(repair=repair)
+                except Conflict:
+                    pass  # opened meanwhile: ask its gateway
+            try:
+                return await volume_requests.ask_owner(
+                    self.kv, name, "scrub", {"repair": repair}, timeout_s=SCRUB_TIMEOUT_S
+                )  # type: ignore[no-any-return]
+            except volume_requests.NotAttached:
+                continue
+
     async def clone(self, snapshot: str, name: str, description: str = "") -> V.Volume:
         """A new writable volume that starts as ``snapshot`` (copy-on-write, nothing copied)."""
         source = await self.get(snapshot)
@@ -248,7 +272,7 @@ class Volumes:
     async def _drop_extents(self, volume: V.Volume, layer: str, first: int) -> None:
         """Delete a layer's extents from ``first`` on: files first, then their keys (a crash in
         between leaves keys naming missing files, which read as damage, never as others' data)."""
-        for index in await self._allocated(layer):
+        for index in await self.allocated(layer):
             if index < first:
                 continue
             eid = V.extent_id(layer, index)
@@ -259,7 +283,8 @@ class Volumes:
                 [], [Delete(V.extent_key(layer, index)), Delete(V.stale_key(layer, index))]
             )
 
-    async def _allocated(self, layer: str) -> list[int]:
+    async def allocated(self, layer: str) -> list[int]:
+        """The extents a layer holds."""
         keys = scan_prefix(self.kv, V.extents_prefix(layer), keys_only=True, page_size=10000)
         return [V.index_of(kv.key) async for kv in keys]
 
@@ -290,7 +315,7 @@ class Volumes:
             chain = await self.chain(volume.layer)
             allocated: dict[int, str] = {}
             for layer in reversed(chain):  # upper layers override lower ones
-                for index in await self._allocated(layer):
+                for index in await self.allocated(layer):
                     allocated[index] = layer
             stale = {}
             for layer in chain:

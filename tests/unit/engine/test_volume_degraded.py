@@ -150,3 +150,42 @@ async def test_crash_recovery_never_copies_from_a_stale_replica(
     async with volumes.open("crash") as vol:  # recovery
         assert await vol.read(0, 2 * BLOCK) == b"2" * BLOCK + b"1" * BLOCK
         assert not vol.stale  # recovery rewrote every other replica from the good one
+
+
+async def test_scrub_finds_and_repairs_every_kind_of_damage(
+    volumes: Volumes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await volumes.create("scrubbed", SIZE, extent_bytes=EXTENT)
+    async with volumes.open("scrubbed") as vol:
+        for index in range(3):
+            await vol.write(index * EXTENT, bytes([index + 1]) * EXTENT)
+        layer = vol.layer
+        first = vol._drives(layer, 2)[0]
+        with failing(monkeypatch, volumes.drives[first].root):
+            await vol.write(2 * EXTENT, b"s" * BLOCK)  # extent 2: one stale replica
+    corrupt_drive = volumes.drives[volumes.replica_drives(V.extent_id(layer, 0), 2)[1]]
+    with corrupt_drive.extent_path(V.extent_id(layer, 0)).open("r+b") as f:
+        f.seek(5 * BLOCK + 7)
+        f.write(b"rot")  # extent 0: one replica fails its checksum
+    missing_drive = volumes.drives[volumes.replica_drives(V.extent_id(layer, 1), 2)[0]]
+    missing_drive.extent_path(V.extent_id(layer, 1)).unlink()  # extent 1: a replica is gone
+    report = await volumes.scrub("scrubbed")
+    assert (len(report["corrupt"]), len(report["missing"]), len(report["stale"])) == (1, 1, 1)
+    assert report["extents"] == 3 and report["replicas_checked"] == 6
+    assert not report["clean"] and report["repaired"] == 0
+    report = await volumes.scrub("scrubbed", repair=True)
+    assert report["repaired"] == 3 and not report["unrepairable"] and report["clean"]
+    report = await volumes.scrub("scrubbed")
+    assert report["clean"] and not (report["corrupt"] or report["missing"] or report["stale"])
+    async with volumes.open("scrubbed") as vol:
+        assert await vol.read(0, BLOCK) == b"\x01" * BLOCK
+        assert await vol.read(2 * EXTENT, 2 * BLOCK) == b"s" * BLOCK + b"\x03" * BLOCK
+
+
+async def test_scrub_of_an_attached_volume_is_done_by_its_owner(volumes: Volumes) -> None:
+    await volumes.create("busy", SIZE, extent_bytes=EXTENT)
+    async with volumes.open("busy") as vol:
+        await vol.write(0, b"b" * EXTENT)
+        report = await volumes.scrub("busy")  # through the mailbox: we hold the lease
+        assert report["clean"] and report["extents"] == 1
+        await vol.write(BLOCK, b"c" * BLOCK)
