@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -45,6 +46,10 @@ OPEN_FILES = 512  # extent files kept open per volume (LRU)
 INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the event loop
 # Hole, zero and data as NBD base:allocation bits (HOLE = 1, ZERO = 2).
 _STATUS = {HOLE: 3, ZERO: 2}
+
+
+def _zero(f: ExtentFile, *, offset: int, length: int, punch: bool) -> None:
+    f.zero(offset, length, punch=punch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +350,7 @@ class OpenVolume:
             await self._degrade(layer, index, drives, failed)
 
     async def _degrade(
-        self, layer: str, index: int, drives: list[str], failed: dict[str, Exception]
+        self, layer: str, index: int, drives: list[str], failed: Mapping[str, Exception]
     ) -> None:
         """Some replicas of an extent failed a write: record them stale in the metadata before
         the write is acknowledged (a stale replica passes its checksums with old data, so no
@@ -392,7 +397,9 @@ class OpenVolume:
                 await self._repairing_extents[p.index].wait()
             with self._writing(p.index, touched):
                 await self._on_replicas(
-                    self.layer, p.index, lambda f, p=p: f.zero(p.offset, p.length, punch=punch)
+                    self.layer,
+                    p.index,
+                    partial(_zero, offset=p.offset, length=p.length, punch=punch),
                 )
         if fua:
             await self._sync_extents(touched)

@@ -66,7 +66,7 @@ async def ask_owner(
                 await trio.sleep(POLL_S)
                 found = await kv.get(key)
                 record = json.loads(found.value) if found is not None else {}
-                if record.get("id") != request["id"]:
+                if found is None or record.get("id") != request["id"]:
                     raise Unavailable(f"the request to the gateway holding {name} was lost")
                 if record["state"] == "done":
                     await kv.delete(key)

@@ -196,9 +196,10 @@ class Volumes:
                 except Conflict:
                     pass  # opened meanwhile: ask its gateway
             try:
-                return await volume_requests.ask_owner(
+                report: dict[str, object] = await volume_requests.ask_owner(
                     self.kv, name, "scrub", {"repair": repair}, timeout_s=SCRUB_TIMEOUT_S
-                )  # type: ignore[no-any-return]
+                )
+                return report
             except volume_requests.NotAttached:
                 continue
 
