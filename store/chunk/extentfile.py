@@ -132,14 +132,21 @@ class ExtentFile:
             raise NotFound(f"extent file {path.name} is missing") from None
         try:
             self._check_footer()
-            # The block states, kept in memory (one byte per block): a write that leaves them
-            # as they were (overwriting data) then skips a pwrite, and status needs no read.
-            # One writer per volume (its lease) means nobody else changes them meanwhile.
-            g = self.geometry
-            self._states = bytearray(os.pread(self.fd, g.blocks, g.extent_bytes + 4 * g.blocks))
+            # The CRC and state tables, kept in memory (5 bytes per block): a read then takes
+            # one syscall, a write that leaves the states as they were (overwriting data) skips
+            # a pwrite, and status needs no read. One writer per volume (its lease) means
+            # nobody else changes them meanwhile; ``verify`` checks what the disk holds.
+            self._crcs, self._states = self._read_tables()
         except BaseException:
             os.close(self.fd)
             raise
+
+    def _read_tables(self) -> tuple[bytearray, bytearray]:
+        g = self.geometry
+        raw = os.pread(self.fd, 5 * g.blocks, g.extent_bytes)
+        if len(raw) != 5 * g.blocks:
+            raise Corrupt(f"extent file {self.path.name} is truncated")
+        return bytearray(raw[: 4 * g.blocks]), bytearray(raw[4 * g.blocks :])
 
     def _check_footer(self) -> None:
         g = self.geometry
@@ -161,11 +168,9 @@ class ExtentFile:
         g.check_range(offset, length)
         first, count = offset // g.block_bytes, length // g.block_bytes
         data = bytearray(length)
-        crcs = bytearray(4 * count)
         flags = self._read_flags if nowait else 0
         try:
             got = os.preadv(self.fd, [data], offset, flags)
-            got_crcs = os.preadv(self.fd, [crcs], g.extent_bytes + 4 * first, flags)
         except OSError as e:
             if e.errno != errno.EOPNOTSUPP or not flags:
                 raise
@@ -173,14 +178,23 @@ class ExtentFile:
                 errno.EAGAIN, "this file system cannot read without waiting"
             ) from None
 
-        if got != length or got_crcs != 4 * count:
+        if got != length:
             if nowait:  # RWF_NOWAIT may return a short read: take the slow path
                 raise BlockingIOError(errno.EAGAIN, "partly cached")
             raise Corrupt(f"extent file {self.path.name} is truncated")
+        crcs = memoryview(self._crcs)[4 * first : 4 * (first + count)]
         bad = crc32c_verify_blocks(data, g.block_bytes, crcs)
         if bad >= 0:
             raise Corrupt(f"extent file {self.path.name}: block {first + bad} fails its CRC")
         return bytes(data)
+
+    def verify(self) -> None:
+        """Check the whole extent as the disk holds it: the tables read afresh (they must match
+        the ones in memory) and every block against its CRC. Corrupt if anything is off."""
+        crcs, states = self._read_tables()
+        if crcs != self._crcs or states != self._states:
+            raise Corrupt(f"extent file {self.path.name}: its checksum table changed on disk")
+        self.read(0, self.geometry.extent_bytes)
 
     def states(self, offset: int, length: int) -> bytes:
         """HOLE/DATA/ZERO of each block of the range."""
@@ -218,6 +232,7 @@ class ExtentFile:
     def _set_table(self, first: int, crcs: bytes, states: bytes) -> None:
         g = self.geometry
         _pwrite_all(self.fd, crcs, g.extent_bytes + 4 * first)
+        self._crcs[4 * first : 4 * first + len(crcs)] = crcs
         if self._states[first : first + len(states)] != states:
             _pwrite_all(self.fd, states, g.extent_bytes + 4 * g.blocks + first)
             self._states[first : first + len(states)] = states

@@ -588,7 +588,7 @@ class OpenVolume:
         for drive_id in self._good_drives(layer, index):
             try:
                 f = self._file(layer, index, drive_id)
-                await self.volumes.drives[drive_id].run(f.read, 0, self.geometry.extent_bytes)
+                await self.volumes.drives[drive_id].run(f.verify)
                 return f
             except (Corrupt, NotFound, OSError):
                 self._found_damage(layer, index)
@@ -651,9 +651,7 @@ class OpenVolume:
                             continue
                         try:
                             f = self._file(layer, index, drive_id)
-                            await self.volumes.drives[drive_id].run(
-                                f.read, 0, self.geometry.extent_bytes
-                            )
+                            await self.volumes.drives[drive_id].run(f.verify)
                         except NotFound:
                             found["missing"].append(where)
                             bad = True
@@ -686,7 +684,7 @@ class OpenVolume:
                 run = self.volumes.drives[drive_id].run
                 if rebuild:
                     await run(f.rebuild_table)
-                await run(f.read, 0, self.geometry.extent_bytes)
+                await run(f.verify)
                 good = drive_id
                 break
             except (Corrupt, NotFound, OSError):
@@ -703,7 +701,7 @@ class OpenVolume:
             if not rebuild and drive_id not in stale:
                 try:
                     f = self._file(layer, index, drive_id)
-                    await self.volumes.drives[drive_id].run(f.read, 0, self.geometry.extent_bytes)
+                    await self.volumes.drives[drive_id].run(f.verify)
                     continue
                 except (Corrupt, NotFound, OSError):
                     pass

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import socket
 import time
+from bisect import bisect_left
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -87,15 +88,38 @@ class NbdMetrics:
         )
         self._children: dict[tuple[int, int], tuple[Any, Any]] = {}
 
-    def observe(self, command: int, error: int, seconds: float) -> None:
+    def _child(self, command: int, error: int) -> tuple[Any, Any]:
         found = self._children.get((command, error))
         if found is None:
             name = Command(command).name if command in Command._value2member_map_ else "UNKNOWN"
             status = Errno(error).name if error in Errno._value2member_map_ else str(error)
             found = self.requests.labels(name, status), self.latency.labels(name)
             self._children[(command, error)] = found
-        found[0].inc()
-        found[1].observe(seconds)
+        return found
+
+    def observe(self, command: int, error: int, seconds: float) -> None:
+        counter, histogram = self._child(command, error)
+        counter.inc()
+        histogram.observe(seconds)
+
+    def observe_inline(self, counts: list[int], sizes: list[int], seconds: float) -> None:
+        """A batch answered inline: ``counts`` and ``sizes`` (bytes) of [reads, writes], all
+        taking ``seconds``. Once per batch, not per request: every prometheus update costs a
+        microsecond or more (a lock, and an mmap write in multiprocess mode)."""
+        for command, bytes_metric in (
+            (Command.READ, self.bytes_read),
+            (Command.WRITE, self.bytes_written),
+        ):
+            count = counts[command]
+            if not count:
+                continue
+            bytes_metric.inc(sizes[command])
+            counter, histogram = self._child(command, Errno.OK)
+            counter.inc(count)
+            # Histogram has no bulk observe: add to the bucket and the sum as observe() does
+            # (its _upper_bounds, _buckets and _sum)
+            histogram._buckets[bisect_left(histogram._upper_bounds, seconds)].inc(count)
+            histogram._sum.inc(seconds * count)
 
 
 @dataclass
@@ -218,9 +242,11 @@ class NbdServer:
         self.metrics.connections.inc()
         try:
             await _Connection(self, stream).run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, hs.ProtocolError) as e:
-            log.info("NBD connection closed: %s", e)
-        except Exception:
+        # except*: a client that goes away while requests are in flight surfaces from the
+        # connection's nursery as a group
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, hs.ProtocolError) as group:
+            log.info("NBD connection closed: %s", group.exceptions[0])
+        except* Exception:
             log.exception("NBD connection failed")
         finally:
             self.metrics.connections.dec()
@@ -383,6 +409,8 @@ class _Connection:
                     # Answer what can be answered without waiting (cached reads, small writes
                     # to dirty extents) in one pass, then send the replies together.
                     done: list[bytes] = []
+                    started = time.monotonic()
+                    counts, sizes = [0, 0], [0, 0]  # reads, writes answered inline
                     while item is not None:
                         request, payload = item
                         if request.command == Command.DISC:
@@ -391,9 +419,15 @@ class _Connection:
                         if reply is None:
                             break
                         done.append(reply)
+                        counts[request.command] += 1
+                        sizes[request.command] += request.length
                         item = reader.next_request()
                     if done:
                         await self._send(b"".join(done))
+                        # latency: from reading the batch to sending every reply in it
+                        self.server.metrics.observe_inline(
+                            counts, sizes, time.monotonic() - started
+                        )
                 if item is None:
                     if draining.is_set():
                         deadline = min(deadline, trio.current_time() + DRAIN_GRACE_S)
@@ -411,33 +445,28 @@ class _Connection:
                 requests.start_soon(self._serve_one, request, payload, slots)
 
     def _try_inline(self, request: tx.Request, payload: bytes) -> bytes | None:
-        """The whole reply to a request served synchronously, or None for the async path."""
+        """The whole reply to a READ or WRITE served synchronously, or None for the async path
+        (nothing was done). Metrics are the caller's, once per batch."""
         command = request.command
-        if command not in (Command.READ, Command.WRITE) or tx.check(request, self.export):
+        if command > Command.WRITE or tx.check(request, self.export):
             return None
-        started = time.monotonic()
         try:
             if command == Command.READ:
                 data = self.volume.try_read(request.offset, request.length)
                 if data is None:
                     return None
-                self.server.metrics.bytes_read.inc(len(data))
                 if self.export.structured:
-                    head = tx.data_chunk(request.cookie, request.offset, len(data), done=True)
-                else:
-                    head = tx.simple_reply(request.cookie)
-                reply = head + data
-            elif request.flags & CommandFlag.FUA or not self.volume.try_write(
+                    return (
+                        tx.data_chunk(request.cookie, request.offset, len(data), done=True) + data
+                    )
+                return tx.simple_reply(request.cookie) + data
+            if request.flags & CommandFlag.FUA or not self.volume.try_write(
                 request.offset, payload
             ):
                 return None
-            else:
-                self.server.metrics.bytes_written.inc(len(payload))
-                reply = tx.simple_reply(request.cookie)
         except StoreError:
             return None  # the async path reports it
-        self.server.metrics.observe(command, Errno.OK, time.monotonic() - started)
-        return reply
+        return tx.simple_reply(request.cookie)
 
     async def _serve_one(self, request: tx.Request, payload: bytes, slots: trio.Semaphore) -> None:
         metrics = self.server.metrics

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from store.nbd.constants import (
     REPLY_FLAG_DONE,
@@ -34,11 +35,11 @@ from store.nbd.handshake import ProtocolError
 REQUEST = struct.Struct(">IHHQQI")
 SIMPLE_REPLY = struct.Struct(">IIQ")
 CHUNK = struct.Struct(">IHHQI")
+_DATA_HEAD = struct.Struct(">IHHQIQ")  # an OFFSET_DATA chunk header and its offset
 _COMPACT_BYTES = 1 << 20  # drop consumed bytes from the buffer once this many have piled up
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):  # a tuple: built per request, cheaper than a frozen dataclass
     flags: int
     command: int
     cookie: int
@@ -97,10 +98,14 @@ class ExportState:
     max_payload: int
     structured: bool
     meta_contexts: bool
+    # Derived once, as plain values: ``check`` runs per request, and IntFlag arithmetic is slow.
+    read_only: bool = field(init=False)
+    _fua: int = field(init=False)
 
-    @property
-    def read_only(self) -> bool:
-        return bool(self.flags & TransmissionFlag.READ_ONLY)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read_only", bool(self.flags & TransmissionFlag.READ_ONLY))
+        fua = int(CommandFlag.FUA) if self.flags & TransmissionFlag.SEND_FUA else 0
+        object.__setattr__(self, "_fua", fua)
 
 
 # Command flags each command accepts (FUA: all of them, once the export offers it).
@@ -132,6 +137,17 @@ def check(request: Request, export: ExportState) -> Errno:
     read-only export: EPERM. Past the end: ENOSPC for writes, EINVAL otherwise. Offsets and
     lengths not multiples of the minimum block size: EINVAL. Reads over the maximum payload:
     EINVAL (a write over it never gets here: the reader refuses it)."""
+    command, flags = request.command, request.flags
+    if command <= 1 and not flags & ~export._fua:  # READ, WRITE (+FUA): plain int arithmetic
+        offset, length, block = request.offset, request.length, export.min_block
+        if command == 1:
+            if export.read_only:
+                return Errno.EPERM
+            if offset + length > export.size:
+                return Errno.ENOSPC
+        elif offset + length > export.size or length > export.max_payload:
+            return Errno.EINVAL
+        return Errno.EINVAL if offset % block or length % block else Errno.OK
     try:
         command = Command(request.command)
     except ValueError:
@@ -180,8 +196,13 @@ def chunk(cookie: int, reply_type: int, payload_bytes: int, *, done: bool) -> by
 
 def data_chunk(cookie: int, offset: int, data_bytes: int, *, done: bool) -> bytes:
     """NBD_REPLY_TYPE_OFFSET_DATA's header and offset; ``data_bytes`` of data follow."""
-    head = chunk(cookie, ReplyType.OFFSET_DATA, 8 + data_bytes, done=done)
-    return head + struct.pack(">Q", offset)
+    flags = REPLY_FLAG_DONE if done else 0
+    return _DATA_HEAD.pack(
+        STRUCTURED_REPLY_MAGIC, flags, _OFFSET_DATA, cookie, 8 + data_bytes, offset
+    )
+
+
+_OFFSET_DATA = int(ReplyType.OFFSET_DATA)
 
 
 def hole_chunk(cookie: int, offset: int, hole_bytes: int, *, done: bool) -> bytes:

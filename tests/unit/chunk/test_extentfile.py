@@ -66,6 +66,27 @@ def test_flipped_bits_are_never_returned(tmp_path: Path) -> None:
         ext.read(0, 8192)
 
 
+def test_verify_checks_the_tables_on_disk(tmp_path: Path) -> None:
+    """Reads check against the tables held in memory; ``verify`` (scrub, repair) reads them
+    from the disk, so rot in the table itself is found too."""
+    ext = make(tmp_path)
+    ext.write(0, b"x" * 8192)
+    ext.verify()
+    with open(ext.path, "r+b") as f:
+        f.seek(G.extent_bytes + 4)  # block 1's CRC
+        f.write(b"\0\0")
+    assert ext.read(0, 8192) == b"x" * 8192
+    with pytest.raises(Corrupt, match="table"):
+        ext.verify()
+    ext.close()
+    with pytest.raises(Corrupt, match="block 1"):
+        make_existing(ext.path).read(0, 8192)  # opened afresh: the table on disk rules
+
+
+def make_existing(path: Path) -> ExtentFile:
+    return ExtentFile(path, G)
+
+
 def test_lost_table_update_is_rebuilt(tmp_path: Path) -> None:
     """A crash between the data write and the table write: the rebuild makes every block
     verify and marks the block written."""
