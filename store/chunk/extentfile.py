@@ -169,9 +169,9 @@ class ExtentFile:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def read(self, offset: int, length: int, *, nowait: bool = False) -> bytes:
-        """The bytes, every block verified (Corrupt names the first bad one). With ``nowait``,
-        BlockingIOError unless the page cache holds them all."""
+    def read(self, offset: int, length: int, *, nowait: bool = False) -> bytearray:
+        """The bytes (a new buffer, the caller's), every block verified (Corrupt names the
+        first bad one). With ``nowait``, BlockingIOError unless the page cache holds them all."""
         g = self.geometry
         g.check_range(offset, length)
         first, count = offset // g.block_bytes, length // g.block_bytes
@@ -194,7 +194,7 @@ class ExtentFile:
         bad = crc32c_verify_blocks(data, g.block_bytes, crcs)
         if bad >= 0:
             raise Corrupt(f"extent file {self.path.name}: block {first + bad} fails its CRC")
-        return bytes(data)
+        return data
 
     def verify(self) -> None:
         """Check the whole extent as the disk holds it: the tables read afresh (they must match

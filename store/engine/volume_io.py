@@ -172,7 +172,7 @@ class OpenVolume:
     # -- the synchronous fast path: no await, so the NBD server answers a batch of requests in
     # one pass and one send; None/False means "take the async path" (nothing was done).
 
-    def try_read(self, offset: int, length: int) -> bytes | None:
+    def try_read(self, offset: int, length: int) -> bytes | bytearray | None:
         """The bytes, if every block is in the page cache (or a hole) and every replica read
         goes well; else None."""
         self._check(offset, length)
@@ -212,7 +212,7 @@ class OpenVolume:
         self._written.add(index)
         return True
 
-    async def read(self, offset: int, length: int) -> bytes:
+    async def read(self, offset: int, length: int) -> bytes | bytearray:
         self._check(offset, length)
         if length == 0:
             return b""
@@ -229,9 +229,11 @@ class OpenVolume:
                 out[p.at : p.at + p.length] = await self._read_extent(
                     layer, p.index, p.offset, p.length
                 )
-        return bytes(out)
+        return out
 
-    async def _read_extent(self, layer: str, index: int, offset: int, length: int) -> bytes:
+    async def _read_extent(
+        self, layer: str, index: int, offset: int, length: int
+    ) -> bytes | bytearray:
         problems = []
         for drive_id in self._good_drives(layer, index):
             try:

@@ -84,7 +84,7 @@ async def export_volume(
 
         async def image() -> AsyncIterator[bytes]:
             for offset in range(0, volume.size, COPY_BYTES):
-                yield await opened.read(offset, min(COPY_BYTES, volume.size - offset))
+                yield bytes(await opened.read(offset, min(COPY_BYTES, volume.size - offset)))
 
         return await engine.put_object(
             bucket,

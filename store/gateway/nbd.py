@@ -20,7 +20,7 @@ import logging
 import socket
 import time
 from bisect import bisect_left
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,7 @@ MAX_PAYLOAD = 32 << 20  # largest READ/WRITE (advertised as the maximum block si
 PREFERRED_BLOCK = 64 << 10
 MAX_IN_FLIGHT = 128
 READ_BYTES = 1 << 20
+SEND_COPY_BYTES = 64 << 10  # reply parts smaller than this are joined before a send
 HANDSHAKE_TIMEOUT_S = 30.0
 DRAIN_GRACE_S = 5.0
 LINGER_S = 2.0  # a volume stays open this long after its last connection
@@ -408,7 +409,7 @@ class _Connection:
                 if item is not None and not draining.is_set():
                     # Answer what can be answered without waiting (cached reads, small writes
                     # to dirty extents) in one pass, then send the replies together.
-                    done: list[bytes] = []
+                    done: list[bytes | bytearray] = []
                     started = time.monotonic()
                     counts, sizes = [0, 0], [0, 0]  # reads, writes answered inline
                     while item is not None:
@@ -418,12 +419,12 @@ class _Connection:
                         reply = self._try_inline(request, payload)
                         if reply is None:
                             break
-                        done.append(reply)
+                        done.extend(reply)
                         counts[request.command] += 1
                         sizes[request.command] += request.length
                         item = reader.next_request()
                     if done:
-                        await self._send(b"".join(done))
+                        await self._send_parts(done)
                         # latency: from reading the batch to sending every reply in it
                         self.server.metrics.observe_inline(
                             counts, sizes, time.monotonic() - started
@@ -444,9 +445,11 @@ class _Connection:
                 await slots.acquire()
                 requests.start_soon(self._serve_one, request, payload, slots)
 
-    def _try_inline(self, request: tx.Request, payload: bytes) -> bytes | None:
-        """The whole reply to a READ or WRITE served synchronously, or None for the async path
-        (nothing was done). Metrics are the caller's, once per batch."""
+    def _try_inline(
+        self, request: tx.Request, payload: bytes
+    ) -> tuple[bytes] | tuple[bytes, bytes | bytearray] | None:
+        """The whole reply (its parts) to a READ or WRITE served synchronously, or None for the
+        async path (nothing was done). Metrics are the caller's, once per batch."""
         command = request.command
         if command > Command.WRITE or tx.check(request, self.export):
             return None
@@ -455,18 +458,17 @@ class _Connection:
                 data = self.volume.try_read(request.offset, request.length)
                 if data is None:
                     return None
+                cookie = request.cookie
                 if self.export.structured:
-                    return (
-                        tx.data_chunk(request.cookie, request.offset, len(data), done=True) + data
-                    )
-                return tx.simple_reply(request.cookie) + data
+                    return tx.data_chunk(cookie, request.offset, len(data), done=True), data
+                return tx.simple_reply(cookie), data
             if request.flags & CommandFlag.FUA or not self.volume.try_write(
                 request.offset, payload
             ):
                 return None
         except StoreError:
             return None  # the async path reports it
-        return tx.simple_reply(request.cookie)
+        return (tx.simple_reply(request.cookie),)
 
     async def _serve_one(self, request: tx.Request, payload: bytes, slots: trio.Semaphore) -> None:
         metrics = self.server.metrics
@@ -532,14 +534,24 @@ class _Connection:
                 return
         await self._send(tx.simple_reply(cookie))
 
-    async def _send(self, head: bytes, data: bytes = b"") -> None:
+    async def _send(self, head: bytes, data: bytes | bytearray = b"") -> None:
+        await self._send_parts((head, data) if data else (head,))
+
+    async def _send_parts(self, parts: Sequence[bytes | bytearray]) -> None:
+        """Send replies' parts in order, under the send lock: small ones joined into one
+        send, large ones (read data) sent as they are, never copied."""
         async with self.send_lock:
-            if data and len(data) <= 256 << 10:
-                await self.stream.send_all(head + data)
-            else:
-                await self.stream.send_all(head)
-                if data:
-                    await self.stream.send_all(data)
+            pending: list[bytes | bytearray] = []
+            for part in parts:
+                if len(part) < SEND_COPY_BYTES:
+                    pending.append(part)
+                    continue
+                if pending:
+                    await self.stream.send_all(b"".join(pending))
+                    pending = []
+                await self.stream.send_all(part)
+            if pending:
+                await self.stream.send_all(b"".join(pending))
 
 
 def _flags(volume: Any, *, writable: bool = True) -> TransmissionFlag:
