@@ -82,7 +82,8 @@ class RequestReader:
                 raise ProtocolError(f"a {length}-byte write is over the {self.max_payload} limit")
             if len(self._buffer) < end + length:
                 return None
-            payload = bytes(self._buffer[end : end + length])
+            with memoryview(self._buffer) as view:  # one copy, not a slice and a copy
+                payload = bytes(view[end : end + length])
             end += length
         self._at = end
         return Request(flags, command, cookie, offset, length), payload
