@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -46,6 +46,23 @@ OPEN_FILES = 512  # extent files kept open per volume (LRU)
 INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the event loop
 # Hole, zero and data as NBD base:allocation bits (HOLE = 1, ZERO = 2).
 _STATUS = {HOLE: 3, ZERO: 2}
+
+
+async def _each(work: Callable[[Piece], Awaitable[None]], pieces: Iterable[Piece]) -> None:
+    """``work`` on every piece at once; the first StoreError raised as it is (not in a group)."""
+    errors: list[StoreError] = []
+
+    async def one(piece: Piece) -> None:
+        try:
+            await work(piece)
+        except StoreError as e:
+            errors.append(e)
+
+    async with trio.open_nursery() as nursery:
+        for piece in pieces:
+            nursery.start_soon(one, piece)
+    if errors:
+        raise errors[0]
 
 
 def _zero(f: ExtentFile, *, offset: int, length: int, punch: bool) -> None:
@@ -223,12 +240,15 @@ class OpenVolume:
                 return bytes(length)
             return await self._read_extent(layer, index, within, length)
         out = bytearray(length)
-        for p in self.pieces(offset, length):
+
+        async def read_piece(p: Piece) -> None:
             layer = self.allocated.get(p.index)
             if layer is not None:
                 out[p.at : p.at + p.length] = await self._read_extent(
                     layer, p.index, p.offset, p.length
                 )
+
+        await _each(read_piece, self.pieces(offset, length))  # the extents in parallel
         return out
 
     async def _read_extent(
@@ -274,13 +294,16 @@ class OpenVolume:
             await self._paused.wait()
         view = memoryview(data)
         touched: list[int] = []
+
+        async def write_piece(p: Piece) -> None:
+            await self._prepare(p.index)
+            while p.index in self._repairing_extents:
+                await self._repairing_extents[p.index].wait()
+            with self._writing(p.index, touched):
+                await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
+
         with self._write_call():
-            for p in self.pieces(offset, len(data)):
-                await self._prepare(p.index)
-                while p.index in self._repairing_extents:
-                    await self._repairing_extents[p.index].wait()
-                with self._writing(p.index, touched):
-                    await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
+            await _each(write_piece, self.pieces(offset, len(data)))  # the extents in parallel
             if fua:
                 await self._sync_extents(touched)
 
