@@ -48,6 +48,24 @@ INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the ev
 _STATUS = {HOLE: 3, ZERO: 2}
 
 
+async def _on_drives(
+    drives: list[str], work: Callable[[str], Awaitable[None]]
+) -> dict[str, Exception]:
+    """``work`` for every drive at once; the drives it failed on (OSError, StoreError), and why."""
+    failed: dict[str, Exception] = {}
+
+    async def one(drive_id: str) -> None:
+        try:
+            await work(drive_id)
+        except (OSError, StoreError) as e:
+            failed[drive_id] = e
+
+    async with trio.open_nursery() as nursery:
+        for drive_id in drives:
+            nursery.start_soon(one, drive_id)
+    return failed
+
+
 async def _each(work: Callable[[Piece], Awaitable[None]], pieces: Iterable[Piece]) -> None:
     """``work`` on every piece at once; the first StoreError raised as it is (not in a group)."""
     errors: list[StoreError] = []
@@ -359,18 +377,11 @@ class OpenVolume:
         it fails on is marked stale (and the rest carry on); if it fails on all, Unavailable."""
         if drives is None:
             drives = self._good_drives(layer, index)
-        failed: dict[str, Exception] = {}
 
         async def one(drive_id: str) -> None:
-            try:
-                f = self._file(layer, index, drive_id)
-                await self.volumes.drives[drive_id].run(work, f)
-            except (OSError, StoreError) as e:
-                failed[drive_id] = e
+            await self.volumes.drives[drive_id].run(work, self._file(layer, index, drive_id))
 
-        async with trio.open_nursery() as nursery:
-            for drive_id in drives:
-                nursery.start_soon(one, drive_id)
+        failed = await _on_drives(drives, one)
         if failed:
             await self._degrade(layer, index, drives, failed)
 
@@ -469,18 +480,12 @@ class OpenVolume:
         source = None
         if parent is not None:  # copy-on-write: the parent's extent, from a replica that verifies
             source = await self._good_replica(parent, index)
-        failed: dict[str, Exception] = {}
 
         async def create(drive_id: str) -> None:
             drive = self.volumes.drives[drive_id]
-            try:
-                await drive.run(extentfile.create, drive.extent_path(eid), self.geometry, source)
-            except (OSError, StoreError) as e:
-                failed[drive_id] = e
+            await drive.run(extentfile.create, drive.extent_path(eid), self.geometry, source)
 
-        async with trio.open_nursery() as nursery:
-            for drive_id in drives:
-                nursery.start_soon(create, drive_id)
+        failed = await _on_drives(drives, create)
         for drive_id in drives:
             self._forget(self.layer, index, drive_id)  # a handle of a file just replaced
         if failed:

@@ -18,9 +18,10 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 import trio
 
@@ -123,17 +124,36 @@ class Volumes:
         While a gateway has the volume open, that gateway takes the snapshot (it must switch
         layers itself): the request goes to it through the metadata (volume_requests)."""
         V.check_name(f"{name}@{snap}", snapshot=True)
+
+        async def here() -> V.Volume:
+            return (await self.commit_snapshot(name, snap, description))[0]
+
+        args = {"snap": snap, "description": description}
+        found = await self._here_or_at_owner(name, here, "snapshot", args)
+        return found if isinstance(found, V.Volume) else V.Volume(**found)
+
+    async def _here_or_at_owner(
+        self,
+        name: str,
+        here: Callable[[], Awaitable[Any]],
+        action: str,
+        args: dict[str, Any],
+        timeout_s: float = volume_requests.ANSWER_TIMEOUT_S,
+    ) -> Any:
+        """``here()`` while the volume is detached (it raises _Attached if it finds it opened
+        meanwhile), else ``action`` by the gateway holding it open (its JSON answer)."""
         while True:
             if not await self.attached(name):
                 try:
-                    return (await self.commit_snapshot(name, snap, description))[0]
+                    return await here()
                 except _Attached:
                     pass  # opened meanwhile: ask its gateway
-            args = {"snap": snap, "description": description}
             try:
-                return V.Volume(**await volume_requests.ask_owner(self.kv, name, "snapshot", args))
+                return await volume_requests.ask_owner(
+                    self.kv, name, action, args, timeout_s=timeout_s
+                )
             except volume_requests.NotAttached:
-                continue  # closed meanwhile: take it here
+                continue  # closed meanwhile: do it here
 
     async def commit_snapshot(
         self, name: str, snap: str, description: str, *, owner: bool = False
@@ -183,25 +203,23 @@ class Volumes:
         """Verify every replica of a volume's extents (``OpenVolume.scrub``). An attached volume
         is scrubbed by the gateway holding it (its writes to an extent pause while that extent
         is read), a detached one here."""
-        while True:
-            if not await self.attached(name):
-                volume = await self.get(name)
-                if repair and volume.readonly:
-                    raise InvalidArgument(
-                        f"{name} is a snapshot: repair it through its volume or a clone"
-                    )
-                try:  # writable: the lease keeps writers away while the extents are read
-                    async with self.open(name, writable=not volume.readonly) as opened:
-                        return await opened.scrub(repair=repair)
-                except Conflict:
-                    pass  # opened meanwhile: ask its gateway
-            try:
-                report: dict[str, object] = await volume_requests.ask_owner(
-                    self.kv, name, "scrub", {"repair": repair}, timeout_s=SCRUB_TIMEOUT_S
+
+        async def here() -> dict[str, object]:
+            volume = await self.get(name)
+            if repair and volume.readonly:
+                raise InvalidArgument(
+                    f"{name} is a snapshot: repair it through its volume or a clone"
                 )
-                return report
-            except volume_requests.NotAttached:
-                continue
+            try:  # writable: the lease keeps writers away while the extents are read
+                async with self.open(name, writable=not volume.readonly) as opened:
+                    return await opened.scrub(repair=repair)
+            except Conflict:
+                raise _Attached(name) from None
+
+        report: dict[str, object] = await self._here_or_at_owner(
+            name, here, "scrub", {"repair": repair}, SCRUB_TIMEOUT_S
+        )
+        return report
 
     async def clone(self, snapshot: str, name: str, description: str = "") -> V.Volume:
         """A new writable volume that starts as ``snapshot`` (copy-on-write, nothing copied)."""
