@@ -35,6 +35,50 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("store.access")
 
 
+# The operations of the endpoint table (store.s3.endpoints) this gateway implements, and the
+# method serving each; every other endpoint is answered NotImplemented.
+OPERATIONS: dict[str, str] = {
+    "ListBuckets": "list_buckets",
+    "CreateBucket": "create_bucket",
+    "HeadBucket": "head_bucket",
+    "DeleteBucket": "delete_bucket",
+    "GetBucketLocation": "get_bucket_location",
+    "GetBucketVersioning": "get_bucket_versioning",
+    "GetBucketTagging": "get_bucket_tagging",
+    "PutBucketTagging": "put_bucket_tagging",
+    "DeleteBucketTagging": "put_bucket_tagging",
+    "GetObjectAttributes": "get_object_attributes",
+    "GetBucketCors": "get_bucket_cors",
+    "PutBucketCors": "put_bucket_cors",
+    "DeleteBucketCors": "delete_bucket_cors",
+    "PreflightRequest": "preflight",
+    "GetBucketPolicy": "get_bucket_policy",
+    "PutBucketPolicy": "put_bucket_policy",
+    "DeleteBucketPolicy": "delete_bucket_policy",
+    "PutBucketVersioning": "put_bucket_versioning",
+    "ListObjects": "list_objects",
+    "ListObjectsV2": "list_objects",
+    "ListObjectVersions": "list_versions",
+    "ListMultipartUploads": "list_uploads",
+    "ListParts": "list_parts",
+    "PutObject": "put_object",
+    "GetObject": "get_object",
+    "HeadObject": "get_object",
+    "DeleteObject": "delete_object",
+    "DeleteObjects": "delete_objects",
+    "CopyObject": "copy_object",
+    "UploadPartCopy": "upload_part_copy",
+    "GetObjectTagging": "get_object_tagging",
+    "PutObjectTagging": "put_object_tagging",
+    "DeleteObjectTagging": "put_object_tagging",
+    "PostObject": "post_object",
+    "CreateMultipartUpload": "create_multipart",
+    "UploadPart": "upload_part",
+    "CompleteMultipartUpload": "complete_multipart",
+    "AbortMultipartUpload": "abort_multipart",
+}
+
+
 @dataclass
 class GatewayConfig:
     region: str = "us-east-1"
@@ -58,44 +102,7 @@ class S3Gateway:
         self.config = config or GatewayConfig()
         self.metrics = metrics.GatewayMetrics(engine)
         self._ops: dict[str, Callable[[Call], Awaitable[Response]]] = {
-            "ListBuckets": self.list_buckets,
-            "CreateBucket": self.create_bucket,
-            "HeadBucket": self.head_bucket,
-            "DeleteBucket": self.delete_bucket,
-            "GetBucketLocation": self.get_bucket_location,
-            "GetBucketVersioning": self.get_bucket_versioning,
-            "GetBucketTagging": self.get_bucket_tagging,
-            "PutBucketTagging": self.put_bucket_tagging,
-            "DeleteBucketTagging": self.put_bucket_tagging,
-            "GetObjectAttributes": self.get_object_attributes,
-            "GetBucketCors": self.get_bucket_cors,
-            "PutBucketCors": self.put_bucket_cors,
-            "DeleteBucketCors": self.delete_bucket_cors,
-            "PreflightRequest": self.preflight,
-            "GetBucketPolicy": self.get_bucket_policy,
-            "PutBucketPolicy": self.put_bucket_policy,
-            "DeleteBucketPolicy": self.delete_bucket_policy,
-            "PutBucketVersioning": self.put_bucket_versioning,
-            "ListObjects": self._listing(s3_listings.list_objects),
-            "ListObjectsV2": self._listing(s3_listings.list_objects),
-            "ListObjectVersions": self._listing(s3_listings.list_versions),
-            "ListMultipartUploads": self._listing(s3_listings.list_uploads),
-            "ListParts": self._listing(s3_listings.list_parts),
-            "PutObject": self.put_object,
-            "GetObject": self.get_object,
-            "HeadObject": self.get_object,
-            "DeleteObject": self.delete_object,
-            "DeleteObjects": self.delete_objects,
-            "CopyObject": self.copy_object,
-            "UploadPartCopy": self.upload_part_copy,
-            "GetObjectTagging": self.get_object_tagging,
-            "PutObjectTagging": self.put_object_tagging,
-            "DeleteObjectTagging": self.put_object_tagging,
-            "PostObject": self.post_object,
-            "CreateMultipartUpload": self.create_multipart,
-            "UploadPart": self.upload_part,
-            "CompleteMultipartUpload": self.complete_multipart,
-            "AbortMultipartUpload": self.abort_multipart,
+            op: getattr(self, name) for op, name in OPERATIONS.items()
         }
 
     # -- the request pipeline -------------------------------------------------------------------
@@ -200,14 +207,23 @@ class S3Gateway:
         assert found is not None
         call.user = found.user
 
-    def _listing(
-        self, fn: Callable[[ObjectEngine, Call], Awaitable[bytes]]
-    ) -> Callable[[Call], Awaitable[Response]]:
-        async def handle(call: Call) -> Response:
-            await self._bucket(call)
-            return m.xml(200, await fn(self.engine, call))
+    async def _listed(
+        self, call: Call, fn: Callable[[ObjectEngine, Call], Awaitable[bytes]]
+    ) -> Response:
+        await self._bucket(call)
+        return m.xml(200, await fn(self.engine, call))
 
-        return handle
+    async def list_objects(self, call: Call) -> Response:
+        return await self._listed(call, s3_listings.list_objects)
+
+    async def list_versions(self, call: Call) -> Response:
+        return await self._listed(call, s3_listings.list_versions)
+
+    async def list_uploads(self, call: Call) -> Response:
+        return await self._listed(call, s3_listings.list_uploads)
+
+    async def list_parts(self, call: Call) -> Response:
+        return await self._listed(call, s3_listings.list_parts)
 
     async def _bucket(self, call: Call, *, owner_only: bool = False) -> Bucket:
         """The request's bucket, if the caller may do this operation on it: its owner and root
@@ -407,9 +423,35 @@ class S3Gateway:
     # -- service and buckets --------------------------------------------------------------------
 
     async def list_buckets(self, call: Call) -> Response:
+        """ListBuckets, paginated (max-buckets, continuation-token: the last name listed) and
+        filtered by prefix and region as AWS's ListBuckets is."""
+        q = call.route.query
         owner = None if call.user == users.ROOT_USER else call.user
-        buckets = await self.engine.list_buckets(owner)
-        return m.xml(200, xml.list_buckets(call.user, [(b.name, b.created) for b in buckets]))
+        limit = s3_listings.int_param(q, "max-buckets", 10000)
+        if not 1 <= limit <= 10000:
+            raise InvalidArgument("max-buckets must be between 1 and 10000")
+        after = (
+            s3_listings.decode_token(q["continuation-token"]) if "continuation-token" in q else ""
+        )
+        prefix = q.get("prefix", "")
+        region = q.get("bucket-region")
+        buckets = [
+            b
+            for b in await self.engine.list_buckets(owner)
+            if b.name > after and b.name.startswith(prefix)
+        ]
+        if region is not None and region != self.config.region:
+            buckets = []
+        page = buckets[:limit]
+        token = s3_listings.encode_token(page[-1].name) if len(buckets) > limit else ""
+        body = xml.list_buckets(
+            call.user,
+            [(b.name, b.created) for b in page],
+            region=self.config.region,
+            prefix=q.get("prefix"),
+            continuation_token=token,
+        )
+        return m.xml(200, body)
 
     async def create_bucket(self, call: Call) -> Response:
         location = xml.parse_create_bucket(await self._read_small(call))

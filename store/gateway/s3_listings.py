@@ -20,18 +20,18 @@ if TYPE_CHECKING:
     from store.gateway.s3 import Call
 
 
-def _encode_token(marker: str) -> str:
+def encode_token(marker: str) -> str:
     return base64.urlsafe_b64encode(marker.encode()).decode()
 
 
-def _decode_token(token: str) -> str:
+def decode_token(token: str) -> str:
     try:
         return base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument("the continuation token provided is incorrect") from None
 
 
-def _int(q: Mapping[str, str], name: str, default: int) -> int:
+def int_param(q: Mapping[str, str], name: str, default: int) -> int:
     value = q.get(name)
     if value is None:
         return default
@@ -68,10 +68,10 @@ async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
     q = call.route.query
     v2 = call.route.operation == "ListObjectsV2"
     encode, enc = _encoder(q)
-    max_keys = _int(q, "max-keys", 1000)
+    max_keys = int_param(q, "max-keys", 1000)
     if v2:
         token = q.get("continuation-token")
-        after = _decode_token(token) if token is not None else q.get("start-after", "")
+        after = decode_token(token) if token is not None else q.get("start-after", "")
     else:
         after = q.get("marker", "")
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
@@ -91,7 +91,7 @@ async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
         if "start-after" in q:
             out.append(xml.field("StartAfter", enc(q["start-after"])))
         if result.truncated:
-            out.append(xml.field("NextContinuationToken", _encode_token(result.next_marker)))
+            out.append(xml.field("NextContinuationToken", encode_token(result.next_marker)))
     else:
         out.append(xml.field("Marker", enc(after)))
         if result.truncated and delimiter:
@@ -118,7 +118,7 @@ async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
 async def list_versions(engine: ObjectEngine, call: Call) -> bytes:
     q = dict(call.route.query)
     encode, enc = _encoder(q)
-    max_keys = _int(q, "max-keys", 1000)
+    max_keys = int_param(q, "max-keys", 1000)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     key_marker, version_marker = q.get("key-marker", ""), q.get("version-id-marker", "")
     if version_marker and not key_marker:
@@ -168,7 +168,7 @@ async def list_versions(engine: ObjectEngine, call: Call) -> bytes:
 async def list_uploads(engine: ObjectEngine, call: Call) -> bytes:
     q = dict(call.route.query)
     encode, enc = _encoder(q)
-    max_uploads = _int(q, "max-uploads", 1000)
+    max_uploads = int_param(q, "max-uploads", 1000)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     key_marker, upload_marker = q.get("key-marker", ""), q.get("upload-id-marker", "")
     result = await engine.list_uploads(
@@ -210,8 +210,8 @@ async def list_uploads(engine: ObjectEngine, call: Call) -> bytes:
 
 async def list_parts(engine: ObjectEngine, call: Call) -> bytes:
     q = dict(call.route.query)
-    max_parts = _int(q, "max-parts", 1000)
-    marker = _int(q, "part-number-marker", 0)
+    max_parts = int_param(q, "max-parts", 1000)
+    marker = int_param(q, "part-number-marker", 0)
     result = await engine.multipart.list_parts(
         call.route.bucket,
         call.route.key,

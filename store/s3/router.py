@@ -5,8 +5,8 @@ Addressing: path style (``/bucket/key``) always works; virtual-hosted style
 domains. IP literals and other hosts fall back to path style. The key is the percent-decoded rest
 of the path after the bucket's slash (``+`` is literal in a path), kept exactly: ``a//b`` and
 ``a/`` are keys of their own. Sub-resources in the query (``?uploads``, ``?versioning``,
-``?tagging``...) and a few headers (``x-amz-copy-source``) pick the operation, as in AWS's API
-reference; anything else is NotImplemented.
+``?tagging``...) and a few headers (``x-amz-copy-source``) pick the operation from the endpoint
+table (``store.s3.endpoints``), which refuses anything it does not name.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, unquote_to_bytes
 
+from store.s3 import endpoints
 from store.s3.errors import S3Error
 
 MAX_URL_BYTES = 8192
@@ -91,83 +92,12 @@ def route(
         bucket_raw, slash, key_raw = raw_path[1:].partition("/")
         bucket = _decode_path(bucket_raw)
         key = _decode_path(key_raw) if slash else ""
-    operation = _operation(method, bool(bucket), bool(key), query, headers)
+    operation = _operation(method, bucket, key, query, headers)
     return Route(operation, bucket, key, query, raw_path, raw_query)
 
 
-_BUCKET_SUBRESOURCES = ("versioning", "cors", "policy", "tagging", "location", "lifecycle")
-
-
 def _operation(
-    method: str, has_bucket: bool, has_key: bool, q: Mapping[str, str], h: Mapping[str, str]
+    method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]
 ) -> str:
-    if method == "OPTIONS" and has_bucket:
-        return "PreflightRequest"
-    if not has_bucket:
-        if method in ("GET", "HEAD"):
-            return "ListBuckets"
-        raise S3Error("MethodNotAllowed", 405, f"{method} is not allowed on the service")
-    if not has_key:
-        return _bucket_operation(method, q)
-    return _object_operation(method, q, h)
-
-
-def _bucket_operation(method: str, q: Mapping[str, str]) -> str:
-    sub = next((s for s in _BUCKET_SUBRESOURCES if s in q), None)
-    names = {
-        "versioning": "BucketVersioning",
-        "cors": "BucketCors",
-        "policy": "BucketPolicy",
-        "tagging": "BucketTagging",
-        "lifecycle": "BucketLifecycleConfiguration",
-    }
-    if method == "GET":
-        if sub == "location":
-            return "GetBucketLocation"
-        if sub is not None:
-            return "Get" + names[sub]
-        if "uploads" in q:
-            return "ListMultipartUploads"
-        if "versions" in q:
-            return "ListObjectVersions"
-        return "ListObjectsV2" if q.get("list-type") == "2" else "ListObjects"
-    if method == "PUT":
-        return "Put" + names[sub] if sub in names else "CreateBucket"
-    if method == "DELETE":
-        return "Delete" + names[sub] if sub in names else "DeleteBucket"
-    if method == "HEAD":
-        return "HeadBucket"
-    if method == "POST":
-        return "DeleteObjects" if "delete" in q else "PostObject"
-    raise S3Error("MethodNotAllowed", 405, f"{method} is not allowed on a bucket")
-
-
-def _object_operation(method: str, q: Mapping[str, str], h: Mapping[str, str]) -> str:
-    copy = "x-amz-copy-source" in h
-    if method == "PUT":
-        if "uploadId" in q or "partNumber" in q:
-            return "UploadPartCopy" if copy else "UploadPart"
-        if "tagging" in q:
-            return "PutObjectTagging"
-        return "CopyObject" if copy else "PutObject"
-    if method == "GET":
-        if "uploadId" in q:
-            return "ListParts"
-        if "tagging" in q:
-            return "GetObjectTagging"
-        if "attributes" in q:
-            return "GetObjectAttributes"
-        return "GetObject"
-    if method == "HEAD":
-        return "HeadObject"
-    if method == "DELETE":
-        if "uploadId" in q:
-            return "AbortMultipartUpload"
-        return "DeleteObjectTagging" if "tagging" in q else "DeleteObject"
-    if method == "POST":
-        if "uploads" in q:
-            return "CreateMultipartUpload"
-        if "uploadId" in q:
-            return "CompleteMultipartUpload"
-        raise S3Error("NotImplemented", 501, "this POST on an object is not implemented")
-    raise S3Error("MethodNotAllowed", 405, f"{method} is not allowed on an object")
+    target = endpoints.OBJECT if key else endpoints.BUCKET if bucket else endpoints.SERVICE
+    return endpoints.find(target, method, query, headers).operation

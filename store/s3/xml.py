@@ -173,12 +173,25 @@ def owner(owner_id: str, tag: str = "Owner") -> str:
     return f"<{tag}>{_el('ID', owner_id)}{_el('DisplayName', owner_id)}</{tag}>"
 
 
-def list_buckets(owner_id: str, buckets: Sequence[tuple[str, float]]) -> bytes:
+def list_buckets(
+    owner_id: str,
+    buckets: Sequence[tuple[str, float]],
+    *,
+    region: str = "",
+    prefix: str | None = None,
+    continuation_token: str = "",
+) -> bytes:
+    region_el = _el("BucketRegion", region) if region else ""
     items = "".join(
-        f"<Bucket>{_el('Name', name)}{_el('CreationDate', iso8601(created))}</Bucket>"
+        f"<Bucket>{_el('Name', name)}{_el('CreationDate', iso8601(created))}{region_el}</Bucket>"
         for name, created in buckets
     )
-    return document("ListAllMyBucketsResult", [owner(owner_id), f"<Buckets>{items}</Buckets>"])
+    tail = [field("ContinuationToken", continuation_token)] if continuation_token else []
+    if prefix is not None:
+        tail.append(field("Prefix", prefix))
+    return document(
+        "ListAllMyBucketsResult", [owner(owner_id), f"<Buckets>{items}</Buckets>", *tail]
+    )
 
 
 def element(name: str, children: Iterable[str] = ()) -> str:
