@@ -39,7 +39,8 @@ from store.engine.node import DEFAULT_DRIVES, local_volumes, open_local_engine
 from store.engine.objects import ObjectEngine
 from store.gateway.http import Drain, serve_http
 from store.gateway.nbd import NbdMetrics, NbdServer
-from store.gateway.s3 import GatewayConfig, S3Gateway, bad_request_response
+from store.gateway.s3 import S3Gateway, bad_request_response
+from store.gateway.s3_call import GatewayConfig
 from store.nbd.constants import DEFAULT_PORT as DEFAULT_NBD_PORT
 
 log = logging.getLogger("store")
@@ -301,6 +302,11 @@ def worker_argv(config: ServeConfig, fds: WorkerFds, port: int, nbd_port: int | 
     argv += ["--nbd-tls", config.nbd_tls]
     if config.nbd_tls_client_ca is not None:
         argv += ["--nbd-tls-client-ca", str(config.nbd_tls_client_ca)]
+    g = config.gateway
+    argv += ["--region", g.region, "--object-ownership", g.default_object_ownership]
+    argv += ["--lifecycle-day-seconds", repr(g.day_s)]
+    for domain in g.base_domains:
+        argv += ["--domain", domain]
     argv += ["--workers", "1", "--worker", fds.format()]
     return argv
 

@@ -103,6 +103,13 @@ def _serve(args: argparse.Namespace) -> int:
         print("store serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     config = ServeConfig(Path(args.data), host, port, drives, args.scheme)
+    config.gateway.region = args.region
+    config.gateway.base_domains = list(args.domain)
+    config.gateway.default_object_ownership = args.object_ownership
+    if args.lifecycle_day_seconds <= 0:
+        print("store serve: --lifecycle-day-seconds must be positive", file=sys.stderr)
+        return 2
+    config.gateway.day_s = args.lifecycle_day_seconds
     if args.tls_cert:
         config.tls_cert, config.tls_key = Path(args.tls_cert), Path(args.tls_key)
     config.workers = args.workers or default_workers()
@@ -293,6 +300,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--nbd-tls-client-ca",
         metavar="PEM",
         help="require NBD clients to present a certificate signed by this CA",
+    )
+    serve.add_argument(
+        "--region", default="us-east-1", help="the region this service is (SigV4 scope, locations)"
+    )
+    serve.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="base domain for virtual-hosted-style requests, BUCKET.NAME (repeatable)",
+    )
+    serve.add_argument(
+        "--object-ownership",
+        choices=["ObjectWriter", "BucketOwnerPreferred", "BucketOwnerEnforced"],
+        default="ObjectWriter",
+        help="object ownership of new buckets that name none (default ObjectWriter: ACLs on)",
+    )
+    serve.add_argument(
+        "--lifecycle-day-seconds",
+        type=float,
+        default=86400.0,
+        help="the length of a day for lifecycle rules and default retention (for tests)",
     )
     # Set by the supervisor when it starts a worker: its index and the descriptors it inherits.
     serve.add_argument("--worker", help=argparse.SUPPRESS)

@@ -46,6 +46,10 @@ class PermissionDenied(StoreError):
     """The caller is authenticated but not allowed to do this."""
 
 
+class Locked(PermissionDenied):
+    """Object lock (a retention period or a legal hold) forbids removing or changing this."""
+
+
 class NoSpace(StoreError):
     """Not enough free space on enough drives to place the data durably."""
 

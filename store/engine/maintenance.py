@@ -239,6 +239,7 @@ async def run_housekeeping(
             await heal_damaged(engine, rate_bytes_s=scrub_rate_bytes_s)
             if primary:
                 await sweep_orphans(engine)
+                await engine.multipart.expire_completed()
             if primary and time.monotonic() - last_scrub > scrub_interval_s:
                 last_scrub = time.monotonic()
                 report = await scrub(engine, repair=True, rate_bytes_s=scrub_rate_bytes_s)

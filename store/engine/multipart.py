@@ -14,10 +14,11 @@ concatenated binary part MD5s, then "-N".
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,6 +33,7 @@ from store.errors import (
     InvalidArgument,
     InvalidPart,
     InvalidPartOrder,
+    NoSuchKey,
     NoSuchUpload,
 )
 from store.meta.api import Compare, Delete, Op, Put, prefix_end
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from store.engine.objects import ObjectEngine, Prepared
 
 MAX_PART_BYTES = 5 << 30
+COMPLETED_KEEP_S = 24 * 3600.0  # how long a retried Complete still gets its result
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,10 @@ class Multipart:
         tags: dict[str, str] | None = None,
         checksum_algorithm: str = "",
         checksum_type: str = "",
+        attributes: Mapping[str, Any] | None = None,
     ) -> Upload:
+        """A new upload; ``attributes`` (``records.ATTRIBUTES``: ACL, storage class, object lock,
+        encryption) go to the completed object's version."""
         R.check_object_key(key)
         if checksum_algorithm:
             checksum_algorithm = checksums.canonical_algorithm(checksum_algorithm)
@@ -97,6 +103,7 @@ class Multipart:
             dict(tags or {}),
             checksum_algorithm,
             checksum_type,
+            **dict(attributes or {}),
         )
         ukey = R.upload_key(bucket, key, upload.upload_id)
         for _ in range(20):
@@ -259,9 +266,12 @@ class Multipart:
             uploaded = {p.number: p for _, _, p in await self._all_parts(upload_id)}
             chosen = self._choose(listed, uploaded)
             md5 = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen))
+            etag = f"{md5.hexdigest()}-{len(chosen)}"
+            done = json.dumps({"b": bucket, "k": key, "etag": etag, "t": time.time()}).encode()
             ops: list[Op] = [
                 Delete(ukey),
                 Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
+                Put(R.completed_key(upload_id), done),
             ]
             for number, part in uploaded.items():
                 if number not in set(numbers):
@@ -271,7 +281,7 @@ class Multipart:
                 key=key,
                 version_id="",
                 size=sum(p.size for p in chosen),
-                etag=f"{md5.hexdigest()}-{len(chosen)}",
+                etag=etag,
                 mtime=time.time(),
                 owner=upload.owner,
                 content_type=upload.content_type,
@@ -281,12 +291,55 @@ class Multipart:
                 parts=tuple(PartInfo(p.size, p.etag, p.checksum.partition(":")[2]) for p in chosen),
                 tags=upload.tags,
                 chunks=tuple(c for p in chosen for c in p.chunks),
+                **upload.attributes(),
             )
             return version, ops, [Compare.mod_is(ukey, ukv.mod_revision)]
 
-        return await self.engine.commit_version(
-            prepare=prepare, if_match=if_match, if_none_match=if_none_match
-        )
+        try:
+            return await self.engine.commit_version(
+                prepare=prepare, if_match=if_match, if_none_match=if_none_match
+            )
+        except NoSuchUpload:
+            done = await self._completed(bucket, key, upload_id, listed)
+            if done is None:
+                raise
+            return done
+
+    async def _completed(
+        self, bucket: str, key: str, upload_id: str, listed: Sequence[CompletedPart]
+    ) -> Version | None:
+        """A retried Complete of an upload that completed: S3 answers it with the same result
+        (clients retry after a timeout), as long as the object it made is still the key's."""
+        R.check_upload_id(upload_id)
+        kv = await self.kv.get(R.completed_key(upload_id))
+        if kv is None:
+            return None
+        done = json.loads(kv.value)
+        if (done["b"], done["k"]) != (bucket, key):
+            return None
+        md5 = hashlib.md5(b"".join(bytes.fromhex(p.etag.strip().strip('"')) for p in listed))
+        if done["etag"] != f"{md5.hexdigest()}-{len(listed)}":
+            return None
+        try:
+            current = await self.engine.head_object(bucket, key)
+        except NoSuchKey:
+            return None
+        return current if current.etag == done["etag"] else None
+
+    async def expire_completed(self, older_than_s: float = COMPLETED_KEEP_S) -> int:
+        """Drop the records of completions older than ``older_than_s`` (retries come soon)."""
+        dropped = 0
+        start, end = R.COMPLETED_PREFIX, prefix_end(R.COMPLETED_PREFIX)
+        cutoff = time.time() - older_than_s
+        while True:
+            page = await self.kv.range(start, end, limit=1000)
+            old = [kv for kv in page.kvs if json.loads(kv.value)["t"] < cutoff]
+            for kv in old:
+                await self.kv.txn([Compare.mod_is(kv.key, kv.mod_revision)], [Delete(kv.key)], [])
+            dropped += len(old)
+            if not page.more:
+                return dropped
+            start = page.kvs[-1].key + b"\0"
 
     def _choose(self, listed: Sequence[CompletedPart], uploaded: dict[int, Part]) -> list[Part]:
         chosen: list[Part] = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from store.errors import (
     BucketNotEmpty,
     Conflict,
     InvalidArgument,
+    Locked,
     MethodNotAllowed,
     NoSuchBucket,
     NoSuchKey,
@@ -102,14 +103,20 @@ class ObjectEngine:
     # -- buckets ----------------------------------------------------------------------------------
 
     async def create_bucket(
-        self, name: str, owner: str, *, versioning: str = "", compression: str = ""
+        self,
+        name: str,
+        owner: str,
+        *,
+        versioning: str = "",
+        compression: str = "",
+        settings: dict[str, Any] | None = None,
     ) -> Bucket:
         R.check_bucket_name(name)
         if versioning not in ("", "Enabled", "Suspended"):
             raise InvalidArgument("versioning must be Enabled or Suspended")
         if compression not in ("", "zstd"):
             raise InvalidArgument(f"unknown compression {compression!r}")
-        bucket = Bucket(name, owner, time.time(), versioning, compression)
+        bucket = Bucket(name, owner, time.time(), versioning, compression, dict(settings or {}))
         key = R.bucket_key(name)
         result = await self.kv.txn([Compare.absent(key)], [Put(key, bucket.encode())], [])
         if not result.succeeded:
@@ -152,6 +159,22 @@ class ObjectEngine:
         for _ in range(TXN_RETRIES):
             bucket, kv = await self._bucket_kv(name)
             new = Bucket(**{**_fields(bucket), **changes})
+            ok = await self.kv.txn(
+                [Compare.mod_is(kv.key, kv.mod_revision)], [Put(kv.key, new.encode())], []
+            )
+            if ok.succeeded:
+                return new
+        raise Conflict(f"bucket {name} is changing too fast")
+
+    async def update_settings(
+        self, name: str, change: Callable[[Bucket], dict[str, Any]]
+    ) -> Bucket:
+        """Replace a bucket's gateway-owned settings with ``change(bucket)``, computed from the
+        record as committed (so concurrent changes of other settings are never lost); ``change``
+        may raise to refuse."""
+        for _ in range(TXN_RETRIES):
+            bucket, kv = await self._bucket_kv(name)
+            new = Bucket(**{**_fields(bucket), "settings": change(bucket)})
             ok = await self.kv.txn(
                 [Compare.mod_is(kv.key, kv.mod_revision)], [Put(kv.key, new.encode())], []
             )
@@ -238,6 +261,7 @@ class ObjectEngine:
         if_match: str | None = None,
         if_none_match: str | None = None,
         payload_sha256: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> Version:
         """Store a new version of ``bucket/key`` from a byte stream.
 
@@ -245,6 +269,7 @@ class ObjectEngine:
         once the body has been read, for checksums sent as trailers) are verified before anything
         becomes visible: a mismatch raises BadDigest and keeps nothing. ``if_match`` and
         ``if_none_match`` (an ETag or "*") are checked atomically with the commit.
+        ``attributes`` are the version's gateway-owned fields (``records.ATTRIBUTES``).
         """
         R.check_object_key(key)
         bucket_rec, bucket_kv = await self._bucket_kv(bucket)
@@ -282,6 +307,7 @@ class ObjectEngine:
                 compression=stored.compression,
                 frames=stored.frames,
                 frame_bytes=stored.frame_bytes,
+                **_attributes(attributes),
             )
             committed = await self.commit_version(
                 version,
@@ -362,24 +388,33 @@ class ObjectEngine:
         return None if kv is None else (kv, Version.decode(bucket, key, kv.value))
 
     async def delete_object(
-        self, bucket: str, key: str, version_id: str | None = None, *, owner: str = ""
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        *,
+        owner: str = "",
+        bypass_governance: bool = False,
     ) -> DeleteResult:
         """S3 DeleteObject: without a version id, remove the object (unversioned) or add a
         delete marker (versioned); with one, remove exactly that version. Deleting what is not
-        there succeeds (S3 semantics)."""
+        there succeeds (S3 semantics). A version under object lock (a legal hold, or retention
+        not yet over; GOVERNANCE yields to ``bypass_governance``) is never removed: Locked."""
         R.check_object_key(key)
         self.stats.deletes += 1
         if version_id is None:
             bucket_rec = await self.get_bucket(bucket)
             if bucket_rec.versioning == "":
-                return await self._delete_version(bucket, key, None)
+                return await self._delete_version(bucket, key, None, bypass_governance)
             marker = Version(bucket, key, "", delete_marker=True, mtime=time.time(), owner=owner)
             new = await self.commit_version(marker)
             return DeleteResult(new.public_id, True)
         R.check_version_id(version_id)
-        return await self._delete_version(bucket, key, version_id)
+        return await self._delete_version(bucket, key, version_id, bypass_governance)
 
-    async def _delete_version(self, bucket: str, key: str, version_id: str | None) -> DeleteResult:
+    async def _delete_version(
+        self, bucket: str, key: str, version_id: str | None, bypass_governance: bool = False
+    ) -> DeleteResult:
         """Remove one version (``None``: the null version) and repoint the current entry."""
         okey = R.current_key(bucket, key)
         bucket_key = R.bucket_key(bucket)
@@ -389,6 +424,9 @@ class ObjectEngine:
             if found is None:
                 return DeleteResult(version_id or "null", False)
             kv, rec = found
+            why = rec.locked(time.time(), bypass_governance)
+            if why is not None:
+                raise Locked(why)
             current = await self.kv.get(okey)
             compares = [
                 Compare.mod_is(bucket_key, bkv.mod_revision),
@@ -526,6 +564,7 @@ class ObjectEngine:
         checksum_algorithm: str | None = None,
         condition: Callable[[Version], None] | None = None,
         byte_range: tuple[int | None, int | None] | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> tuple[Version, Version]:
         """Server-side copy: (source version, new version). ``condition`` checks the source's
         x-amz-copy-source-if-* headers before any byte moves."""
@@ -552,6 +591,7 @@ class ObjectEngine:
                 owner=owner,
                 tags=src.tags if tags is None else tags,
                 checksum_algorithm=algorithm,
+                attributes=attributes,
                 **meta_kw,
             )
         return src, new
@@ -560,19 +600,41 @@ class ObjectEngine:
         self, bucket: str, key: str, tags: dict[str, str], version_id: str | None = None
     ) -> Version:
         """Replace a version's tag set (PutObjectTagging / DeleteObjectTagging)."""
+        return await self.update_version(
+            bucket, key, version_id, lambda rec: rec.with_(tags=dict(tags))
+        )
+
+    async def update_version(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        change: Callable[[Version], Version],
+    ) -> Version:
+        """Rewrite one version's record with ``change`` (tags, ACL, retention, legal hold),
+        compare-and-swapped: ``change`` sees the record as committed and may raise to refuse."""
         for _ in range(TXN_RETRIES):
             rec = await self.head_object(bucket, key, version_id)
             vkey = R.version_key(bucket, key, rec.version_id)
             kv = await self.kv.get(vkey)
             if kv is None:
                 continue
-            new = rec.with_(tags=dict(tags))
+            new = change(Version.decode(bucket, key, kv.value))
+            assert new.version_id == rec.version_id and new.chunks == rec.chunks
             ok = await self.kv.txn(
                 [Compare.mod_is(vkey, kv.mod_revision)], [Put(vkey, new.encode())], []
             )
             if ok.succeeded:
                 return new
         raise Conflict(f"{bucket}/{key} is changing too fast; retry")
+
+
+def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not attributes:
+        return {}
+    unknown = set(attributes) - set(R.ATTRIBUTES)
+    assert not unknown, unknown
+    return dict(attributes)
 
 
 def _fields(bucket: Bucket) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Bucket names never contain "/", object keys never contain NUL, so the separators
     V/<bucket>/<key>\\0<version>         every version, delete markers included; the full record
     U/<bucket>/<key>\\0<upload id>       multipart uploads in progress
     P/<upload id>/<part number:05d>     uploaded parts
+    M/<upload id>                       a completed upload (bucket, key, ETag), for retries
     R/<chunk id>                        reference index: every chunk with shards on the drives
     G/<ns:020d>/<chunk id>              garbage: chunks whose shards are to be removed
 
@@ -135,6 +136,13 @@ def parts_prefix(upload_id: str) -> bytes:
 
 def part_key(upload_id: str, number: int) -> bytes:
     return parts_prefix(upload_id) + b"%05d" % number
+
+
+COMPLETED_PREFIX = b"M/"
+
+
+def completed_key(upload_id: str) -> bytes:
+    return COMPLETED_PREFIX + upload_id.encode()
 
 
 def ref_key(chunk_id: str) -> bytes:
@@ -273,10 +281,28 @@ class Version:
     compression: str = ""  # "zstd": data is zstd frames, ``frames`` their stored sizes
     frames: tuple[int, ...] = ()
     frame_bytes: int = 0  # raw bytes per frame (the last may be short)
+    # Gateway-owned attributes (see ATTRIBUTES): the ACL's grants ([kind, grantee, permission]
+    # lists; None: the owner's private ACL), the storage class ("" for STANDARD), object lock
+    # (retention [mode, until epoch s]; legal hold), server-side encryption (the envelope).
+    acl: tuple[tuple[str, str, str], ...] | None = None
+    storage_class: str = ""
+    retention: tuple[str, float] | None = None
+    legal_hold: bool = False
+    encryption: dict[str, str] | None = None
 
     @property
     def public_id(self) -> str:
         return "null" if self.null else self.version_id
+
+    def locked(self, now: float, bypass_governance: bool = False) -> str | None:
+        """Why this version may not be deleted now (object lock), or None."""
+        if self.legal_hold:
+            return "the object version is under a legal hold"
+        if self.retention is not None and self.retention[1] > now:
+            mode = self.retention[0]
+            if mode == "COMPLIANCE" or not bypass_governance:
+                return f"the object version is locked in {mode} mode until {self.retention[1]:.0f}"
+        return None
 
     @property
     def stored_size(self) -> int:
@@ -306,6 +332,7 @@ class Version:
                 body["chunks"] = [c.to_json() for c in self.chunks]
             if self.compression:
                 body["z"] = [self.compression, self.frame_bytes, _pack(self.frames)]
+            _encode_attributes(self, body)
         # Inline data follows the JSON after a NUL (JSON text never contains a raw NUL).
         head = _dumps(body)
         return head if self.inline is None else head + b"\0" + self.inline
@@ -337,6 +364,7 @@ class Version:
             compression=z[0] if z else "",
             frame_bytes=z[1] if z else 0,
             frames=_unpack(z[2]) if z else (),
+            **_decode_attributes(body),
         )
 
     def index_entry(self) -> bytes:
@@ -401,19 +429,25 @@ class Upload:
     tags: dict[str, str] = field(default_factory=dict)
     checksum_algorithm: str = ""
     checksum_type: str = ""
+    # What the completed object's version gets (see Version).
+    acl: tuple[tuple[str, str, str], ...] | None = None
+    storage_class: str = ""
+    retention: tuple[str, float] | None = None
+    legal_hold: bool = False
+    encryption: dict[str, str] | None = None
 
     def encode(self) -> bytes:
-        return _dumps(
-            {
-                "initiated": self.initiated,
-                "owner": self.owner,
-                "ct": self.content_type,
-                "meta": self.metadata,
-                "hdr": self.headers,
-                "tags": self.tags,
-                "ck": [self.checksum_algorithm, self.checksum_type],
-            }
-        )
+        body = {
+            "initiated": self.initiated,
+            "owner": self.owner,
+            "ct": self.content_type,
+            "meta": self.metadata,
+            "hdr": self.headers,
+            "tags": self.tags,
+            "ck": [self.checksum_algorithm, self.checksum_type],
+        }
+        _encode_attributes(self, body)
+        return _dumps(body)
 
     @classmethod
     def decode(cls, bucket: str, key: str, upload_id: str, raw: bytes) -> Upload:
@@ -429,7 +463,11 @@ class Upload:
             b["hdr"],
             b["tags"],
             *b["ck"],
+            **_decode_attributes(b),
         )
+
+    def attributes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ATTRIBUTES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,6 +500,34 @@ class Part:
         return cls(
             number, b["size"], b["etag"], b["mtime"], b["ck"], chunks, inline if sep else None
         )
+
+
+ATTRIBUTES = ("acl", "storage_class", "retention", "legal_hold", "encryption")
+
+
+def _encode_attributes(rec: Version | Upload, body: dict[str, Any]) -> None:
+    if rec.acl is not None:
+        body["acl"] = [list(g) for g in rec.acl]
+    if rec.storage_class:
+        body["sc"] = rec.storage_class
+    if rec.retention is not None:
+        body["ret"] = list(rec.retention)
+    if rec.legal_hold:
+        body["lh"] = True
+    if rec.encryption is not None:
+        body["enc"] = rec.encryption
+
+
+def _decode_attributes(body: dict[str, Any]) -> dict[str, Any]:
+    acl = body.get("acl")
+    ret = body.get("ret")
+    return {
+        "acl": tuple(tuple(g) for g in acl) if acl is not None else None,
+        "storage_class": body.get("sc", ""),
+        "retention": (ret[0], ret[1]) if ret else None,
+        "legal_hold": body.get("lh", False),
+        "encryption": body.get("enc"),
+    }
 
 
 def ref_value(ref: ChunkRef, owner: bytes) -> bytes:

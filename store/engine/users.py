@@ -119,3 +119,10 @@ async def ensure_root(
     key = existing or await add_key(kv, ROOT_USER, access, secret)
     await trio.to_thread.run_sync(_write_saved, path, key)
     return key, existing is None
+
+
+async def user_exists(kv: KV, name: str) -> bool:
+    """Is ``name`` a user (one holding at least one key)? A scan: for rare calls (ACL grants)."""
+    if name == ROOT_USER:
+        return True
+    return any(k.user == name for k in await list_keys(kv))

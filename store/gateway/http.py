@@ -74,7 +74,9 @@ class Response:
 class Request:
     """A request head plus a body read on demand (``receive`` / ``async for``)."""
 
-    def __init__(self, conn: _Connection, event: h11.Request, peer: str) -> None:
+    def __init__(
+        self, conn: _Connection, event: h11.Request, peer: str, secure: bool = False
+    ) -> None:
         self._conn = conn
         self.method = event.method.decode("ascii")
         self.target = event.target.decode("ascii", errors="replace")
@@ -86,6 +88,7 @@ class Request:
             by_name[n] = f"{by_name[n]},{v}" if n in by_name else v
         self._by_name = by_name
         self.peer = peer
+        self.secure = secure  # over TLS
         self.body_done = False
         self.body_bytes = 0
 
@@ -269,6 +272,7 @@ async def serve_connection(
     """Serve one client until it closes, idles out, breaks the protocol, or the server drains
     (``draining`` set: the request in progress is finished, then the connection closes)."""
     peer = _peer(stream)
+    secure = isinstance(stream, trio.SSLStream)
     with contextlib.suppress(OSError):
         _socket_of(stream).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
     conn = _Connection(stream, limits)
@@ -282,7 +286,7 @@ async def serve_connection(
                 return
             if event is None:
                 return
-            request = Request(conn, event, peer)
+            request = Request(conn, event, peer, secure)
             head_bytes = sum(len(n) + len(v) + 4 for n, v in request.headers)
             if len(request.headers) > limits.max_headers or head_bytes > limits.max_header_bytes:
                 error = BadRequest(431, "request header fields too large")

@@ -15,21 +15,23 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 from store.codec import checksums
 from store.engine import users
 from store.engine.multipart import CompletedPart
 from store.engine.objects import ObjectEngine
-from store.engine.records import Bucket
+from store.engine.records import Bucket, Version
 from store.errors import BucketAlreadyExists, InvalidArgument, PermissionDenied, StoreError
-from store.gateway import metrics, s3_copy, s3_listings
+from store.gateway import metrics, s3_acl, s3_copy, s3_listings, s3_lock
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
-from store.s3 import cors, policy, postform, sigv4, xml
+from store.gateway.s3_access import Authorizer
+from store.gateway.s3_call import Call, GatewayConfig
+from store.s3 import access, acl, cors, objectlock, policy, postform, sigv4, xml
 from store.s3.errors import ErrorCode, S3Error, code_for, error_document
-from store.s3.router import Route, route
+from store.s3.router import route
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("store.access")
@@ -77,23 +79,9 @@ OPERATIONS: dict[str, str] = {
     "CompleteMultipartUpload": "complete_multipart",
     "AbortMultipartUpload": "abort_multipart",
 }
-
-
-@dataclass
-class GatewayConfig:
-    region: str = "us-east-1"
-    base_domains: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Call:
-    """One request on its way through the gateway."""
-
-    request: Request
-    route: Route
-    request_id: str
-    user: str = ""
-    auth: sigv4.Auth | None = None
+IMPLEMENTED: frozenset[str] = (
+    frozenset(OPERATIONS) | frozenset(s3_acl.OPERATIONS) | frozenset(s3_lock.OPERATIONS)
+)
 
 
 class S3Gateway:
@@ -101,9 +89,12 @@ class S3Gateway:
         self.engine = engine
         self.config = config or GatewayConfig()
         self.metrics = metrics.GatewayMetrics(engine)
+        self.authz = Authorizer(engine)
         self._ops: dict[str, Callable[[Call], Awaitable[Response]]] = {
             op: getattr(self, name) for op, name in OPERATIONS.items()
         }
+        self._ops.update(s3_acl.AclHandlers(engine, self.authz).handlers())
+        self._ops.update(s3_lock.LockHandlers(engine, self.authz, self.config.day_s).handlers())
 
     # -- the request pipeline -------------------------------------------------------------------
 
@@ -203,9 +194,12 @@ class S3Gateway:
             return  # anonymous: only what a bucket policy grants to "*" (checked per bucket)
         access_key = m.access_key_of(req, call.route.raw_query)
         found = await users.lookup(self.engine.kv, access_key) if access_key else None
-        call.auth = sigv4.verify(signed, lambda ak: found.secret_key if found else None)
+        call.auth = sigv4.verify(
+            signed, lambda ak: found.secret_key if found else None, region=self.config.region
+        )
         assert found is not None
         call.user = found.user
+        call.admin = found.user == users.ROOT_USER
 
     async def _listed(
         self, call: Call, fn: Callable[[ObjectEngine, Call], Awaitable[bytes]]
@@ -225,16 +219,12 @@ class S3Gateway:
     async def list_parts(self, call: Call) -> Response:
         return await self._listed(call, s3_listings.list_parts)
 
-    async def _bucket(self, call: Call, *, owner_only: bool = False) -> Bucket:
-        """The request's bucket, if the caller may do this operation on it: its owner and root
-        always; others (anonymous included) when the bucket policy allows the operation."""
-        bucket = await self.engine.get_bucket(call.route.bucket)
-        if not _may(bucket, call.user, call.route.operation, call.route.key, owner_only):
-            raise PermissionDenied("access denied")
-        return bucket
+    async def _bucket(self, call: Call, **kw: Any) -> Bucket:
+        """The request's bucket, if the caller may do this operation on it (s3_access)."""
+        return await self.authz.bucket(call, **kw)
 
     async def get_bucket_tagging(self, call: Call) -> Response:
-        bucket = await self._bucket(call, owner_only=True)
+        bucket = await self._bucket(call)
         tags = bucket.settings.get("tags")
         if not tags:
             raise S3Error("NoSuchTagSet", 404, "there is no tag set on this bucket")
@@ -242,23 +232,25 @@ class S3Gateway:
 
     async def put_bucket_tagging(self, call: Call) -> Response:
         """PutBucketTagging, and DeleteBucketTagging (no tag set)."""
-        bucket = await self._bucket(call, owner_only=True)
+        bucket = await self._bucket(call)
         put = call.route.operation == "PutBucketTagging"
-        tags = xml.parse_tagging(await self._read_small(call), xml.BUCKET_TAG_LIMIT) if put else {}
-        settings = {k: v for k, v in bucket.settings.items() if k != "tags"}
-        if tags:
-            settings["tags"] = tags
-        await self.engine.update_bucket(bucket.name, settings=settings)
+        tags = xml.parse_tagging(await m.read_small(call), xml.BUCKET_TAG_LIMIT) if put else {}
+
+        def change(b: Bucket) -> dict[str, Any]:
+            settings = {k: v for k, v in b.settings.items() if k != "tags"}
+            return {**settings, "tags": tags} if tags else settings
+
+        await self.engine.update_settings(bucket.name, change)
         return Response(204)
 
     async def get_object_attributes(self, call: Call) -> Response:
-        await self._bucket(call)
+        bucket = await self.engine.get_bucket(call.route.bucket)
         req, q = call.request, call.route.query
         wanted = {a.strip() for a in (req.header("x-amz-object-attributes") or "").split(",")}
         wanted.discard("")
         if not wanted:
             raise InvalidArgument("x-amz-object-attributes must name at least one attribute")
-        v = await self.engine.head_object(call.route.bucket, call.route.key, q.get("versionId"))
+        v = await self.authz.object(call, bucket, version_id=q.get("versionId"))
         out = []
         if "ETag" in wanted:
             out.append(xml.field("ETag", v.etag))
@@ -297,30 +289,28 @@ class S3Gateway:
                 )
             )
         if "StorageClass" in wanted:
-            out.append(xml.field("StorageClass", "STANDARD"))
+            out.append(xml.field("StorageClass", v.storage_class or "STANDARD"))
         if "ObjectSize" in wanted:
             out.append(xml.field("ObjectSize", v.size))
         headers = [("last-modified", m.http_date(v.mtime)), *m.version_headers(v)]
         return m.xml(200, xml.document("GetObjectAttributesResponse", out), headers)
 
     async def get_bucket_cors(self, call: Call) -> Response:
-        bucket = await self._bucket(call, owner_only=True)
+        bucket = await self._bucket(call)
         raw = bucket.settings.get("cors")
         if not raw:
             raise S3Error("NoSuchCORSConfiguration", 404, "the CORS configuration does not exist")
         return m.xml(200, raw.encode())
 
     async def put_bucket_cors(self, call: Call) -> Response:
-        bucket = await self._bucket(call, owner_only=True)
-        rules = cors.parse(await self._read_small(call))
-        settings = {**bucket.settings, "cors": cors.render(rules).decode()}
-        await self.engine.update_bucket(bucket.name, settings=settings)
+        bucket = await self._bucket(call)
+        rendered = cors.render(cors.parse(await m.read_small(call))).decode()
+        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, "cors": rendered})
         return Response(200)
 
     async def delete_bucket_cors(self, call: Call) -> Response:
-        bucket = await self._bucket(call, owner_only=True)
-        settings = {k: v for k, v in bucket.settings.items() if k != "cors"}
-        await self.engine.update_bucket(bucket.name, settings=settings)
+        bucket = await self._bucket(call)
+        await self.engine.update_settings(bucket.name, lambda b: _without(b, "cors"))
         return Response(204)
 
     async def preflight(self, call: Call) -> Response:
@@ -364,61 +354,25 @@ class S3Gateway:
         return cors.headers(rule, origin, preflight=False) if rule else []
 
     async def get_bucket_policy(self, call: Call) -> Response:
-        bucket = await self._bucket(call, owner_only=True)
+        bucket = await self._bucket(call)
         raw = bucket.settings.get("policy")
         if not raw:
             raise S3Error("NoSuchBucketPolicy", 404, "the bucket policy does not exist")
         return Response(200, [("content-type", "application/json")], raw.encode())
 
     async def put_bucket_policy(self, call: Call) -> Response:
-        bucket = await self._bucket(call, owner_only=True)
-        raw = await self._read_small(call, policy.MAX_POLICY_BYTES)
-        policy.parse(raw, bucket.name)  # MalformedPolicy before anything is stored
-        settings = {**bucket.settings, "policy": raw.decode()}
-        await self.engine.update_bucket(bucket.name, settings=settings)
+        bucket = await self._bucket(call)
+        raw = await m.read_small(call, policy.MAX_POLICY_BYTES)
+        statements = policy.parse(raw, bucket.name)  # MalformedPolicy before anything is stored
+        access.check_new_policy(self.authz.controls(bucket).block, statements)
+        text = raw.decode()
+        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, "policy": text})
         return Response(204)
 
     async def delete_bucket_policy(self, call: Call) -> Response:
-        bucket = await self._bucket(call, owner_only=True)
-        settings = {k: v for k, v in bucket.settings.items() if k != "policy"}
-        await self.engine.update_bucket(bucket.name, settings=settings)
+        bucket = await self._bucket(call)
+        await self.engine.update_settings(bucket.name, lambda b: _without(b, "policy"))
         return Response(204)
-
-    # -- bodies ---------------------------------------------------------------------------------
-
-    def _body(
-        self, call: Call, *, engine_checks_sha256: bool = False
-    ) -> tuple[AsyncIterator[bytes], int | None, m.BodyState]:
-        """The decoded request body, its length if known, and what it learns on the way.
-
-        With ``engine_checks_sha256`` a signed payload's SHA-256 is left to the engine, which
-        hashes it in its worker thread with the MD5 (``state.payload_sha256``)."""
-        req = call.request
-        payload = call.auth.payload if call.auth is not None else sigv4.UNSIGNED
-        state = m.BodyState()
-        if payload in sigv4.STREAMING_MODES:
-            decoded = req.header("x-amz-decoded-content-length")
-            size = int(decoded) if decoded and decoded.isdigit() else None
-            signed = call.auth is not None and payload != sigv4.STREAMING_UNSIGNED_TRAILER
-            signer = sigv4.ChunkSigner(call.auth) if signed and call.auth else None
-            return m.dechunk(req, signer, state), size, state
-        length = req.header("content-length")
-        size = int(length) if length and length.isdigit() else None
-        if payload == sigv4.UNSIGNED:
-            return m.raw(req), size, state
-        if engine_checks_sha256:
-            state.payload_sha256 = payload
-            return m.raw(req), size, state
-        return m.sha256_checked(req, payload), size, state
-
-    async def _read_small(self, call: Call, limit: int = xml.MAX_XML_BYTES) -> bytes:
-        body, _, _ = self._body(call)
-        out = bytearray()
-        async for piece in body:
-            out += piece
-            if len(out) > limit:
-                raise S3Error("MaxMessageLengthExceeded", 400, "the request body is too large")
-        return bytes(out)
 
     # -- service and buckets --------------------------------------------------------------------
 
@@ -454,15 +408,44 @@ class S3Gateway:
         return m.xml(200, body)
 
     async def create_bucket(self, call: Call) -> Response:
-        location = xml.parse_create_bucket(await self._read_small(call))
+        if not call.user:
+            raise PermissionDenied("anonymous requests may not create buckets")
+        req = call.request
+        ownership = req.header("x-amz-object-ownership") or self.config.default_object_ownership
+        if ownership not in access.OWNERSHIPS:
+            raise InvalidArgument(f"invalid x-amz-object-ownership {ownership!r}")
+        exists = {k.user for k in await users.list_keys(self.engine.kv)} | {users.ROOT_USER}
+        grants = acl.from_headers(
+            req.header_map, call.user, call.user, for_bucket=True, user_exists=exists.__contains__
+        )
+        if grants is not None and ownership == access.BUCKET_OWNER_ENFORCED:
+            if grants != acl.private(call.user):
+                raise S3Error(
+                    "InvalidBucketAclWithObjectOwnership",
+                    400,
+                    "bucket ACLs are not supported with BucketOwnerEnforced",
+                )
+            grants = None
+        lock = (req.header("x-amz-bucket-object-lock-enabled") or "").strip().lower() == "true"
+        location = xml.parse_create_bucket(await m.read_small(call))
         if location and location != self.config.region:
             raise S3Error(
                 "InvalidLocationConstraint",
                 400,
                 "the specified location constraint is not valid for this server",
             )
+        settings: dict[str, Any] = {"ownership": ownership}
+        if grants is not None:
+            settings["acl"] = acl.to_json(grants)
+        if lock:  # object lock needs versioning, which can then never be suspended
+            settings[s3_lock.SETTING] = objectlock.to_setting(objectlock.LockConfiguration())
         try:
-            await self.engine.create_bucket(call.route.bucket, call.user)
+            await self.engine.create_bucket(
+                call.route.bucket,
+                call.user,
+                settings=settings,
+                versioning="Enabled" if lock else "",
+            )
         except BucketAlreadyExists as e:
             if e.owner == call.user:
                 raise S3Error("BucketAlreadyOwnedByYou", 409, "you already own this bucket") from e
@@ -489,24 +472,51 @@ class S3Gateway:
         return m.xml(200, xml.document("VersioningConfiguration", fields))
 
     async def put_bucket_versioning(self, call: Call) -> Response:
-        await self._bucket(call)
-        status = xml.parse_versioning(await self._read_small(call))
+        bucket = await self._bucket(call)
+        status = xml.parse_versioning(await m.read_small(call))
+        if status != "Enabled" and s3_lock.configuration(bucket) is not None:
+            raise S3Error(
+                "InvalidBucketState",
+                409,
+                "an Object Lock configuration is present on this bucket, so the versioning "
+                "state cannot be changed",
+            )
         await self.engine.update_bucket(call.route.bucket, versioning=status)
         return Response(200)
 
     # -- objects --------------------------------------------------------------------------------
 
+    async def _new_version(self, call: Call) -> tuple[Bucket, str, dict[str, Any]]:
+        """For a request that writes an object: its bucket (authorized), the new version's
+        owner, and its attributes from the request (ACL, storage class)."""
+        bucket = await self._bucket(call)
+        owner = self.authz.new_object_owner(call, bucket)
+        attributes: dict[str, Any] = {
+            "acl": await self.authz.new_object_acl(call, bucket, owner),
+            "storage_class": m.storage_class(call.request),
+            **s3_lock.new_version_lock(call.request, bucket, self.config.day_s),
+        }
+        return bucket, owner, attributes
+
     async def put_object(self, call: Call) -> Response:
-        await self._bucket(call)
+        _, owner, attributes = await self._new_version(call)
         req = call.request
-        body, size, state = self._body(call, engine_checks_sha256=True)
+        if s3_lock.needs_integrity_check(req):
+            raise S3Error(
+                "InvalidRequest",
+                400,
+                "Content-MD5 or an x-amz-checksum- header is required for a PutObject with "
+                "object lock parameters",
+            )
+        body, size, state = m.body_of(call, engine_checks_sha256=True)
         algorithm, expected = m.checksum_request(req)
         version = await self.engine.put_object(
             call.route.bucket,
             call.route.key,
             body,
             size=size,
-            owner=call.user,
+            owner=owner,
+            attributes=attributes,
             content_type=req.header("content-type") or "",
             metadata=m.user_metadata(req),
             headers=m.stored_headers(req),
@@ -532,11 +542,11 @@ class S3Gateway:
         """GetObject and HeadObject. Conditions are checked on the record before any data is
         read; a GET reads its first window before answering, so a read error is a clean S3
         error rather than a cut-off body."""
-        await self._bucket(call)
         req, q = call.request, call.route.query
+        bucket = await self.engine.get_bucket(call.route.bucket)
         byte_range = m.parse_range(req.header("range"))
         part = q.get("partNumber")
-        v = await self.engine.head_object(call.route.bucket, call.route.key, q.get("versionId"))
+        v = await self.authz.object(call, bucket, version_id=q.get("versionId"))
         m.check_read_conditions(req, v)
         reader = self.engine.open_object(
             call.route.bucket,
@@ -552,7 +562,7 @@ class S3Gateway:
             reader.offset, reader.length = reader._resolve(v)
         else:
             await reader.__aenter__()
-        headers = m.object_headers(v, q)
+        headers = m.object_headers(v, q) + s3_lock.lock_headers(bucket, v)
         status = 200
         if byte_range is not None:
             status = 206
@@ -561,13 +571,14 @@ class S3Gateway:
         if part:
             headers.append(("x-amz-mp-parts-count", str(len(v.parts) or 1)))
         if req.header("x-amz-checksum-mode") == "ENABLED" and v.checksum and byte_range is None:
-            headers.append((checksums.header_name(v.checksum.algorithm), v.checksum.value))
-            headers.append(("x-amz-checksum-type", v.checksum.type))
+            headers += _checksum_headers(v, int(part) if part and part.isdigit() else None)
         return Response(status, headers, b"" if head else reader, length=reader.length)
 
     async def copy_object(self, call: Call) -> Response:
-        await self._bucket(call)
-        headers, body = await s3_copy.copy_object(self.engine, call, self._reader_of(call))
+        _, owner, attributes = await self._new_version(call)
+        headers, body = await s3_copy.copy_object(
+            self.engine, call, self._reader_of(call), owner=owner, attributes=attributes
+        )
         return m.xml(200, body, headers)
 
     async def upload_part_copy(self, call: Call) -> Response:
@@ -575,29 +586,30 @@ class S3Gateway:
         headers, body = await s3_copy.upload_part_copy(self.engine, call, self._reader_of(call))
         return m.xml(200, body, headers)
 
-    def _reader_of(self, call: Call) -> Callable[[str, str], Awaitable[object]]:
+    def _reader_of(self, call: Call) -> Callable[[str, str, str | None], Awaitable[object]]:
         """A check that the caller may read a copy source (same rules as any GetObject)."""
 
-        async def check(bucket: str, key: str) -> object:
+        async def check(bucket: str, key: str, version_id: str | None) -> object:
             found = await self.engine.get_bucket(bucket)
-            if not _may(found, call.user, "GetObject", key):
-                raise PermissionDenied("access denied to the copy source")
+            source = await self.engine.head_object(bucket, key, version_id)
+            self.authz.check(
+                call, found, operation="GetObject", key=key, version_id=version_id, obj=source
+            )
             return found
 
         return check
 
     async def get_object_tagging(self, call: Call) -> Response:
-        await self._bucket(call)
-        v = await self.engine.head_object(
-            call.route.bucket, call.route.key, call.route.query.get("versionId")
-        )
+        bucket = await self.engine.get_bucket(call.route.bucket)
+        v = await self.authz.object(call, bucket, version_id=call.route.query.get("versionId"))
         return m.xml(200, _tagging(v.tags), m.version_headers(v))
 
     async def put_object_tagging(self, call: Call) -> Response:
         """PutObjectTagging, and DeleteObjectTagging (an empty tag set)."""
-        await self._bucket(call)
+        bucket = await self.engine.get_bucket(call.route.bucket)
+        await self.authz.object(call, bucket, version_id=call.route.query.get("versionId"))
         put = call.route.operation == "PutObjectTagging"
-        tags = xml.parse_tagging(await self._read_small(call)) if put else {}
+        tags = xml.parse_tagging(await m.read_small(call)) if put else {}
         v = await self.engine.set_object_tags(
             call.route.bucket, call.route.key, tags, call.route.query.get("versionId")
         )
@@ -617,13 +629,22 @@ class S3Gateway:
         fields = form.fields
         access_key = fields.get("x-amz-credential", "").partition("/")[0]
         found = await users.lookup(self.engine.kv, access_key) if access_key else None
-        sigv4.verify_post_policy(fields, lambda ak: found.secret_key if found else None)
+        sigv4.verify_post_policy(
+            fields, lambda ak: found.secret_key if found else None, self.config.region
+        )
         assert found is not None
         call.user = found.user
-        await self._bucket(call)
+        call.admin = found.user == users.ROOT_USER
+        key = fields.get("key", "").replace("${filename}", form.filename)
+        bucket = await self.authz.bucket(call, key=key)
         policy_doc = postform.decode_policy(fields.get("policy", ""))
         postform.check_policy(policy_doc, fields, call.route.bucket, time.time())
-        key = fields.get("key", "").replace("${filename}", form.filename)
+        owner = self.authz.new_object_owner(call, bucket)
+        acl_fields = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
+        attributes = {
+            "acl": await self.authz.new_object_acl(call, bucket, owner, acl_fields),
+            "storage_class": m.storage_class_value(fields.get("x-amz-storage-class")),
+        }
         low, high = policy_doc.length_range or (0, None)
 
         async def file_data() -> AsyncIterator[bytes]:
@@ -657,7 +678,8 @@ class S3Gateway:
             call.route.bucket,
             key,
             file_data(),
-            owner=call.user,
+            owner=owner,
+            attributes=attributes,
             content_type=fields.get("content-type") or form.file_content_type,
             metadata={
                 n[len("x-amz-meta-") :]: v for n, v in fields.items() if n.startswith("x-amz-meta-")
@@ -689,9 +711,14 @@ class S3Gateway:
         return Response(200 if status == 200 else 204, [("location", location), *headers])
 
     async def delete_object(self, call: Call) -> Response:
-        await self._bucket(call)
+        version_id = call.route.query.get("versionId")
+        bucket = await self._bucket(call, version_id=version_id)
         result = await self.engine.delete_object(
-            call.route.bucket, call.route.key, call.route.query.get("versionId"), owner=call.user
+            call.route.bucket,
+            call.route.key,
+            version_id,
+            owner=call.user,
+            bypass_governance=self._bypass_governance(call, bucket),
         )
         headers = []
         if result.delete_marker:
@@ -701,13 +728,19 @@ class S3Gateway:
         return Response(204, headers)
 
     async def delete_objects(self, call: Call) -> Response:
-        await self._bucket(call)
-        objects, quiet = xml.parse_delete(await self._read_small(call))
+        """Each key is authorized as its own DeleteObject; refused ones are reported as
+        AccessDenied errors in the result, as S3 does."""
+        bucket = await self.engine.get_bucket(call.route.bucket)
+        objects, quiet = xml.parse_delete(await m.read_small(call))
+        bypass = self._bypass_governance(call, bucket)
         out = []
         for key, version_id in objects:
             try:
+                self.authz.check(
+                    call, bucket, operation="DeleteObject", key=key, version_id=version_id
+                )
                 result = await self.engine.delete_object(
-                    call.route.bucket, key, version_id, owner=call.user
+                    call.route.bucket, key, version_id, owner=call.user, bypass_governance=bypass
                 )
             except (StoreError, S3Error) as e:
                 code = code_for(e)
@@ -735,16 +768,26 @@ class S3Gateway:
             out.append(xml.element("Deleted", children))
         return m.xml(200, xml.document("DeleteResult", out))
 
+    def _bypass_governance(self, call: Call, bucket: Bucket) -> bool:
+        """x-amz-bypass-governance-retention, for a caller holding s3:BypassGovernanceRetention
+        (AccessDenied for one who asks without it)."""
+        value = call.request.header("x-amz-bypass-governance-retention")
+        if value is None or value.strip().lower() != "true":
+            return False
+        self.authz.check(call, bucket, operation="BypassGovernanceRetention")
+        return True
+
     # -- multipart ------------------------------------------------------------------------------
 
     async def create_multipart(self, call: Call) -> Response:
-        await self._bucket(call)
+        _, owner, attributes = await self._new_version(call)
         req = call.request
         algorithm = req.header("x-amz-checksum-algorithm") or ""
         upload = await self.engine.multipart.create(
             call.route.bucket,
             call.route.key,
-            owner=call.user,
+            owner=owner,
+            attributes=attributes,
             content_type=req.header("content-type") or "",
             metadata=m.user_metadata(req),
             headers=m.stored_headers(req),
@@ -774,7 +817,7 @@ class S3Gateway:
             number = int(q.get("partNumber", ""))
         except ValueError:
             raise InvalidArgument("partNumber must be an integer") from None
-        body, size, state = self._body(call, engine_checks_sha256=True)
+        body, size, state = m.body_of(call, engine_checks_sha256=True)
         algorithm, expected = m.checksum_request(req)
         part = await self.engine.multipart.upload_part(
             call.route.bucket,
@@ -798,7 +841,7 @@ class S3Gateway:
 
     async def complete_multipart(self, call: Call) -> Response:
         await self._bucket(call)
-        entries = xml.parse_complete_multipart(await self._read_small(call))
+        entries = xml.parse_complete_multipart(await m.read_small(call))
         req = call.request
         expected = None
         for algorithm in checksums.ALGORITHMS:
@@ -841,15 +884,19 @@ class S3Gateway:
         return Response(204)
 
 
-def _may(bucket: Bucket, user: str, operation: str, key: str, owner_only: bool = False) -> bool:
-    """Owner and root always; anyone else (anonymous included) when the bucket's policy allows
-    the operation (never for ``owner_only`` operations: policy, CORS, tagging settings)."""
-    if user and (bucket.owner == user or user == users.ROOT_USER):
-        return True
-    raw = bucket.settings.get("policy")
-    if owner_only or not raw:
-        return False
-    return policy.allows(policy.parse(raw.encode(), bucket.name), user, operation, bucket.name, key)
+def _checksum_headers(v: Version, part_number: int | None) -> list[tuple[str, str]]:
+    """A version's checksum headers (x-amz-checksum-mode); for ?partNumber= of a multipart
+    object, the part's own checksum, as S3 answers."""
+    assert v.checksum is not None
+    name = checksums.header_name(v.checksum.algorithm)
+    if part_number is not None and v.parts:
+        value = v.parts[part_number - 1].checksum
+        return [(name, value), ("x-amz-checksum-type", v.checksum.type)] if value else []
+    return [(name, v.checksum.value), ("x-amz-checksum-type", v.checksum.type)]
+
+
+def _without(bucket: Bucket, name: str) -> dict[str, Any]:
+    return {k: v for k, v in bucket.settings.items() if k != name}
 
 
 def _tagging(tags: dict[str, str]) -> bytes:

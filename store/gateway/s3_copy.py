@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from store.engine.objects import ObjectEngine
 from store.engine.records import Version
 from store.errors import InvalidArgument
 from store.gateway import s3_messages as m
+from store.gateway.s3_call import Call
 from store.s3 import xml
 from store.s3.errors import S3Error
-
-if TYPE_CHECKING:
-    from store.gateway.s3 import Call
 
 
 def parse_copy_source(value: str) -> tuple[str, str, str | None]:
@@ -54,14 +52,23 @@ def source_conditions(call: Call) -> Callable[[Version], None]:
     return check
 
 
-Checker = Callable[[str, str], Awaitable[object]]
+Checker = Callable[[str, str, str | None], Awaitable[object]]
 Result = tuple[list[tuple[str, str]], bytes]
 
 
-async def copy_object(engine: ObjectEngine, call: Call, can_read: Checker) -> Result:
+async def copy_object(
+    engine: ObjectEngine,
+    call: Call,
+    can_read: Checker,
+    *,
+    owner: str,
+    attributes: Mapping[str, Any],
+) -> Result:
+    """CopyObject; the new version is ``owner``'s, with ``attributes`` (ACL, storage class,
+    object lock, encryption: from this request, never copied from the source)."""
     req = call.request
     src_bucket, src_key, src_version = parse_copy_source(req.header("x-amz-copy-source") or "")
-    await can_read(src_bucket, src_key)
+    await can_read(src_bucket, src_key, src_version)
     directive = (req.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("x-amz-metadata-directive must be COPY or REPLACE")
@@ -81,7 +88,8 @@ async def copy_object(engine: ObjectEngine, call: Call, can_read: Checker) -> Re
         call.route.bucket,
         call.route.key,
         src_version_id=src_version,
-        owner=call.user,
+        owner=owner,
+        attributes=attributes,
         replace_metadata=directive == "REPLACE",
         content_type=req.header("content-type") or "",
         metadata=m.user_metadata(req),
@@ -106,7 +114,7 @@ async def copy_object(engine: ObjectEngine, call: Call, can_read: Checker) -> Re
 async def upload_part_copy(engine: ObjectEngine, call: Call, can_read: Checker) -> Result:
     req, q = call.request, call.route.query
     src_bucket, src_key, src_version = parse_copy_source(req.header("x-amz-copy-source") or "")
-    await can_read(src_bucket, src_key)
+    await can_read(src_bucket, src_key, src_version)
     try:
         number = int(q.get("partNumber", ""))
     except ValueError:

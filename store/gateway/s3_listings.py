@@ -10,14 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from store.engine.objects import ObjectEngine
 from store.errors import InvalidArgument
+from store.gateway.s3_call import Call
 from store.s3 import xml
-
-if TYPE_CHECKING:
-    from store.gateway.s3 import Call
 
 
 def encode_token(marker: str) -> str:

@@ -15,6 +15,7 @@ from store.codec import checksums
 from store.engine.records import Version
 from store.errors import InvalidArgument
 from store.gateway.http import Request, Response
+from store.gateway.s3_call import Call
 from store.s3 import sigv4
 from store.s3 import xml as s3xml
 from store.s3.chunked import Chunk, ChunkedDecoder, Trailers
@@ -180,6 +181,8 @@ def object_headers(v: Version, q: dict[str, str] | Any) -> list[tuple[str, str]]
     headers += version_headers(v)
     if v.tags:
         headers.append(("x-amz-tagging-count", str(len(v.tags))))
+    if v.storage_class and v.storage_class != "STANDARD":
+        headers.append(("x-amz-storage-class", v.storage_class))
     overrides = {
         "response-content-type": "content-type",
         "response-content-language": "content-language",
@@ -246,3 +249,75 @@ def etag_in(condition: str, etag: str) -> bool:
 def date(value: str | None) -> float | None:
     parsed = email.utils.parsedate_tz(value) if value else None
     return None if parsed is None else float(email.utils.mktime_tz(parsed))
+
+
+# -- request bodies ------------------------------------------------------------------------------
+
+
+def body_of(
+    call: Call, *, engine_checks_sha256: bool = False
+) -> tuple[AsyncIterator[bytes], int | None, BodyState]:
+    """The decoded request body, its length if known, and what it learns on the way.
+
+    With ``engine_checks_sha256`` a signed payload's SHA-256 is left to the engine, which
+    hashes it in its worker thread with the MD5 (``state.payload_sha256``)."""
+    req = call.request
+    payload = call.auth.payload if call.auth is not None else sigv4.UNSIGNED
+    state = BodyState()
+    if payload in sigv4.STREAMING_MODES:
+        decoded = req.header("x-amz-decoded-content-length")
+        size = int(decoded) if decoded and decoded.isdigit() else None
+        signed = call.auth is not None and payload != sigv4.STREAMING_UNSIGNED_TRAILER
+        signer = sigv4.ChunkSigner(call.auth) if signed and call.auth else None
+        return dechunk(req, signer, state), size, state
+    length = req.header("content-length")
+    size = int(length) if length and length.isdigit() else None
+    if payload == sigv4.UNSIGNED:
+        return raw(req), size, state
+    if engine_checks_sha256:
+        state.payload_sha256 = payload
+        return raw(req), size, state
+    return sha256_checked(req, payload), size, state
+
+
+async def read_small(call: Call, limit: int = s3xml.MAX_XML_BYTES) -> bytes:
+    """A whole (small: an XML or JSON document) request body; MaxMessageLengthExceeded past
+    ``limit`` bytes."""
+    body, _, _ = body_of(call)
+    out = bytearray()
+    async for piece in body:
+        out += piece
+        if len(out) > limit:
+            raise S3Error("MaxMessageLengthExceeded", 400, "the request body is too large")
+    return bytes(out)
+
+
+# Storage classes whose objects read at once: accepted, stored and returned. There is one tier
+# of storage here, so the class is a label; the archive classes, which S3 serves only after a
+# RestoreObject, are refused rather than pretended.
+STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+)
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "OUTPOSTS", "SNOW", "EXPRESS_ONEZONE")
+
+
+def storage_class(req: Request) -> str:
+    """The x-amz-storage-class of a write ("" for STANDARD)."""
+    return storage_class_value(req.header("x-amz-storage-class"))
+
+
+def storage_class_value(value: str | None) -> str:
+    if value is None or value == "STANDARD":
+        return ""
+    if value in STORAGE_CLASSES:
+        return value
+    if value in ARCHIVE_CLASSES:
+        raise S3Error(
+            "InvalidStorageClass", 400, f"the storage class {value} is not supported here"
+        )
+    raise S3Error("InvalidStorageClass", 400, "the storage class you specified is not valid")

@@ -20,6 +20,7 @@ DOMAIN_ERRORS: dict[type[E.StoreError], Errno] = {
     E.MethodNotAllowed: Errno.EINVAL,
     E.ReadOnly: Errno.EPERM,
     E.PermissionDenied: Errno.EPERM,
+    E.Locked: Errno.EPERM,
     E.NoSpace: Errno.ENOSPC,
     E.PreconditionFailed: Errno.EIO,
     E.Unavailable: Errno.EIO,  # TooFewShards too: the data exists but cannot be read now

@@ -49,6 +49,7 @@ DOMAIN_ERRORS: dict[type[E.StoreError], ErrorCode] = {
     E.MethodNotAllowed: ErrorCode("MethodNotAllowed", 405),
     E.ReadOnly: ErrorCode("AccessDenied", 403),
     E.PermissionDenied: ErrorCode("AccessDenied", 403),
+    E.Locked: ErrorCode("AccessDenied", 403),
     # No S3 code says "the disks are full"; 507 as MinIO answers (XMinioStorageFull).
     E.NoSpace: ErrorCode("InsufficientStorage", 507),
     E.Unavailable: ErrorCode("ServiceUnavailable", 503),

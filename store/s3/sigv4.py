@@ -192,13 +192,22 @@ def _refuse_other_schemes(authorization: str | None, query: str) -> None:
         raise S3Error("InvalidRequest", 400, "SigV2 presigned URLs are not supported")
 
 
-def _credential(value: str, lookup: SecretLookup) -> tuple[str, str, str, str, str]:
+def _credential(
+    value: str, lookup: SecretLookup, expected_region: str | None, code: str
+) -> tuple[str, str, str, str, str]:
     found = _CREDENTIAL.fullmatch(value.strip())
     if not found:
-        raise S3Error("AuthorizationHeaderMalformed", 400, f"malformed credential {value!r}")
+        raise S3Error(code, 400, f"malformed credential {value!r}")
     access_key, date, region, service = found.groups()
     if service != "s3":
-        raise S3Error("AuthorizationHeaderMalformed", 400, f"service {service!r} is not s3")
+        raise S3Error(code, 400, f"service {service!r} is not s3")
+    if expected_region is not None and region != expected_region:
+        raise S3Error(
+            code,
+            400,
+            f"the authorization header is malformed; the region {region!r} is wrong; "
+            f"expecting {expected_region!r}",
+        )
     secret = lookup(access_key)
     if secret is None:
         raise S3Error("InvalidAccessKeyId", 403, "the access key id you provided does not exist")
@@ -222,20 +231,28 @@ def is_anonymous(req: SignedRequest) -> bool:
     )
 
 
-def verify(req: SignedRequest, lookup: SecretLookup, *, now: float | None = None) -> Auth:
-    """Authenticate a request (header or presigned); raises S3Error with S3's code."""
+def verify(
+    req: SignedRequest,
+    lookup: SecretLookup,
+    *,
+    now: float | None = None,
+    region: str | None = None,
+) -> Auth:
+    """Authenticate a request (header or presigned); raises S3Error with S3's code. With
+    ``region``, a credential scope naming another region is AuthorizationHeaderMalformed (or
+    AuthorizationQueryParametersError when presigned), as S3 answers."""
     now = time.time() if now is None else now
     authorization = req.header("authorization")
     _refuse_other_schemes(authorization, req.query)
     if authorization is not None:
-        return _verify_header(req, authorization, lookup, now)
+        return _verify_header(req, authorization, lookup, now, region)
     if "X-Amz-Signature=" in req.query or "X-Amz-Credential=" in req.query:
-        return _verify_presigned(req, lookup, now)
+        return _verify_presigned(req, lookup, now, region)
     raise S3Error("AccessDenied", 403, "anonymous access is not allowed")
 
 
 def _verify_header(
-    req: SignedRequest, authorization: str, lookup: SecretLookup, now: float
+    req: SignedRequest, authorization: str, lookup: SecretLookup, now: float, region: str | None
 ) -> Auth:
     fields: dict[str, str] = {}
     for part in authorization[len(ALGORITHM) + 1 :].split(","):
@@ -251,7 +268,9 @@ def _verify_header(
         )
     except KeyError as e:
         raise S3Error("AuthorizationHeaderMalformed", 400, f"missing {e.args[0]}") from None
-    access_key, date, region, service, secret = _credential(credential, lookup)
+    access_key, date, region, service, secret = _credential(
+        credential, lookup, region, "AuthorizationHeaderMalformed"
+    )
     amz_date = req.header("x-amz-date") or req.header("date")
     if amz_date is None:
         raise S3Error("AccessDenied", 403, "AWS authentication requires a valid Date or x-amz-date")
@@ -280,7 +299,9 @@ def _verify_header(
     return Auth(access_key, payload, iso_date, scope, key, signature)
 
 
-def _verify_presigned(req: SignedRequest, lookup: SecretLookup, now: float) -> Auth:
+def _verify_presigned(
+    req: SignedRequest, lookup: SecretLookup, now: float, region: str | None
+) -> Auth:
     params: dict[str, str] = {}
     for item in req.query.split("&"):
         name, _, value = item.partition("=")
@@ -303,7 +324,9 @@ def _verify_presigned(req: SignedRequest, lookup: SecretLookup, now: float) -> A
         raise S3Error(
             "AuthorizationQueryParametersError", 400, "X-Amz-Expires must be 1..604800 seconds"
         )
-    access_key, date, region, service, secret = _credential(credential, lookup)
+    access_key, date, region, service, secret = _credential(
+        credential, lookup, region, "AuthorizationQueryParametersError"
+    )
     when = parse_amz_date(amz_date)
     if now > when + expires:
         raise S3Error("AccessDenied", 403, "request has expired")
@@ -317,12 +340,14 @@ def _verify_presigned(req: SignedRequest, lookup: SecretLookup, now: float) -> A
     return Auth(access_key, payload, amz_date, scope, key, signature, presigned=True)
 
 
-def verify_post_policy(fields: Mapping[str, str], lookup: SecretLookup) -> str:
+def verify_post_policy(
+    fields: Mapping[str, str], lookup: SecretLookup, region: str | None = None
+) -> str:
     """The access key whose signature covers a browser upload's policy (POST Object)."""
     if fields.get("x-amz-algorithm") != ALGORITHM:
         raise S3Error("InvalidArgument", 400, f"x-amz-algorithm must be {ALGORITHM}")
     access_key, date, region, service, secret = _credential(
-        fields.get("x-amz-credential", ""), lookup
+        fields.get("x-amz-credential", ""), lookup, region, "InvalidArgument"
     )
     key = signing_key(secret, date, region, service)
     _check(sign(key, fields.get("policy", "")), fields.get("x-amz-signature", ""))

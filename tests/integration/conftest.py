@@ -104,6 +104,19 @@ def make_client(
     )
 
 
+def add_user(server: Server, name: str) -> dict[str, str]:
+    """A new user's access key, made with `store user add` on the server's data directory."""
+    import json
+
+    added = subprocess.run(
+        [sys.executable, "-m", "store.cli", "user", "add", name, "--data", str(server.data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(added.stdout))
+
+
 @pytest.fixture
 def s3(server: Server) -> Any:
     return make_client(server.endpoint)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import Server, make_client
+from tests.integration.conftest import Server, add_user, make_client
 
 
 def code_of(error: ClientError) -> str:
@@ -278,17 +278,10 @@ def test_metrics_endpoint(s3: Any, server: Server) -> None:
 
 
 def test_users_see_only_their_own_buckets(s3: Any, server: Server) -> None:
-    import json
     import subprocess
     import sys
 
-    added = subprocess.run(
-        [sys.executable, "-m", "store.cli", "user", "add", "bob", "--data", str(server.data)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    bob_key = json.loads(added.stdout)
+    bob_key = add_user(server, "bob")
     bob = make_client(server.endpoint, bob_key["access_key"], bob_key["secret_key"])
     s3.create_bucket(Bucket="roots")
     bob.create_bucket(Bucket="bobs")

@@ -81,10 +81,9 @@ def test_aws_cli(server: Server, tmp_path: Path) -> None:
     run([*aws, "s3", "rb", "s3://awscli"], env)
 
 
-def test_rclone(server: Server, tmp_path: Path) -> None:
-    rclone = shutil.which("rclone")
-    assert rclone, "rclone is installed by make test"
-    env = {
+def rclone_env(server: Server, tmp_path: Path, **options: str) -> dict[str, str]:
+    """rclone's environment for a remote "store:" on the server (options: RCLONE_CONFIG_STORE_*)."""
+    return {
         "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
         "RCLONE_CONFIG_STORE_TYPE": "s3",
         "RCLONE_CONFIG_STORE_PROVIDER": "Other",
@@ -92,7 +91,29 @@ def test_rclone(server: Server, tmp_path: Path) -> None:
         "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY": SECRET_KEY,
         "RCLONE_CONFIG_STORE_ENDPOINT": server.endpoint,
         "RCLONE_CONFIG_STORE_REGION": "us-east-1",
+        **{f"RCLONE_CONFIG_STORE_{k.upper()}": v for k, v in options.items()},
     }
+
+
+def s3cmd_command(server: Server, tmp_path: Path) -> list[str]:
+    """s3cmd with a configuration file for the server."""
+    s3cmd = shutil.which("s3cmd")
+    assert s3cmd, "s3cmd is installed by make test"
+    host = server.endpoint.removeprefix("http://")
+    config = tmp_path / "s3cfg"
+    config.write_text(
+        "[default]\n"
+        f"access_key = {ACCESS_KEY}\nsecret_key = {SECRET_KEY}\n"
+        f"host_base = {host}\nhost_bucket = {host}\n"
+        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+    )
+    return [s3cmd, "-c", str(config)]
+
+
+def test_rclone(server: Server, tmp_path: Path) -> None:
+    rclone = shutil.which("rclone")
+    assert rclone, "rclone is installed by make test"
+    env = rclone_env(server, tmp_path)
     src = tmp_path / "src"
     tree(src, [0, 5, 100_000, 12 << 20, 64])
     rc = [rclone, "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M"]
@@ -113,17 +134,7 @@ def test_rclone(server: Server, tmp_path: Path) -> None:
 
 
 def test_s3cmd(server: Server, tmp_path: Path) -> None:
-    s3cmd = shutil.which("s3cmd")
-    assert s3cmd, "s3cmd is installed by make test"
-    host = server.endpoint.removeprefix("http://")
-    config = tmp_path / "s3cfg"
-    config.write_text(
-        "[default]\n"
-        f"access_key = {ACCESS_KEY}\nsecret_key = {SECRET_KEY}\n"
-        f"host_base = {host}\nhost_bucket = {host}\n"
-        "use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
-    )
-    cmd = [s3cmd, "-c", str(config), "--multipart-chunk-size-mb=5"]
+    cmd = [*s3cmd_command(server, tmp_path), "--multipart-chunk-size-mb=5"]
     src = tmp_path / "src"
     files = tree(src, [10, 12 << 20, 2000])
     run([*cmd, "mb", "s3://s3cmd"])

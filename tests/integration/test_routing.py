@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.gateway.s3 import OPERATIONS
+from store.gateway.s3 import IMPLEMENTED as OPERATIONS
 from store.s3.endpoints import ENDPOINTS, SERVICE
 from tests.integration.conftest import Server
 from tests.integration.test_bad_input import signed

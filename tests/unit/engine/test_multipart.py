@@ -49,11 +49,20 @@ async def test_multipart_etag_and_content(engine: ObjectEngine, tmp_path: Path) 
     assert (await engine.head_object(BUCKET, "mp")).etag == v.etag
     got = await engine.get_object(BUCKET, "mp", byte_range=(MIN_PART - 2, MIN_PART + 2))
     assert got[1] == b"".join(parts)[MIN_PART - 2 : MIN_PART + 3]
+    # A retried Complete gets the same result (S3 does; clients retry after a timeout), but
+    # only with the same parts and while the object it made is the key's.
+    again = await engine.multipart.complete(BUCKET, "mp", upload_id, listed)
+    assert (again.version_id, again.etag) == (v.version_id, v.etag)
     with pytest.raises(NoSuchUpload):
-        await engine.multipart.complete(BUCKET, "mp", upload_id, listed)
+        await engine.multipart.complete(BUCKET, "mp", upload_id, listed[:2])
     with pytest.raises(NoSuchUpload):
         await engine.multipart.upload_part(BUCKET, "mp", upload_id, 4, b"late")
     assert (await listing.list_uploads(engine.kv, BUCKET)).uploads == []
+    await engine.put_object(BUCKET, "mp", b"replaced")
+    with pytest.raises(NoSuchUpload):
+        await engine.multipart.complete(BUCKET, "mp", upload_id, listed)
+    assert await engine.multipart.expire_completed(older_than_s=0) == 1
+    assert await engine.multipart.expire_completed(older_than_s=0) == 0
 
 
 async def test_multipart_skipped_and_replaced_parts(engine: ObjectEngine) -> None:

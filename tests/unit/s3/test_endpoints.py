@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.gateway.s3 import OPERATIONS
+from store.gateway.s3 import IMPLEMENTED as OPERATIONS
 from store.s3 import endpoints
 from store.s3.endpoints import BUCKET, ENDPOINTS, OBJECT, SERVICE, SUBRESOURCES, Endpoint
 from store.s3.errors import S3Error

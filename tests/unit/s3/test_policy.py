@@ -74,11 +74,72 @@ def test_user_grants_wildcards_and_deny() -> None:
             Principal="*",
             Action="s3:GetObject",
             Resource="arn:aws:s3:::b/*",
-            Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+            Condition={"IpAddressish": {"aws:SourceIp": "10.0.0.0/8"}},
         ),
+        doc(Effect="Allow", Principal="*", Action="s3:NoSuchThing", Resource="arn:aws:s3:::b/*"),
+        doc(Effect="Allow", Principal="*", NotPrincipal="*", Action="s3:GetObject",
+            Resource="arn:aws:s3:::b/*"),
+        doc(Effect="Allow", Principal="*", Resource="arn:aws:s3:::b/*"),
+        doc(Effect="Allow", Principal="*", Action="s3:GetObject", Resource="arn:aws:s3:::b/*",
+            Extra="x"),
+        doc(Effect="Allow", Principal={"Nobody": "x"}, Action="s3:GetObject",
+            Resource="arn:aws:s3:::b/*"),
     ],
-)
+)  # fmt: skip
 def test_malformed_or_unsupported(raw: bytes) -> None:
     with pytest.raises(S3Error) as e:
         policy.parse(raw, "b")
     assert e.value.code.code == "MalformedPolicy"
+
+
+def _eval(statement: dict[str, object], user: str, action: str, resource: str,
+          context: dict[str, object] | None = None) -> str | None:  # fmt: skip
+    st = policy.parse(doc(**statement), "b")
+    return policy.evaluate(st, user, action, resource, context or {})  # type: ignore[arg-type]
+
+
+def test_conditions_not_elements_and_variables() -> None:
+    home = dict(
+        Effect="Allow",
+        Principal="*",
+        Action="s3:GetObject",
+        Resource="arn:aws:s3:::b/home/${aws:username}/*",
+    )
+    assert _eval(home, "ann", "s3:GetObject", "arn:aws:s3:::b/home/ann/x", {"aws:username": "ann"})
+    assert not _eval(home, "bob", "s3:GetObject", "arn:aws:s3:::b/home/ann/x",
+                     {"aws:username": "bob"})  # fmt: skip
+    assert not _eval(home, "", "s3:GetObject", "arn:aws:s3:::b/home/ann/x")  # no variable
+    ip = dict(
+        Effect="Deny",
+        Principal="*",
+        NotAction=["s3:GetObject"],
+        Resource="arn:aws:s3:::b/*",
+        Condition={"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+    )
+    assert _eval(ip, "x", "s3:PutObject", "arn:aws:s3:::b/k", {"aws:SourceIp": "1.2.3.4"}) == "Deny"
+    assert _eval(ip, "x", "s3:PutObject", "arn:aws:s3:::b/k", {"aws:SourceIp": "10.1.2.3"}) is None
+    assert _eval(ip, "x", "s3:GetObject", "arn:aws:s3:::b/k", {"aws:SourceIp": "1.2.3.4"}) is None
+    everyone_but = dict(
+        Effect="Deny",
+        NotPrincipal={"AWS": "arn:aws:iam::1:user/admin"},
+        Action="s3:*",
+        NotResource="arn:aws:s3:::b/public/*",
+    )
+    assert _eval(everyone_but, "ann", "s3:GetObject", "arn:aws:s3:::b/k") == "Deny"
+    assert _eval(everyone_but, "", "s3:GetObject", "arn:aws:s3:::b/k") == "Deny"
+    assert _eval(everyone_but, "admin", "s3:GetObject", "arn:aws:s3:::b/k") is None
+    assert _eval(everyone_but, "ann", "s3:GetObject", "arn:aws:s3:::b/public/k") is None
+
+
+def test_version_actions_and_public_status() -> None:
+    assert policy.action_of("DeleteObject", "v1") == "s3:DeleteObjectVersion"
+    assert policy.action_of("GetObjectTagging", "v1") == "s3:GetObjectVersionTagging"
+    public = policy.parse(json.dumps(PUBLIC_READ).encode(), "pub")
+    assert policy.is_public(public)
+    condition = {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}
+    pinned = policy.parse(doc(Effect="Allow", Principal="*", Action="s3:GetObject",
+                              Resource="arn:aws:s3:::b/*", Condition=condition), "b")  # fmt: skip
+    assert not policy.is_public(pinned)
+    to_user = policy.parse(doc(Effect="Allow", Principal={"AWS": "bob"}, Action="s3:GetObject",
+                               Resource="arn:aws:s3:::b/*"), "b")  # fmt: skip
+    assert not policy.is_public(to_user)

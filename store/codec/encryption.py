@@ -1,0 +1,714 @@
+"""S3 server-side encryption: SSE-C and SSE-S3 key envelopes, and a seekable authenticated
+segment format for the encrypted bytes (pure: no I/O, only ``os.urandom``).
+
+**Keys.** Every encrypted stream has its own 256-bit data key, described by an ``Envelope`` that
+the stream's metadata record stores (``Envelope.to_json``):
+
+- SSE-S3 (``MANAGED``): the data key is random, stored wrapped by a 32-byte master key with AES
+  key wrap (RFC 3394, 40 bytes), next to the id of that master key, so master keys can rotate:
+  new objects name the current id, old ones keep naming theirs until rewritten.
+- SSE-C (``CUSTOMER``): the client sends its key with every request and it is never stored. The
+  data key is HKDF-SHA256(ikm = customer key, salt = 32 random bytes, info = ``HKDF_INFO``), so
+  one customer key gives a different data key for every object. The record keeps the salt and a
+  key check HMAC-SHA256(key = customer key, ``KEY_CHECK_LABEL`` || salt), compared in constant
+  time, to tell a wrong key (403 AccessDenied, as AWS answers) from damaged data. The check is
+  not the HKDF PRK (that one is an HMAC keyed by the salt), so it tells nothing about the data key.
+
+AES key wrap rather than AES-GCM for the data key: it is the construction made for wrapping keys,
+it needs no nonce (GCM with random 96-bit nonces must stay under ~2^32 wraps per master key, one
+per object, which a large store could reach), and its integrity check rejects a wrong master key.
+
+**Segments.** A stream of n plaintext bytes is cut into segments of ``segment_bytes`` (64 KiB by
+default, recorded in the envelope so it can change for new objects); the last one may be short,
+and is empty only when the whole stream is: an empty stream is one empty final segment (its tag
+alone), so every stream, even an empty one, ends in an authenticated final segment. Segment i
+is stored as its AES-256-GCM ciphertext (same length) followed by its 16-byte tag, back to back:
+
+    nonce = nonce_prefix (8 random bytes, in the envelope) || i (4 bytes, big-endian)
+    aad   = FORMAT_VERSION (1 byte) || i (4 bytes, big-endian) || final (1 byte) || binding
+
+    stored size = n + 16 * max(1, ceil(n / segment_bytes))
+    n = 10, segment_bytes = 4:  [4 + 16][4 + 16][2 + 16]  = 58 bytes, segment 2 final
+
+Invariants:
+
+- No nonce repeats under one key: the data key belongs to one envelope (random, or HKDF over a
+  random salt) and the envelope's segment indexes are distinct (i < 2^32: 256 TiB at 64 KiB).
+  An envelope encrypts one stream; ``Envelope.fresh_stream`` makes another envelope sharing the
+  key material with a new random nonce prefix (multipart parts under one key check).
+- Segments cannot be reordered, dropped, truncated or appended: the index is in the nonce and in
+  the aad, and the aad says which segment is final, so a stream cut at a segment boundary ends in
+  a segment that was not sealed as final, and a segment after the final one has no valid tag.
+- The binding (chosen by the caller: the version id, or upload id and part number) is in every
+  aad, so segments cannot be moved to another stream that shares the key material.
+- A range read decrypts only the segments it touches (``stored_range``); every byte it returns
+  comes from a segment whose tag was checked first, so a tag failure releases none of that
+  segment (a streaming read may have returned earlier, verified segments already).
+
+**Use.** Writing: an envelope and data key (``new_customer_envelope``, ``new_managed_envelope``),
+then ``SegmentEncryptor`` over the stream; the record keeps ``Envelope.to_json()`` and the
+plaintext size. Reading: ``data_key_for`` (or ``customer_data_key``/``managed_data_key``), then
+``SegmentDecryptor`` (streaming) or ``decrypt_range`` (one buffer) over exactly the stored bytes
+their span names. The record's plaintext size is authoritative: stored bytes short of or past the
+span are ``DecryptionFailed``, so a stream cut at a segment boundary cannot pass for a shorter one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from store.errors import (
+    Corrupt,
+    EntityTooLarge,
+    InvalidArgument,
+    OutOfRange,
+    PermissionDenied,
+    Unavailable,
+)
+
+CUSTOMER = "SSE-C"
+MANAGED = "SSE-S3"
+MODES = (CUSTOMER, MANAGED)
+SSE_C_ALGORITHM = "AES256"  # the only value of x-amz-server-side-encryption-customer-algorithm
+
+FORMAT_VERSION = 1
+SEGMENT_BYTES = 64 << 10
+MAX_SEGMENT_BYTES = 16 << 20
+TAG_BYTES = 16
+KEY_BYTES = 32  # data keys, customer keys and master keys are all AES-256 keys
+NONCE_PREFIX_BYTES = 8
+MAX_SEGMENTS = 1 << 32  # the 4-byte index in the nonce
+SALT_BYTES = 32
+KEY_CHECK_BYTES = 32
+WRAPPED_KEY_BYTES = KEY_BYTES + 8  # RFC 3394 adds one 64-bit block
+MAX_KEY_ID_CHARS = 128
+MAX_BINDING_BYTES = 1024
+
+HKDF_INFO = b"store sse-c data key v1"
+KEY_CHECK_LABEL = b"store sse-c key check v1\0"
+
+_AAD_HEAD = struct.Struct(">BIB")  # format version, segment index, final
+
+
+# -- errors: subclasses, so the protocol maps of their bases cover them ---------------------------
+
+
+class InvalidEncryptionAlgorithm(InvalidArgument):
+    """An SSE-C algorithm other than AES256 (AWS: InvalidEncryptionAlgorithmError)."""
+
+
+class EncryptionMismatch(InvalidArgument):
+    """SSE-C headers on an object stored otherwise, or none on an SSE-C object (AWS answers 400
+    InvalidRequest for both)."""
+
+
+class WrongCustomerKey(PermissionDenied):
+    """The SSE-C key of the request is not the one the object was stored with (AWS: 403)."""
+
+
+class DecryptionFailed(Corrupt):
+    """A segment's tag, a wrapped key or the stored length does not verify: damaged or tampered
+    data (the SSE-C key was checked before, so not a wrong key)."""
+
+
+class MasterKeyUnavailable(Unavailable):
+    """The master key id an object names is not loaded here (for instance on a gateway whose
+    configuration has not received a rotated key yet): another gateway or a retry may have it."""
+
+
+# -- the envelope ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """How one stream is encrypted: what the metadata record stores. Holds no secret in clear:
+    ``key_check`` is a keyed hash, ``wrapped_key`` needs the master key."""
+
+    mode: str
+    nonce_prefix: bytes
+    salt: bytes = b""  # SSE-C: HKDF salt, also hashed into key_check
+    key_check: bytes = b""  # SSE-C: HMAC of the customer key
+    wrapped_key: bytes = b""  # SSE-S3: the data key wrapped by the master key
+    master_key_id: str = ""  # SSE-S3
+    segment_bytes: int = SEGMENT_BYTES
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidArgument(f"unknown encryption mode {self.mode!r}")
+        if len(self.nonce_prefix) != NONCE_PREFIX_BYTES:
+            raise InvalidArgument(f"nonce prefix must be {NONCE_PREFIX_BYTES} bytes")
+        if not 1 <= self.segment_bytes <= MAX_SEGMENT_BYTES:
+            raise InvalidArgument(
+                f"segment size {self.segment_bytes} outside 1..{MAX_SEGMENT_BYTES}"
+            )
+        if self.mode == CUSTOMER:
+            ok = (
+                len(self.salt) == SALT_BYTES
+                and len(self.key_check) == KEY_CHECK_BYTES
+                and not self.wrapped_key
+                and not self.master_key_id
+            )
+        else:
+            ok = (
+                len(self.wrapped_key) == WRAPPED_KEY_BYTES
+                and 0 < len(self.master_key_id) <= MAX_KEY_ID_CHARS
+                and not self.salt
+                and not self.key_check
+            )
+        if not ok:
+            raise InvalidArgument(f"inconsistent {self.mode} envelope")
+
+    def fresh_stream(self) -> Envelope:
+        """The same key material with a new random nonce prefix, for another stream under the
+        same key (each multipart part): store each stream's prefix, and never encrypt two
+        streams with one envelope."""
+        return replace(self, nonce_prefix=os.urandom(NONCE_PREFIX_BYTES))
+
+    def stored_size_of(self, plain_size: int) -> int:
+        """``stored_size_of`` with this envelope's segment size."""
+        return stored_size_of(plain_size, self.segment_bytes)
+
+    def plain_size_of(self, stored_size: int) -> int:
+        """``plain_size_of`` with this envelope's segment size."""
+        return plain_size_of(stored_size, self.segment_bytes)
+
+    def stored_range(self, offset: int, length: int, plain_size: int) -> StoredRange:
+        """``stored_range`` with this envelope's segment size."""
+        return stored_range(offset, length, plain_size, self.segment_bytes)
+
+    def to_json(self) -> dict[str, str]:
+        """A JSON object of strings (bytes in base64); only the fields of its mode."""
+        out = {
+            "v": str(FORMAT_VERSION),
+            "mode": self.mode,
+            "segment": str(self.segment_bytes),
+            "nonce": _b64(self.nonce_prefix),
+        }
+        if self.mode == CUSTOMER:
+            out |= {"salt": _b64(self.salt), "check": _b64(self.key_check)}
+        else:
+            out |= {"key": _b64(self.wrapped_key), "kid": self.master_key_id}
+        return out
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, object]) -> Envelope:
+        """The envelope ``to_json`` wrote; anything else is a damaged record (``Corrupt``).
+
+        >>> env, _ = new_managed_envelope({"k1": bytes(32)}, "k1")
+        >>> Envelope.from_json(env.to_json()) == env
+        True
+        """
+        try:
+            fields = {k: v for k, v in record.items() if isinstance(v, str)}
+            if len(fields) != len(record) or fields.get("v") != str(FORMAT_VERSION):
+                raise ValueError("not a version 1 envelope of strings")
+            mode = fields["mode"]
+            names = {"v", "mode", "segment", "nonce"}
+            names |= {"salt", "check"} if mode == CUSTOMER else {"key", "kid"}
+            if set(fields) != names or not fields["segment"].isdigit():
+                raise ValueError(f"fields {sorted(fields)}")
+            return cls(
+                mode=mode,
+                nonce_prefix=_unb64(fields["nonce"]),
+                salt=_unb64(fields.get("salt", "")),
+                key_check=_unb64(fields.get("check", "")),
+                wrapped_key=_unb64(fields.get("key", "")),
+                master_key_id=fields.get("kid", ""),
+                segment_bytes=int(fields["segment"]),
+            )
+        except (KeyError, ValueError, InvalidArgument) as e:
+            raise Corrupt(f"malformed encryption envelope: {e}") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as e:
+        raise ValueError(str(e)) from None
+
+
+# -- SSE-C ----------------------------------------------------------------------------------------
+
+_SSE_C = "Requests specifying Server Side Encryption with Customer provided keys must provide"
+# AWS's 400 InvalidRequest messages, for EncryptionMismatch raised here or by the caller (SSE-C
+# headers on an unencrypted object).
+NOT_APPLICABLE = "The encryption parameters are not applicable to this object."
+PARAMETERS_REQUIRED = (
+    "The object was stored using a form of Server Side Encryption. "
+    "The correct parameters must be provided to retrieve the object."
+)
+
+
+def parse_customer_key(
+    algorithm: str | None, key_b64: str | None, key_md5_b64: str | None
+) -> bytes | None:
+    """The customer key from the three SSE-C headers (``x-amz-server-side-encryption-customer-
+    algorithm``, ``-key`` and ``-key-MD5``; or their ``x-amz-copy-source-`` twins), validated as
+    AWS does; None when none of them is present. An empty header counts as present.
+
+    >>> key = bytes(range(32))
+    >>> md5 = base64.b64encode(hashlib.md5(key).digest()).decode()
+    >>> parse_customer_key("AES256", base64.b64encode(key).decode(), md5) == key
+    True
+    >>> parse_customer_key(None, None, None) is None
+    True
+    """
+    if algorithm is None and key_b64 is None and key_md5_b64 is None:
+        return None
+    if algorithm is None:
+        raise InvalidArgument(f"{_SSE_C} a valid encryption algorithm.")
+    if algorithm != SSE_C_ALGORITHM:
+        raise InvalidEncryptionAlgorithm(
+            "The Encryption request you specified is not valid. Supported value: AES256."
+        )
+    if key_b64 is None:
+        raise InvalidArgument(f"{_SSE_C} an appropriate secret key.")
+    if key_md5_b64 is None:
+        raise InvalidArgument(f"{_SSE_C} the client calculated MD5 of the secret key.")
+    try:
+        key = base64.b64decode(key_b64, validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise InvalidArgument("The secret key was invalid for the specified algorithm.")
+    try:
+        md5 = base64.b64decode(key_md5_b64, validate=True)
+    except binascii.Error:
+        raise InvalidArgument(
+            "The MD5 hash of the secret key was improperly encoded. "
+            "The MD5 hash must be Base64 encoded."
+        ) from None
+    # Not a secret comparison (the client sent both), but constant time costs nothing.
+    if not hmac.compare_digest(md5, hashlib.md5(key, usedforsecurity=False).digest()):
+        raise InvalidArgument(
+            "The calculated MD5 hash of the key did not match the hash that was provided."
+        )
+    return key
+
+
+def new_customer_envelope(
+    customer_key: bytes, *, segment_bytes: int = SEGMENT_BYTES
+) -> tuple[Envelope, bytes]:
+    """(envelope, data key) for a new stream under an SSE-C customer key."""
+    _check_key(customer_key, "customer key")
+    salt = os.urandom(SALT_BYTES)
+    envelope = Envelope(
+        mode=CUSTOMER,
+        nonce_prefix=os.urandom(NONCE_PREFIX_BYTES),
+        salt=salt,
+        key_check=_key_check(customer_key, salt),
+        segment_bytes=segment_bytes,
+    )
+    return envelope, _derive_data_key(customer_key, salt)
+
+
+def customer_data_key(envelope: Envelope, customer_key: bytes) -> bytes:
+    """The data key of an SSE-C stream, once the customer key matches its key check (constant
+    time): ``WrongCustomerKey`` if not, ``EncryptionMismatch`` for a stream stored otherwise."""
+    _check_key(customer_key, "customer key")
+    if envelope.mode != CUSTOMER:
+        raise EncryptionMismatch(NOT_APPLICABLE)
+    if not hmac.compare_digest(_key_check(customer_key, envelope.salt), envelope.key_check):
+        raise WrongCustomerKey("Access Denied: the SSE-C key is not the object's key")
+    return _derive_data_key(customer_key, envelope.salt)
+
+
+def _key_check(customer_key: bytes, salt: bytes) -> bytes:
+    return hmac.digest(customer_key, KEY_CHECK_LABEL + salt, "sha256")
+
+
+def _derive_data_key(customer_key: bytes, salt: bytes) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=HKDF_INFO)
+    return hkdf.derive(customer_key)
+
+
+# -- SSE-S3 ---------------------------------------------------------------------------------------
+
+
+def new_managed_envelope(
+    master_keys: Mapping[str, bytes], key_id: str, *, segment_bytes: int = SEGMENT_BYTES
+) -> tuple[Envelope, bytes]:
+    """(envelope, data key) for a new SSE-S3 stream: a random data key wrapped by master key
+    ``key_id`` (the current one)."""
+    data_key = os.urandom(KEY_BYTES)
+    envelope = Envelope(
+        mode=MANAGED,
+        nonce_prefix=os.urandom(NONCE_PREFIX_BYTES),
+        wrapped_key=aes_key_wrap(_master_key(master_keys, key_id), data_key),
+        master_key_id=key_id,
+        segment_bytes=segment_bytes,
+    )
+    return envelope, data_key
+
+
+def managed_data_key(envelope: Envelope, master_keys: Mapping[str, bytes]) -> bytes:
+    """The data key of an SSE-S3 stream, unwrapped with the master key it names:
+    ``MasterKeyUnavailable`` if that key is not loaded, ``DecryptionFailed`` if it does not
+    unwrap (a damaged record, or a master key file changed under the same id)."""
+    if envelope.mode != MANAGED:
+        raise EncryptionMismatch(PARAMETERS_REQUIRED)
+    master_key = _master_key(master_keys, envelope.master_key_id)
+    try:
+        return aes_key_unwrap(master_key, envelope.wrapped_key)
+    except InvalidUnwrap:
+        raise DecryptionFailed(
+            f"the data key does not unwrap with master key {envelope.master_key_id!r}"
+        ) from None
+
+
+def data_key_for(
+    envelope: Envelope, *, customer_key: bytes | None, master_keys: Mapping[str, bytes]
+) -> bytes:
+    """The data key to read a stream, from what a request brought (``parse_customer_key``):
+    SSE-C headers on an SSE-S3 object, or none on an SSE-C object, are ``EncryptionMismatch``."""
+    if customer_key is not None:
+        return customer_data_key(envelope, customer_key)
+    return managed_data_key(envelope, master_keys)
+
+
+def _master_key(master_keys: Mapping[str, bytes], key_id: str) -> bytes:
+    key = master_keys.get(key_id)
+    if key is None:
+        raise MasterKeyUnavailable(f"master key {key_id!r} is not configured")
+    _check_key(key, f"master key {key_id!r}")
+    return key
+
+
+def _check_key(key: bytes, what: str) -> None:
+    # A key of another length is a bug or a bad config file, not a client error.
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{what} must be {KEY_BYTES} bytes, not {len(key)}")
+
+
+# -- size and range math --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRange:
+    """Stored bytes [stored_offset, stored_offset + stored_length) hold whole segments
+    ``first_segment``..``last_segment``; their plaintext starts ``skip_bytes`` before the range."""
+
+    stored_offset: int
+    stored_length: int
+    first_segment: int
+    last_segment: int
+    skip_bytes: int
+
+
+def segment_count(plain_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
+    """Segments of a stream (an empty stream is one empty segment).
+
+    >>> segment_count(0, 4), segment_count(4, 4), segment_count(5, 4)
+    (1, 1, 2)
+    """
+    if plain_size < 0:
+        raise InvalidArgument(f"negative size {plain_size}")
+    return max(1, -(-plain_size // segment_bytes))
+
+
+def stored_size_of(plain_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
+    """Stored bytes of a stream of ``plain_size`` plaintext bytes.
+
+    >>> stored_size_of(0), stored_size_of(1), stored_size_of(65536), stored_size_of(65537)
+    (16, 17, 65552, 65569)
+    """
+    return plain_size + TAG_BYTES * segment_count(plain_size, segment_bytes)
+
+
+def plain_size_of(stored_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
+    """Plaintext bytes of a stream of ``stored_size`` stored bytes; ``DecryptionFailed`` for a
+    size no stream has (less than a tag, or a last segment shorter than its tag).
+
+    >>> plain_size_of(16), plain_size_of(65569)
+    (0, 65537)
+    >>> plain_size_of(65552 + 8)
+    Traceback (most recent call last):
+    store.codec.encryption.DecryptionFailed: no stream is 65560 stored bytes long
+    """
+    segments = max(1, -(-stored_size // (segment_bytes + TAG_BYTES)))
+    plain_size = stored_size - TAG_BYTES * segments
+    if plain_size < 0 or stored_size_of(plain_size, segment_bytes) != stored_size:
+        raise DecryptionFailed(f"no stream is {stored_size} stored bytes long")
+    return plain_size
+
+
+def stored_range(
+    offset: int, length: int, plain_size: int, segment_bytes: int = SEGMENT_BYTES
+) -> StoredRange:
+    """The whole stored segments holding plaintext [offset, offset + length) of a stream of
+    ``plain_size`` bytes. The empty range (0, 0) of an empty stream is its empty final segment,
+    so that reading it still checks a tag.
+
+    >>> stored_range(12, 10, 35, segment_bytes=10)  # segments 1 and 2 of [10][10][10][5]
+    StoredRange(stored_offset=26, stored_length=52, first_segment=1, last_segment=2, skip_bytes=2)
+    >>> stored_range(99_990, 10, 100_000)  # the short last segment of 64 KiB ones
+    StoredRange(stored_offset=65552, stored_length=34480, first_segment=1, last_segment=1, \
+skip_bytes=34454)
+    >>> stored_range(0, 0, 0)
+    StoredRange(stored_offset=0, stored_length=16, first_segment=0, last_segment=0, skip_bytes=0)
+    """
+    if plain_size == 0 and offset == 0 and length == 0:
+        return StoredRange(0, TAG_BYTES, 0, 0, 0)
+    if offset < 0 or length <= 0 or offset + length > plain_size:
+        raise OutOfRange(f"range {offset}+{length} outside a stream of {plain_size} bytes")
+    first = offset // segment_bytes
+    last = (offset + length - 1) // segment_bytes
+    start = first * (segment_bytes + TAG_BYTES)
+    end = min(plain_size, (last + 1) * segment_bytes) + (last + 1) * TAG_BYTES
+    return StoredRange(start, end - start, first, last, offset - first * segment_bytes)
+
+
+# -- sealing and opening segments -----------------------------------------------------------------
+
+
+class _Segments:
+    """AES-256-GCM over the segments of one stream: nonces and aad as the module docstring says."""
+
+    __slots__ = ("_aead", "_binding", "_prefix")
+
+    def __init__(self, data_key: bytes, envelope: Envelope, binding: bytes) -> None:
+        _check_key(data_key, "data key")
+        if not 0 < len(binding) <= MAX_BINDING_BYTES:
+            raise ValueError(f"binding must be 1..{MAX_BINDING_BYTES} bytes")
+        self._aead = AESGCM(data_key)
+        self._prefix = envelope.nonce_prefix
+        self._binding = bytes(binding)
+
+    def _nonce_aad(self, index: int, final: bool) -> tuple[bytes, bytes]:
+        if not 0 <= index < MAX_SEGMENTS:
+            raise EntityTooLarge(f"a stream holds at most {MAX_SEGMENTS} segments")
+        nonce = self._prefix + index.to_bytes(4, "big")
+        return nonce, _AAD_HEAD.pack(FORMAT_VERSION, index, final) + self._binding
+
+    def seal_into(self, index: int, final: bool, plain: memoryview, out: memoryview) -> None:
+        """Segment ``index`` of ``plain`` into ``out`` (len(plain) + TAG_BYTES bytes)."""
+        nonce, aad = self._nonce_aad(index, final)
+        self._aead.encrypt_into(nonce, plain, aad, out)
+
+    def open_into(self, index: int, final: bool, stored: memoryview, out: memoryview) -> None:
+        """Stored segment ``index`` into ``out`` (len(stored) - TAG_BYTES bytes). On a tag
+        failure ``out`` holds unverified bytes: the caller must drop it."""
+        nonce, aad = self._nonce_aad(index, final)
+        try:
+            self._aead.decrypt_into(nonce, stored, aad, out)
+        except InvalidTag:
+            raise DecryptionFailed(f"segment {index} fails its authentication tag") from None
+
+
+class SegmentEncryptor:
+    """Streaming encryption: ``feed`` plaintext pieces of any size and get the stored bytes of
+    each completed segment; ``finish`` seals the final one. Holds at most one segment of
+    plaintext: a full segment waits for the next byte, since only then is it known not to be
+    the final one.
+
+    >>> envelope, key = new_managed_envelope({"k1": bytes(32)}, "k1", segment_bytes=4)
+    >>> enc = SegmentEncryptor(key, envelope, b"version-1")
+    >>> stored = enc.feed(b"hello") + enc.finish()
+    >>> len(stored) == stored_size_of(5, 4) == 5 + 2 * TAG_BYTES, enc.plain_bytes
+    (True, 5)
+    >>> bytes(decrypt_range(key, envelope, b"version-1", stored, 5))
+    b'hello'
+    """
+
+    __slots__ = ("_buffer", "_finished", "_index", "_segment_bytes", "_segments", "plain_bytes")
+
+    def __init__(self, data_key: bytes, envelope: Envelope, binding: bytes) -> None:
+        self._segments = _Segments(data_key, envelope, binding)
+        self._segment_bytes = envelope.segment_bytes
+        self._buffer = bytearray()
+        self._index = 0
+        self._finished = False
+        self.plain_bytes = 0  # fed so far; the stream's plain_size once finished
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytearray:
+        """Stored bytes of the segments ``data`` completes (possibly none)."""
+        if self._finished:
+            raise ValueError("feed after finish")
+        view = memoryview(data).cast("B")
+        seg = self._segment_bytes
+        self.plain_bytes += len(view)
+        pos = 0
+        sealed: list[memoryview] = []
+        if self._buffer:
+            need = seg - len(self._buffer)
+            if len(view) <= need:  # still not known to be followed by more bytes
+                self._buffer += view
+                return bytearray()
+            self._buffer += view[:need]
+            pos = need
+            sealed.append(memoryview(self._buffer))
+            self._buffer = bytearray()  # a new one: the full one is exported until sealed
+        # Seal full segments straight from the caller's buffer while more bytes follow them.
+        while len(view) - pos > seg:
+            sealed.append(view[pos : pos + seg])
+            pos += seg
+        self._buffer += view[pos:]
+        out = bytearray(len(sealed) * (seg + TAG_BYTES))
+        self._seal_all(sealed, memoryview(out), final=False)
+        return out
+
+    def finish(self) -> bytearray:
+        """Stored bytes of the final segment (empty plaintext for an empty stream)."""
+        if self._finished:
+            raise ValueError("finish twice")
+        self._finished = True
+        out = bytearray(len(self._buffer) + TAG_BYTES)
+        self._seal_all([memoryview(self._buffer)], memoryview(out), final=True)
+        self._buffer = bytearray()
+        return out
+
+    def _seal_all(self, pieces: list[memoryview], out: memoryview, *, final: bool) -> None:
+        at = 0
+        for piece in pieces:
+            n = len(piece) + TAG_BYTES
+            self._segments.seal_into(self._index, final, piece, out[at : at + n])
+            self._index += 1
+            at += n
+
+
+class SegmentDecryptor:
+    """Streaming decryption of plaintext [offset, offset + length) of a stream: fetch the stored
+    bytes ``span`` names, ``feed`` them in pieces of any size and get exactly the plaintext of
+    the range back, in order; ``finish`` checks nothing is missing. Holds at most one stored
+    segment. ``length`` None reads to the end (an empty stream's whole range is its empty
+    final segment, which is still checked).
+
+    >>> envelope, key = new_managed_envelope({"k1": bytes(32)}, "k1", segment_bytes=4)
+    >>> enc = SegmentEncryptor(key, envelope, b"v1")
+    >>> stored = enc.feed(b"0123456789") + enc.finish()
+    >>> dec = SegmentDecryptor(key, envelope, b"v1", 10, offset=3, length=5)
+    >>> dec.span.stored_offset, dec.span.stored_length
+    (0, 40)
+    >>> piece = stored[dec.span.stored_offset : dec.span.stored_offset + dec.span.stored_length]
+    >>> bytes(dec.feed(piece[:7]) + dec.feed(piece[7:])), dec.finish()
+    (b'34567', None)
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_final_index",
+        "_index",
+        "_plain_size",
+        "_remaining",
+        "_segment_bytes",
+        "_segments",
+        "_skip",
+        "_stored_left",
+        "span",
+    )
+
+    def __init__(
+        self,
+        data_key: bytes,
+        envelope: Envelope,
+        binding: bytes,
+        plain_size: int,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> None:
+        self._segments = _Segments(data_key, envelope, binding)
+        self._segment_bytes = envelope.segment_bytes
+        self._plain_size = plain_size
+        if length is None:
+            length = plain_size - offset
+        self.span = stored_range(offset, length, plain_size, envelope.segment_bytes)
+        self._index = self.span.first_segment
+        self._final_index = segment_count(plain_size, envelope.segment_bytes) - 1
+        self._skip = self.span.skip_bytes
+        self._remaining = length
+        self._stored_left = self.span.stored_length
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytearray:
+        """The range's plaintext in the segments ``data`` completes (possibly none)."""
+        view = memoryview(data).cast("B")
+        if len(view) > self._stored_left:
+            # More than the record says the range holds: the stream was extended, or misread.
+            raise DecryptionFailed(f"stored data runs {len(view) - self._stored_left} bytes past")
+        self._stored_left -= len(view)
+        pos = 0
+        whole: list[memoryview] = []
+        if self._buffer:
+            need = self._stored_len(self._index) - len(self._buffer)
+            if len(view) < need:
+                self._buffer += view
+                return bytearray()
+            self._buffer += view[:need]
+            pos = need
+            whole.append(memoryview(self._buffer))
+            self._buffer = bytearray()  # a new one: the full one is exported until opened
+        index = self._index + len(whole)
+        while index <= self.span.last_segment and len(view) - pos >= (n := self._stored_len(index)):
+            whole.append(view[pos : pos + n])
+            pos += n
+            index += 1
+        self._buffer += view[pos:]
+        return self._open_all(whole)
+
+    def finish(self) -> None:
+        """``DecryptionFailed`` if the span's stored bytes did not all arrive (a stream cut
+        short, even at a segment boundary)."""
+        if self._stored_left:
+            raise DecryptionFailed(f"stored data ends {self._stored_left} bytes short")
+
+    def _stored_len(self, index: int) -> int:
+        return min(self._segment_bytes, self._plain_size - index * self._segment_bytes) + TAG_BYTES
+
+    def _open_all(self, whole: list[memoryview]) -> bytearray:
+        sizes = [len(stored) - TAG_BYTES for stored in whole]
+        skip = self._skip if whole else 0  # only the span's first segment starts before the range
+        out = bytearray(sum(sizes) - skip)
+        out_view = memoryview(out)
+        at = 0
+        for stored, n in zip(whole, sizes, strict=True):
+            final = self._index == self._final_index
+            if skip:
+                # Open it aside and copy its tail, rather than move the whole output after.
+                head = bytearray(n)
+                self._segments.open_into(self._index, final, stored, memoryview(head))
+                out_view[: n - skip] = memoryview(head)[skip:]
+                at, skip, self._skip = n - skip, 0, 0
+            else:
+                self._segments.open_into(self._index, final, stored, out_view[at : at + n])
+                at += n
+            self._index += 1
+        out_view.release()
+        del out[self._remaining :]  # the range ends inside its last segment
+        self._remaining -= len(out)
+        return out
+
+
+def decrypt_range(
+    data_key: bytes,
+    envelope: Envelope,
+    binding: bytes,
+    stored: bytes | bytearray | memoryview,
+    plain_size: int,
+    offset: int = 0,
+    length: int | None = None,
+) -> bytearray:
+    """Plaintext [offset, offset + length) of a stream of ``plain_size`` bytes (from the
+    record) out of ``stored``, exactly the stored bytes ``envelope.stored_range`` names for that
+    range (the whole stream by default). Stored bytes too few or too many, or a tag mismatch,
+    are ``DecryptionFailed``: a prefix of whole segments is not taken for the whole stream."""
+    decryptor = SegmentDecryptor(data_key, envelope, binding, plain_size, offset, length)
+    out = decryptor.feed(stored)
+    decryptor.finish()
+    return out
