@@ -35,6 +35,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from store.engine import maintenance, users
+from store.engine.master_keys import ensure_master_keys
 from store.engine.node import DEFAULT_DRIVES, local_volumes, open_local_engine
 from store.engine.objects import ObjectEngine
 from store.gateway.http import Drain, serve_http
@@ -219,7 +220,7 @@ async def _run_gateway(
 ) -> None:
     """Serve S3 (and NBD, given its sockets) until drained (SIGTERM/SIGINT, or the
     supervisor's lifeline closing) or cancelled."""
-    gateway = S3Gateway(engine, config.gateway)
+    gateway = S3Gateway(engine, config.gateway, await ensure_master_keys(config.data_dir))
     listeners = _trio_listeners(config, socks)
     draining = Drain()
     async with trio.open_nursery() as nursery:
@@ -228,6 +229,9 @@ async def _run_gateway(
             tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in nbd_socks]
             await nursery.start(nbd.serve, tcp)
         nursery.start_soon(partial(maintenance.run_housekeeping, engine, primary=primary))
+        if primary:
+            day_s = config.gateway.day_s
+            nursery.start_soon(partial(maintenance.run_lifecycle, engine, day_s=day_s))
         nursery.start_soon(gateway.metrics.run_sync)
         nursery.start_soon(_drain_on_signal, draining)
         if lifeline_fd is not None:
@@ -347,6 +351,7 @@ async def _supervise(
         config.data_dir, drives=config.drives, scheme=config.scheme
     ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
         root, created = await users.ensure_root(engine.kv, config.data_dir)
+        await ensure_master_keys(config.data_dir)  # and the SSE master key, before workers read it
     metrics_dir = config.data_dir / "run" / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, mode=0o700)

@@ -18,6 +18,15 @@ class InvalidArgument(StoreError):
     """A request that can never succeed as written (bad name, size, range, option)."""
 
 
+class InvalidEncryptionAlgorithm(InvalidArgument):
+    """An SSE-C algorithm other than AES256."""
+
+
+class EncryptionMismatch(InvalidArgument):
+    """Encryption parameters that do not fit how an object is stored (SSE-C headers on an object
+    stored otherwise, none on an SSE-C object)."""
+
+
 class NotFound(StoreError):
     """The named bucket, object, version, upload, volume or user does not exist."""
 

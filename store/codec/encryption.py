@@ -72,8 +72,10 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from store.errors import (
     Corrupt,
+    EncryptionMismatch,
     EntityTooLarge,
     InvalidArgument,
+    InvalidEncryptionAlgorithm,
     OutOfRange,
     PermissionDenied,
     Unavailable,
@@ -104,15 +106,6 @@ _AAD_HEAD = struct.Struct(">BIB")  # format version, segment index, final
 
 
 # -- errors: subclasses, so the protocol maps of their bases cover them ---------------------------
-
-
-class InvalidEncryptionAlgorithm(InvalidArgument):
-    """An SSE-C algorithm other than AES256 (AWS: InvalidEncryptionAlgorithmError)."""
-
-
-class EncryptionMismatch(InvalidArgument):
-    """SSE-C headers on an object stored otherwise, or none on an SSE-C object (AWS answers 400
-    InvalidRequest for both)."""
 
 
 class WrongCustomerKey(PermissionDenied):

@@ -19,6 +19,7 @@ import zstandard
 from store.chunk.chunkstore import ChunkStore
 from store.codec import checksums
 from store.engine.common import Body, Stored
+from store.engine.sealing import Sealing
 from store.errors import EntityTooLarge, IncompleteBody, collapse_single_group
 
 HASH_BATCH_BYTES = 4 << 20  # hash in worker threads in batches this big (one hop per batch)
@@ -35,10 +36,12 @@ async def store_body(
     compression: str = "",
     checksum_algorithm: str | None = None,
     sha256: bool = False,
+    sealing: Sealing | None = None,
 ) -> Stored:
     """Write a body to the chunk store, or keep it for inlining when it ends within
     ``inline_bytes``; raise EntityTooLarge / IncompleteBody for a body over ``limit`` or
-    shorter or longer than ``size``. Nothing written is referenced yet."""
+    shorter or longer than ``size``. Nothing written is referenced yet. With ``sealing`` the
+    stored bytes (after compression) are encrypted; digests are of the plaintext."""
     if size is not None and size > limit:
         raise EntityTooLarge(f"{size} bytes is over the {limit}-byte limit")
     hasher = _Hasher(checksum_algorithm, sha256)
@@ -55,8 +58,12 @@ async def store_body(
         data = b"".join(head)
         _check_size(len(data), size, limit)
         hasher.update([data])
+        if sealing is not None:
+            stored = await sealing.seal(sealing.encryptor(), [data], final=True)
+            return hasher.stored(len(data), inline=bytes(stored))
         return hasher.stored(len(data), inline=data)
     compressor = _Compressor() if compression == "zstd" else None
+    encryptor = sealing.encryptor() if sealing is not None else None
     total = 0
     # Hashing runs as its own task, a batch or two ahead of the chunk store at most, so the
     # hashing thread (the bottleneck of a single stream) never waits for a stripe write.
@@ -78,7 +85,7 @@ async def store_body(
                     total += batch_bytes
                     _check_size(total, size, limit, final=done)
                     await to_hasher.send(batch)
-                    await _write_batch(stream, compressor, batch, done)
+                    await _write_batch(stream, compressor, batch, done, sealing, encryptor)
                     batch, batch_bytes = [], 0
             refs = await stream.commit()
     if compressor is None:
@@ -179,10 +186,13 @@ async def _write_batch(
     compressor: _Compressor | None,
     batch: list[bytes | bytearray | memoryview],
     final: bool,
+    sealing: Sealing | None = None,
+    encryptor: Any = None,
 ) -> None:
-    if compressor is None:
-        for piece in batch:
-            await stream.write(piece)
-        return
-    for frame in await trio.to_thread.run_sync(compressor.feed, batch, final):
-        await stream.write(frame)
+    pieces: list[Any] = batch
+    if compressor is not None:
+        pieces = await trio.to_thread.run_sync(compressor.feed, batch, final)
+    if sealing is not None:
+        pieces = [await sealing.seal(encryptor, pieces, final)]
+    for piece in pieces:
+        await stream.write(piece)

@@ -24,6 +24,7 @@ import trio
 
 from store.chunk.drive import chunk_created
 from store.engine import records as R
+from store.engine.lifecycle import LifecycleRunner
 from store.engine.objects import ObjectEngine
 from store.errors import StoreError
 from store.meta.api import Compare, Delete, prefix_end
@@ -247,3 +248,23 @@ async def run_housekeeping(
         except StoreError as e:
             log.warning("housekeeping pass failed: %s", e)
         await trio.sleep(gc_interval_s)
+
+
+async def run_lifecycle(
+    engine: ObjectEngine,
+    *,
+    day_s: float = 86400.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Background loop: apply buckets' lifecycle rules (engine/lifecycle.py) batch by batch,
+    then rest; the rest is a fraction of a day (``day_s``), at most an hour."""
+    runner = LifecycleRunner(engine, day_s=day_s)
+    rest_s = min(3600.0, max(0.2, day_s / 10))
+    task_status.started()
+    while True:
+        more = False
+        try:
+            more = await runner.run_pass()
+        except StoreError as e:
+            log.warning("lifecycle pass failed: %s", e)
+        await trio.sleep(0 if more else rest_s)

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from store.codec import checksums
+from store.codec import checksums, encryption
 from store.engine import records as R
 from store.engine.common import Body, ExpectedChecksum, b64, garbage_ops, verify_stored
 from store.engine.records import Checksum, Part, PartInfo, Upload, Version
+from store.engine.sealing import part_stream
 from store.errors import (
     BadDigest,
     Conflict,
@@ -138,10 +140,19 @@ class Multipart:
         checksum_algorithm: str | None = None,
         expected_checksum: ExpectedChecksum = None,
         payload_sha256: str | None = None,
+        data_key: Callable[[Upload], bytes | None] | None = None,
     ) -> Part:
+        """Store one part. For an encrypted upload ``data_key`` gives the upload's data key
+        (checked against the upload's envelope: the same SSE-C key for every part)."""
         if not 1 <= number <= R.MAX_PART_NUMBER:
             raise InvalidArgument(f"part number must be 1..{R.MAX_PART_NUMBER}")
         upload = await self.get(bucket, key, upload_id)
+        sealing = None
+        if upload.encryption is not None:
+            key_bytes = data_key(upload) if data_key is not None else None
+            if key_bytes is None:
+                raise InvalidArgument("the upload is encrypted: its key is needed for every part")
+            sealing = part_stream(upload.encryption, key_bytes, upload_id, number)
         algorithm = upload.checksum_algorithm or (
             checksum_algorithm and checksums.canonical_algorithm(checksum_algorithm)
         )
@@ -160,18 +171,21 @@ class Multipart:
             limit=MAX_PART_BYTES,
             inline_bytes=0,
             sha256=payload_sha256 is not None,
+            sealing=sealing,
         )
         try:
             checksum = verify_stored(
                 stored, content_md5, algorithm or None, expected_checksum, payload_sha256
             )
+            sse_c = sealing is not None and sealing.envelope.mode == encryption.CUSTOMER
             part = Part(
                 number,
                 stored.size,
-                stored.md5.hex(),
+                secrets.token_hex(16) if sse_c else stored.md5.hex(),
                 time.time(),
                 f"{checksum.algorithm}:{checksum.value}" if checksum else "",
                 stored.chunks,
+                nonce=sealing.envelope.to_json()["nonce"] if sealing is not None else "",
             )
             await self._commit_part(upload, part)
         except BaseException:
@@ -293,6 +307,14 @@ class Multipart:
                 chunks=tuple(c for p in chosen for c in p.chunks),
                 **upload.attributes(),
             )
+            if upload.encryption is not None:
+                record = {
+                    **upload.encryption,
+                    "upload": upload_id,
+                    "parts": [p.nonce for p in chosen],
+                    "numbers": [p.number for p in chosen],
+                }
+                version = version.with_(encryption=record)
             return version, ops, [Compare.mod_is(ukey, ukv.mod_revision)]
 
         try:

@@ -14,6 +14,7 @@ cores. Bodies up to ``inline_bytes`` are stored inside the version record instea
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 import trio
 
 from store.chunk.chunkstore import ChunkStore
-from store.codec import checksums
+from store.codec import checksums, encryption
 from store.engine import ingest, listing
 from store.engine import records as R
 from store.engine.common import (
@@ -36,6 +37,7 @@ from store.engine.common import (
 from store.engine.multipart import Multipart
 from store.engine.reader import ObjectReader
 from store.engine.records import Bucket, Version
+from store.engine.sealing import Sealing, Unsealer
 from store.errors import (
     BucketAlreadyExists,
     BucketNotEmpty,
@@ -74,6 +76,11 @@ class EngineStats:
     bytes_out: int = 0
     garbage_collected: int = 0
     orphans_removed: int = 0
+    lifecycle_expired: int = 0  # current versions expired by lifecycle rules
+    lifecycle_noncurrent_expired: int = 0
+    lifecycle_markers_removed: int = 0
+    lifecycle_uploads_aborted: int = 0
+    lifecycle_locked_skipped: int = 0  # versions a rule would remove, kept by object lock
 
 
 Prepared = tuple[Version, Sequence[Op], Sequence[Compare]]
@@ -217,6 +224,7 @@ class ObjectEngine:
         limit: int | None = None,
         inline_bytes: int | None = None,
         sha256: bool = False,
+        sealing: Sealing | None = None,
     ) -> Stored:
         """Write a body to the chunk store (or keep it for inlining), hashing it on the way
         (see ingest.py). The caller verifies digests and then references the result in a
@@ -230,6 +238,7 @@ class ObjectEngine:
             compression=compression,
             checksum_algorithm=checksum_algorithm,
             sha256=sha256,
+            sealing=sealing,
         )
         self.stats.bytes_in += stored.size
         return stored
@@ -262,6 +271,7 @@ class ObjectEngine:
         if_none_match: str | None = None,
         payload_sha256: str | None = None,
         attributes: Mapping[str, Any] | None = None,
+        sealing: Sealing | None = None,
     ) -> Version:
         """Store a new version of ``bucket/key`` from a byte stream.
 
@@ -270,6 +280,8 @@ class ObjectEngine:
         becomes visible: a mismatch raises BadDigest and keeps nothing. ``if_match`` and
         ``if_none_match`` (an ETag or "*") are checked atomically with the commit.
         ``attributes`` are the version's gateway-owned fields (``records.ATTRIBUTES``).
+        With ``sealing`` the stored bytes are encrypted (sealing.py); an SSE-C version's ETag is
+        not the MD5 of its plaintext (which would tell about data the key protects), as in S3.
         """
         R.check_object_key(key)
         bucket_rec, bucket_kv = await self._bucket_kv(bucket)
@@ -284,17 +296,24 @@ class ObjectEngine:
             compression=bucket_rec.compression,
             checksum_algorithm=algorithm,
             sha256=payload_sha256 is not None,
+            sealing=sealing,
         )
         try:
             checksum = verify_stored(
                 stored, content_md5, algorithm, expected_checksum, payload_sha256
             )
+            extra = dict(_attributes(attributes))
+            etag = stored.md5.hex()
+            if sealing is not None:
+                extra["encryption"] = sealing.record()
+                if sealing.envelope.mode == encryption.CUSTOMER:
+                    etag = secrets.token_hex(16)
             version = Version(
                 bucket=bucket,
                 key=key,
                 version_id="",
                 size=stored.size,
-                etag=stored.md5.hex(),
+                etag=etag,
                 mtime=time.time(),
                 owner=owner,
                 content_type=content_type,
@@ -307,7 +326,7 @@ class ObjectEngine:
                 compression=stored.compression,
                 frames=stored.frames,
                 frame_bytes=stored.frame_bytes,
-                **_attributes(attributes),
+                **extra,
             )
             committed = await self.commit_version(
                 version,
@@ -508,12 +527,13 @@ class ObjectEngine:
         part_number: int | None = None,
         version: Version | None = None,
         deferred: bool = False,
+        data_key: bytes | None = None,
     ) -> ObjectReader:
         """``async with engine.open_object(...) as reader``: ``reader.version``, ``.offset``,
         ``.length``; iterate it for the bytes. Errors (no such key, range not satisfiable, too
         few shards for the first bytes) raise on entry, before any byte is returned."""
         return ObjectReader(
-            self, bucket, key, version_id, byte_range, part_number, version, deferred
+            self, bucket, key, version_id, byte_range, part_number, version, deferred, data_key
         )
 
     async def get_object(self, bucket: str, key: str, **kw: Any) -> tuple[Version, bytes]:
@@ -521,8 +541,23 @@ class ObjectEngine:
         async with self.open_object(bucket, key, **kw) as reader:
             return reader.version, b"".join([bytes(p) async for p in reader])
 
-    async def read_stored(self, version: Version, offset: int, length: int) -> list[Any]:
-        """Stored bytes [offset, offset+length) of a version's data (compressed form if it is)."""
+    async def read_stored(
+        self, version: Version, offset: int, length: int, data_key: bytes | None = None
+    ) -> list[Any]:
+        """Bytes [offset, offset+length) of a version's data as it was stored (its compressed
+        form if it is), decrypted with ``data_key`` when the version is encrypted."""
+        if version.encryption is None:
+            return await self._read_raw(version, offset, length)
+        if data_key is None:
+            raise InvalidArgument("the object is encrypted: its key is needed to read it")
+        unsealer = Unsealer(version.encryption, stream_sizes(version), data_key)
+        out: list[Any] = []
+        for span in unsealer.spans(offset, length):
+            raw = await self._read_raw(version, span.stored_offset, span.stored_length)
+            out.append(await unsealer.open(span, raw))
+        return out
+
+    async def _read_raw(self, version: Version, offset: int, length: int) -> list[Any]:
         if version.inline is not None:
             return [memoryview(version.inline)[offset : offset + length]]
         out: list[Any] = []
@@ -565,15 +600,20 @@ class ObjectEngine:
         condition: Callable[[Version], None] | None = None,
         byte_range: tuple[int | None, int | None] | None = None,
         attributes: Mapping[str, Any] | None = None,
+        source_key: Callable[[Version], bytes | None] | None = None,
+        sealing: Sealing | None = None,
     ) -> tuple[Version, Version]:
         """Server-side copy: (source version, new version). ``condition`` checks the source's
-        x-amz-copy-source-if-* headers before any byte moves."""
+        x-amz-copy-source-if-* headers before any byte moves; ``source_key`` gives the data key
+        of an encrypted source; ``sealing`` encrypts the copy."""
+        version = await self.head_object(src_bucket, src_key, src_version_id)
+        if condition is not None:
+            condition(version)
+        data_key = source_key(version) if source_key is not None else None
         async with self.open_object(
-            src_bucket, src_key, version_id=src_version_id, byte_range=byte_range
+            src_bucket, src_key, version=version, byte_range=byte_range, data_key=data_key
         ) as reader:
             src = reader.version
-            if condition is not None:
-                condition(src)
             if replace_metadata:
                 meta_kw: dict[str, Any] = dict(
                     content_type=content_type, metadata=metadata, headers=headers
@@ -592,6 +632,7 @@ class ObjectEngine:
                 tags=src.tags if tags is None else tags,
                 checksum_algorithm=algorithm,
                 attributes=attributes,
+                sealing=sealing,
                 **meta_kw,
             )
         return src, new
@@ -627,6 +668,14 @@ class ObjectEngine:
             if ok.succeeded:
                 return new
         raise Conflict(f"{bucket}/{key} is changing too fast; retry")
+
+
+def stream_sizes(version: Version) -> list[int]:
+    """The plaintext sizes of the streams a version's stored bytes were encrypted as: one (its
+    compressed size when compressed), or one per part of a multipart upload."""
+    if version.encryption is not None and "parts" in version.encryption:
+        return [p.size for p in version.parts]
+    return [sum(version.frames) if version.compression else version.size]
 
 
 def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:

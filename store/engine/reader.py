@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from store.engine.objects import ObjectEngine
 
 Job = Callable[[], Awaitable[list[Any]]]
+ENCRYPTED_WINDOW = 4 << 20  # plaintext bytes per read (and decryption) of an encrypted object
 
 
 class ObjectReader:
@@ -44,8 +45,10 @@ class ObjectReader:
         part_number: int | None,
         version: Version | None,
         deferred: bool = False,
+        data_key: bytes | None = None,
     ) -> None:
         self._engine = engine
+        self._key = data_key
         self._deferred = deferred
         self._rest: list[Job] = []
         self._args = (bucket, key, version_id)
@@ -115,6 +118,14 @@ class ObjectReader:
             return []
         if v.compression:
             return self._frame_jobs()
+        if v.encryption is not None:
+            read = self._engine.read_stored
+            return [
+                functools.partial(
+                    read, v, at, min(ENCRYPTED_WINDOW, self.offset + self.length - at), self._key
+                )
+                for at in range(self.offset, self.offset + self.length, ENCRYPTED_WINDOW)
+            ]
         if v.inline is not None:
             piece = memoryview(v.inline)[self.offset : self.offset + self.length]
 
@@ -143,7 +154,7 @@ class ObjectReader:
     async def _frames(self, g: int, g_end: int) -> list[Any]:
         v = self.version
         starts = [0, *itertools.accumulate(v.frames)]
-        raw = await self._engine.read_stored(v, starts[g], starts[g_end + 1] - starts[g])
+        raw = await self._engine.read_stored(v, starts[g], starts[g_end + 1] - starts[g], self._key)
         blob = b"".join(bytes(p) for p in raw)
         ctx = zstandard.ZstdDecompressor()
         out = []

@@ -479,17 +479,19 @@ class Part:
     checksum: str = ""  # base64 digest in the upload's algorithm
     chunks: tuple[ChunkRef, ...] = ()
     inline: bytes | None = None
+    nonce: str = ""  # an encrypted upload's part: its stream's nonce prefix (base64)
 
     def encode(self) -> bytes:
-        head = _dumps(
-            {
-                "size": self.size,
-                "etag": self.etag,
-                "mtime": self.mtime,
-                "ck": self.checksum,
-                "chunks": [c.to_json() for c in self.chunks],
-            }
-        )
+        body: dict[str, Any] = {
+            "size": self.size,
+            "etag": self.etag,
+            "mtime": self.mtime,
+            "ck": self.checksum,
+            "chunks": [c.to_json() for c in self.chunks],
+        }
+        if self.nonce:
+            body["np"] = self.nonce
+        head = _dumps(body)
         return head if self.inline is None else head + b"\0" + self.inline
 
     @classmethod
@@ -498,7 +500,14 @@ class Part:
         b = json.loads(head)
         chunks = tuple(ChunkRef.from_json(c) for c in b["chunks"])
         return cls(
-            number, b["size"], b["etag"], b["mtime"], b["ck"], chunks, inline if sep else None
+            number,
+            b["size"],
+            b["etag"],
+            b["mtime"],
+            b["ck"],
+            chunks,
+            inline if sep else None,
+            b.get("np", ""),
         )
 
 

@@ -36,6 +36,27 @@ _ENGINE_COUNTERS = [
     ("store_garbage_chunks_collected", "chunks removed by GC", "garbage_collected"),
     ("store_orphan_shards_removed", "orphan shards removed", "orphans_removed"),
     ("store_txn_retries", "metadata transactions retried", "txn_retries"),
+    ("store_lifecycle_expired", "current versions expired by lifecycle", "lifecycle_expired"),
+    (
+        "store_lifecycle_noncurrent_expired",
+        "noncurrent versions expired by lifecycle",
+        "lifecycle_noncurrent_expired",
+    ),
+    (
+        "store_lifecycle_delete_markers_removed",
+        "expired delete markers removed by lifecycle",
+        "lifecycle_markers_removed",
+    ),
+    (
+        "store_lifecycle_uploads_aborted",
+        "uploads aborted by lifecycle",
+        "lifecycle_uploads_aborted",
+    ),
+    (
+        "store_lifecycle_locked_skipped",
+        "versions lifecycle left alone under object lock",
+        "lifecycle_locked_skipped",
+    ),
 ]
 
 

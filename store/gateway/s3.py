@@ -20,11 +20,21 @@ from urllib.parse import quote
 
 from store.codec import checksums
 from store.engine import users
+from store.engine.master_keys import MasterKeys
 from store.engine.multipart import CompletedPart
 from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket, Version
+from store.engine.sealing import Sealing
 from store.errors import BucketAlreadyExists, InvalidArgument, PermissionDenied, StoreError
-from store.gateway import metrics, s3_acl, s3_copy, s3_listings, s3_lock
+from store.gateway import (
+    metrics,
+    s3_acl,
+    s3_copy,
+    s3_lifecycle,
+    s3_listings,
+    s3_lock,
+    s3_sse,
+)
 from store.gateway import s3_messages as m
 from store.gateway.http import BadRequest, Request, Response
 from store.gateway.s3_access import Authorizer
@@ -80,14 +90,24 @@ OPERATIONS: dict[str, str] = {
     "AbortMultipartUpload": "abort_multipart",
 }
 IMPLEMENTED: frozenset[str] = (
-    frozenset(OPERATIONS) | frozenset(s3_acl.OPERATIONS) | frozenset(s3_lock.OPERATIONS)
+    frozenset(OPERATIONS)
+    | frozenset(s3_acl.OPERATIONS)
+    | frozenset(s3_lock.OPERATIONS)
+    | frozenset(s3_lifecycle.OPERATIONS)
+    | frozenset(s3_sse.OPERATIONS)
 )
 
 
 class S3Gateway:
-    def __init__(self, engine: ObjectEngine, config: GatewayConfig | None = None) -> None:
+    def __init__(
+        self,
+        engine: ObjectEngine,
+        config: GatewayConfig | None = None,
+        master_keys: MasterKeys | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config or GatewayConfig()
+        self.keys = master_keys or MasterKeys()
         self.metrics = metrics.GatewayMetrics(engine)
         self.authz = Authorizer(engine)
         self._ops: dict[str, Callable[[Call], Awaitable[Response]]] = {
@@ -95,6 +115,8 @@ class S3Gateway:
         }
         self._ops.update(s3_acl.AclHandlers(engine, self.authz).handlers())
         self._ops.update(s3_lock.LockHandlers(engine, self.authz, self.config.day_s).handlers())
+        self._ops.update(s3_lifecycle.LifecycleHandlers(engine, self.authz).handlers())
+        self._ops.update(s3_sse.EncryptionHandlers(engine, self.authz).handlers())
 
     # -- the request pipeline -------------------------------------------------------------------
 
@@ -251,6 +273,7 @@ class S3Gateway:
         if not wanted:
             raise InvalidArgument("x-amz-object-attributes must name at least one attribute")
         v = await self.authz.object(call, bucket, version_id=q.get("versionId"))
+        s3_sse.read_key(req.header_map, v.encryption, self.keys)  # SSE-C: the key is required
         out = []
         if "ETag" in wanted:
             out.append(xml.field("ETag", v.etag))
@@ -486,9 +509,10 @@ class S3Gateway:
 
     # -- objects --------------------------------------------------------------------------------
 
-    async def _new_version(self, call: Call) -> tuple[Bucket, str, dict[str, Any]]:
+    async def _new_version(self, call: Call) -> tuple[Bucket, str, dict[str, Any], Sealing | None]:
         """For a request that writes an object: its bucket (authorized), the new version's
-        owner, and its attributes from the request (ACL, storage class)."""
+        owner, its attributes from the request (ACL, storage class, object lock), and how it is
+        encrypted."""
         bucket = await self._bucket(call)
         owner = self.authz.new_object_owner(call, bucket)
         attributes: dict[str, Any] = {
@@ -496,12 +520,13 @@ class S3Gateway:
             "storage_class": m.storage_class(call.request),
             **s3_lock.new_version_lock(call.request, bucket, self.config.day_s),
         }
-        return bucket, owner, attributes
+        sealing = s3_sse.write_sealing(call.request.header_map, bucket, self.keys)
+        return bucket, owner, attributes, sealing
 
     async def put_object(self, call: Call) -> Response:
-        _, owner, attributes = await self._new_version(call)
+        bucket, owner, attributes, sealing = await self._new_version(call)
         req = call.request
-        if s3_lock.needs_integrity_check(req):
+        if s3_lock.needs_integrity_check(req, bucket):
             raise S3Error(
                 "InvalidRequest",
                 400,
@@ -529,9 +554,12 @@ class S3Gateway:
             if_match=req.header("if-match"),
             if_none_match=req.header("if-none-match"),
             payload_sha256=state.payload_sha256,
+            sealing=sealing,
         )
         headers = [("etag", f'"{version.etag}"')]
         headers += m.version_headers(version)
+        headers += s3_lifecycle.expiration_headers(bucket, version, self.config.day_s)
+        headers += s3_sse.response_headers(req, version.encryption)
         if version.checksum:
             headers.append(
                 (checksums.header_name(version.checksum.algorithm), version.checksum.value)
@@ -547,6 +575,7 @@ class S3Gateway:
         byte_range = m.parse_range(req.header("range"))
         part = q.get("partNumber")
         v = await self.authz.object(call, bucket, version_id=q.get("versionId"))
+        data_key = s3_sse.read_key(req.header_map, v.encryption, self.keys)
         m.check_read_conditions(req, v)
         reader = self.engine.open_object(
             call.route.bucket,
@@ -555,6 +584,7 @@ class S3Gateway:
             part_number=int(part) if part and part.isdigit() else None,
             version=v,
             deferred=True,
+            data_key=data_key,
         )
         head = call.route.operation == "HeadObject"
         if head:
@@ -563,6 +593,8 @@ class S3Gateway:
         else:
             await reader.__aenter__()
         headers = m.object_headers(v, q) + s3_lock.lock_headers(bucket, v)
+        headers += s3_lifecycle.expiration_headers(bucket, v, self.config.day_s)
+        headers += s3_sse.response_headers(req, v.encryption)
         status = 200
         if byte_range is not None:
             status = 206
@@ -575,16 +607,33 @@ class S3Gateway:
         return Response(status, headers, b"" if head else reader, length=reader.length)
 
     async def copy_object(self, call: Call) -> Response:
-        _, owner, attributes = await self._new_version(call)
+        _, owner, attributes, sealing = await self._new_version(call)
         headers, body = await s3_copy.copy_object(
-            self.engine, call, self._reader_of(call), owner=owner, attributes=attributes
+            self.engine,
+            call,
+            self._reader_of(call),
+            owner=owner,
+            attributes=attributes,
+            source_key=self._source_key(call),
+            sealing=sealing,
         )
         return m.xml(200, body, headers)
 
     async def upload_part_copy(self, call: Call) -> Response:
         await self._bucket(call)
-        headers, body = await s3_copy.upload_part_copy(self.engine, call, self._reader_of(call))
+        headers, body = await s3_copy.upload_part_copy(
+            self.engine,
+            call,
+            self._reader_of(call),
+            source_key=self._source_key(call),
+            part_key=s3_sse.upload_key(call.request, self.keys),
+        )
         return m.xml(200, body, headers)
+
+    def _source_key(self, call: Call) -> Callable[[Version], bytes | None]:
+        """The data key of a copy source, from the x-amz-copy-source-...-customer-* headers."""
+        headers = call.request.header_map
+        return lambda v: s3_sse.read_key(headers, v.encryption, self.keys, copy=True)
 
     def _reader_of(self, call: Call) -> Callable[[str, str, str | None], Awaitable[object]]:
         """A check that the caller may read a copy source (same rules as any GetObject)."""
@@ -645,6 +694,7 @@ class S3Gateway:
             "acl": await self.authz.new_object_acl(call, bucket, owner, acl_fields),
             "storage_class": m.storage_class_value(fields.get("x-amz-storage-class")),
         }
+        sealing = s3_sse.write_sealing(fields, bucket, self.keys)
         low, high = policy_doc.length_range or (0, None)
 
         async def file_data() -> AsyncIterator[bytes]:
@@ -680,6 +730,7 @@ class S3Gateway:
             file_data(),
             owner=owner,
             attributes=attributes,
+            sealing=sealing,
             content_type=fields.get("content-type") or form.file_content_type,
             metadata={
                 n[len("x-amz-meta-") :]: v for n, v in fields.items() if n.startswith("x-amz-meta-")
@@ -780,7 +831,9 @@ class S3Gateway:
     # -- multipart ------------------------------------------------------------------------------
 
     async def create_multipart(self, call: Call) -> Response:
-        _, owner, attributes = await self._new_version(call)
+        bucket, owner, attributes, sealing = await self._new_version(call)
+        if sealing is not None:  # every part is sealed under this envelope's key
+            attributes["encryption"] = {"env": sealing.envelope.to_json()}
         req = call.request
         algorithm = req.header("x-amz-checksum-algorithm") or ""
         upload = await self.engine.multipart.create(
@@ -802,7 +855,8 @@ class S3Gateway:
                 xml.field("UploadId", upload.upload_id),
             ],
         )
-        headers = []
+        headers = s3_lifecycle.abort_headers(bucket, upload, self.config.day_s)
+        headers += s3_sse.response_headers(req, upload.encryption)
         if upload.checksum_algorithm:
             headers += [
                 ("x-amz-checksum-algorithm", upload.checksum_algorithm),
@@ -832,8 +886,11 @@ class S3Gateway:
             if expected is not None
             else state.trailer_checksum(algorithm),
             payload_sha256=state.payload_sha256,
+            data_key=s3_sse.upload_key(req, self.keys),
         )
         headers = [("etag", f'"{part.etag}"')]
+        if part.nonce:
+            headers += s3_sse.part_response_headers(req)
         if part.checksum:
             alg, _, value = part.checksum.partition(":")
             headers.append((checksums.header_name(alg), value))
@@ -872,9 +929,8 @@ class S3Gateway:
                 xml.field("Checksum" + version.checksum.algorithm, version.checksum.value)
             )
             children.append(xml.field("ChecksumType", version.checksum.type))
-        return m.xml(
-            200, xml.document("CompleteMultipartUploadResult", children), m.version_headers(version)
-        )
+        headers = m.version_headers(version) + s3_sse.response_headers(req, version.encryption)
+        return m.xml(200, xml.document("CompleteMultipartUploadResult", children), headers)
 
     async def abort_multipart(self, call: Call) -> Response:
         await self._bucket(call)

@@ -10,7 +10,7 @@ to a caller who may list the bucket (as S3 does: others learn nothing from a 404
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from store.engine import users
@@ -18,6 +18,7 @@ from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket, Version
 from store.errors import NoSuchKey, NoSuchVersion, PermissionDenied
 from store.gateway import s3_messages as m
+from store.gateway.http import Response
 from store.gateway.s3_call import Call
 from store.s3 import access, acl, policy
 from store.s3.access import AccessRequest, BucketControls, ObjectControls, PublicAccessBlock
@@ -163,6 +164,28 @@ class Authorizer:
         if bucket.settings.get("ownership") == access.BUCKET_OWNER_ENFORCED:
             return None  # only the owner's full control is allowed: the default
         return tuple((g.kind, g.grantee, g.permission) for g in grants)
+
+
+class HandlerGroup:
+    """The handlers of one area of the API (ACLs, object lock, lifecycle, encryption): the
+    subclass names them in ``OPERATIONS`` (operation -> method name)."""
+
+    OPERATIONS: dict[str, str] = {}
+
+    def __init__(self, engine: ObjectEngine, authz: Authorizer) -> None:
+        self.engine = engine
+        self.authz = authz
+
+    def handlers(self) -> dict[str, Callable[[Call], Awaitable[Response]]]:
+        return {op: getattr(self, name) for op, name in self.OPERATIONS.items()}
+
+    async def drop_setting(self, call: Call, name: str) -> Response:
+        """Delete<Configuration>: the bucket's setting ``name`` removed (204)."""
+        bucket = await self.authz.bucket(call)
+        await self.engine.update_settings(
+            bucket.name, lambda b: {k: v for k, v in b.settings.items() if k != name}
+        )
+        return Response(204)
 
 
 def context(call: Call, version_id: str | None = None) -> dict[str, str | Sequence[str]]:

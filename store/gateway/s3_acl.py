@@ -7,14 +7,13 @@ record (see ``s3_access``); an object's ACL in its version record.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from store.engine import users
-from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket, Version
 from store.gateway import s3_messages as m
 from store.gateway.http import Response
-from store.gateway.s3_access import Authorizer
+from store.gateway.s3_access import HandlerGroup
 from store.gateway.s3_call import Call
 from store.s3 import access, acl, policy, xml
 from store.s3.errors import S3Error
@@ -34,13 +33,8 @@ OPERATIONS: dict[str, str] = {
 }
 
 
-class AclHandlers:
-    def __init__(self, engine: ObjectEngine, authz: Authorizer) -> None:
-        self.engine = engine
-        self.authz = authz
-
-    def handlers(self) -> dict[str, Callable[[Call], Awaitable[Response]]]:
-        return {op: getattr(self, name) for op, name in OPERATIONS.items()}
+class AclHandlers(HandlerGroup):
+    OPERATIONS = OPERATIONS
 
     async def _known_users(self) -> Callable[[str], bool]:
         known = {k.user for k in await users.list_keys(self.engine.kv)} | {users.ROOT_USER}
@@ -144,9 +138,7 @@ class AclHandlers:
         return Response(200)
 
     async def delete_ownership(self, call: Call) -> Response:
-        bucket = await self.authz.bucket(call)
-        await self.engine.update_settings(bucket.name, lambda b: _without(b, "ownership"))
-        return Response(204)
+        return await self.drop_setting(call, "ownership")
 
     # -- public access block ---------------------------------------------------------------------
 
@@ -172,9 +164,7 @@ class AclHandlers:
         return Response(200)
 
     async def delete_public_access_block(self, call: Call) -> Response:
-        bucket = await self.authz.bucket(call)
-        await self.engine.update_settings(bucket.name, lambda b: _without(b, "pab"))
-        return Response(204)
+        return await self.drop_setting(call, "pab")
 
     async def get_policy_status(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
@@ -184,7 +174,3 @@ class AclHandlers:
         public = policy.is_public(statements)
         body = xml.document("PolicyStatus", [xml.field("IsPublic", public)])
         return m.xml(200, body)
-
-
-def _without(bucket: Bucket, name: str) -> dict[str, object]:
-    return {k: v for k, v in bucket.settings.items() if k != name}

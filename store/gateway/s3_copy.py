@@ -7,9 +7,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from store.engine.objects import ObjectEngine
-from store.engine.records import Version
+from store.engine.records import Upload, Version
+from store.engine.sealing import Sealing
 from store.errors import InvalidArgument
 from store.gateway import s3_messages as m
+from store.gateway import s3_sse
 from store.gateway.s3_call import Call
 from store.s3 import xml
 from store.s3.errors import S3Error
@@ -63,6 +65,8 @@ async def copy_object(
     *,
     owner: str,
     attributes: Mapping[str, Any],
+    source_key: Callable[[Version], bytes | None],
+    sealing: Sealing | None,
 ) -> Result:
     """CopyObject; the new version is ``owner``'s, with ``attributes`` (ACL, storage class,
     object lock, encryption: from this request, never copied from the source)."""
@@ -97,6 +101,8 @@ async def copy_object(
         tags=tags,
         checksum_algorithm=req.header("x-amz-checksum-algorithm"),
         condition=source_conditions(call),
+        source_key=source_key,
+        sealing=sealing,
     )
     body = xml.document(
         "CopyObjectResult",
@@ -105,13 +111,20 @@ async def copy_object(
             xml.field("ETag", f'"{new.etag}"'),
         ],
     )
-    headers = m.version_headers(new)
+    headers = m.version_headers(new) + s3_sse.response_headers(req, new.encryption)
     if not src.null:
         headers.append(("x-amz-copy-source-version-id", src.public_id))
     return headers, body
 
 
-async def upload_part_copy(engine: ObjectEngine, call: Call, can_read: Checker) -> Result:
+async def upload_part_copy(
+    engine: ObjectEngine,
+    call: Call,
+    can_read: Checker,
+    *,
+    source_key: Callable[[Version], bytes | None],
+    part_key: Callable[[Upload], bytes | None],
+) -> Result:
     req, q = call.request, call.route.query
     src_bucket, src_key, src_version = parse_copy_source(req.header("x-amz-copy-source") or "")
     await can_read(src_bucket, src_key, src_version)
@@ -125,11 +138,11 @@ async def upload_part_copy(engine: ObjectEngine, call: Call, can_read: Checker) 
         byte_range = m.parse_range(raw_range)
         if byte_range is None or byte_range[0] is None or byte_range[1] is None:
             raise InvalidArgument("x-amz-copy-source-range must be bytes=first-last")
-    check = source_conditions(call)
+    source = await engine.head_object(src_bucket, src_key, src_version)
+    source_conditions(call)(source)
     async with engine.open_object(
-        src_bucket, src_key, version_id=src_version, byte_range=byte_range
+        src_bucket, src_key, version=source, byte_range=byte_range, data_key=source_key(source)
     ) as reader:
-        check(reader.version)
         part = await engine.multipart.upload_part(
             call.route.bucket,
             call.route.key,
@@ -137,6 +150,7 @@ async def upload_part_copy(engine: ObjectEngine, call: Call, can_read: Checker) 
             number,
             reader,
             size=reader.length,
+            data_key=part_key,
         )
     body = xml.document(
         "CopyPartResult",

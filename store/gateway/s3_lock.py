@@ -9,14 +9,13 @@ versioning enabled, which can then not be suspended.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from store.engine.objects import ObjectEngine
 from store.engine.records import Bucket, Version
 from store.gateway import s3_messages as m
 from store.gateway.http import Request, Response
-from store.gateway.s3_access import Authorizer
+from store.gateway.s3_access import Authorizer, HandlerGroup
 from store.gateway.s3_call import Call
 from store.s3 import objectlock
 from store.s3.errors import S3Error
@@ -73,24 +72,25 @@ def lock_headers(bucket: Bucket, v: Version) -> list[tuple[str, str]]:
     return objectlock.lock_headers(retention_of(v), v.legal_hold if v.legal_hold else None)
 
 
-def needs_integrity_check(req: Request) -> bool:
-    """S3 refuses a PutObject with lock headers that carries no Content-MD5 or checksum."""
+def needs_integrity_check(req: Request, bucket: Bucket) -> bool:
+    """S3 refuses a PutObject that carries no Content-MD5 or checksum when the version will be
+    locked: by its lock headers, or by the bucket's default retention."""
     names = (objectlock.MODE_HEADER, objectlock.UNTIL_HEADER, objectlock.LEGAL_HOLD_HEADER)
-    if not any(req.header(n) is not None for n in names):
+    config = configuration(bucket)
+    defaulted = config is not None and config.default is not None
+    if not defaulted and not any(req.header(n) is not None for n in names):
         return False
     checked = req.header("content-md5") is not None or req.header("x-amz-trailer") is not None
     checked = checked or any(n.startswith("x-amz-checksum-") for n in req.header_map)
     return not checked
 
 
-class LockHandlers:
-    def __init__(self, engine: ObjectEngine, authz: Authorizer, day_s: float) -> None:
-        self.engine = engine
-        self.authz = authz
-        self.day_s = day_s
+class LockHandlers(HandlerGroup):
+    OPERATIONS = OPERATIONS
 
-    def handlers(self) -> dict[str, Callable[[Call], Awaitable[Response]]]:
-        return {op: getattr(self, name) for op, name in OPERATIONS.items()}
+    def __init__(self, engine: ObjectEngine, authz: Authorizer, day_s: float) -> None:
+        super().__init__(engine, authz)
+        self.day_s = day_s
 
     async def get_configuration(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)

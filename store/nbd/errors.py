@@ -13,6 +13,8 @@ from store.nbd.constants import Errno
 DOMAIN_ERRORS: dict[type[E.StoreError], Errno] = {
     E.StoreError: Errno.EIO,
     E.InvalidArgument: Errno.EINVAL,
+    E.InvalidEncryptionAlgorithm: Errno.EINVAL,
+    E.EncryptionMismatch: Errno.EINVAL,
     E.OutOfRange: Errno.EINVAL,
     E.NotFound: Errno.EINVAL,
     E.AlreadyExists: Errno.EINVAL,

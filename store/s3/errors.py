@@ -25,6 +25,8 @@ class ErrorCode:
 DOMAIN_ERRORS: dict[type[E.StoreError], ErrorCode] = {
     E.StoreError: ErrorCode("InternalError", 500),
     E.InvalidArgument: ErrorCode("InvalidArgument", 400),
+    E.InvalidEncryptionAlgorithm: ErrorCode("InvalidEncryptionAlgorithmError", 400),
+    E.EncryptionMismatch: ErrorCode("InvalidRequest", 400),
     E.InvalidBucketName: ErrorCode("InvalidBucketName", 400),
     E.KeyTooLong: ErrorCode("KeyTooLongError", 400),
     E.BadDigest: ErrorCode("BadDigest", 400),

@@ -17,8 +17,8 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import ACCESS_KEY, SECRET_KEY, Server, add_user, make_client
-from tests.integration.test_clients import BIN, rclone_env, run, s3cmd_command
+from tests.integration.conftest import Server, add_user, make_client
+from tests.integration.test_clients import BIN, aws_env, rclone_env, run, s3cmd_command
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -253,13 +253,7 @@ def test_anonymous_cannot_create_buckets(server: Server, s3: Any) -> None:
 
 
 def test_aws_cli_acl_commands(server: Server, bucket: str, tmp_path: Path) -> None:
-    env = {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }
+    env = aws_env(server, tmp_path)
     aws = [str(BIN / "aws"), "--endpoint-url", server.endpoint, "s3api"]
     src = tmp_path / "f"
     src.write_bytes(b"cli")
