@@ -380,6 +380,8 @@ class Version:
             body["null"] = True
         if self.delete_marker:
             body["dm"] = True
+        if self.storage_class:
+            body["sc"] = self.storage_class
         return _dumps(body)
 
     def with_(self, **changes: Any) -> Version:
@@ -396,6 +398,7 @@ class IndexEntry:
     owner: str
     null: bool = False
     delete_marker: bool = False  # the newest version is a delete marker: listings skip it
+    storage_class: str = ""
 
     @property
     def public_id(self) -> str:
@@ -413,6 +416,7 @@ class IndexEntry:
             b.get("owner", ""),
             b.get("null", False),
             b.get("dm", False),
+            b.get("sc", ""),
         )
 
 

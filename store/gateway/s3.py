@@ -287,9 +287,9 @@ class S3Gateway:
                     ],
                 )
             )
+        marker = _header_int(req.header("x-amz-part-number-marker"), 0, "part-number-marker")
+        limit = min(_header_int(req.header("x-amz-max-parts"), 1000, "max-parts"), 1000)
         if "ObjectParts" in wanted and v.parts:
-            marker = int(req.header("x-amz-part-number-marker") or 0)
-            limit = int(req.header("x-amz-max-parts") or 1000)
             numbered = list(enumerate(v.parts, 1))[marker : marker + limit]
             parts = []
             for number, part in numbered:
@@ -949,6 +949,15 @@ def _checksum_headers(v: Version, part_number: int | None) -> list[tuple[str, st
         value = v.parts[part_number - 1].checksum
         return [(name, value), ("x-amz-checksum-type", v.checksum.type)] if value else []
     return [(name, v.checksum.value), ("x-amz-checksum-type", v.checksum.type)]
+
+
+def _header_int(value: str | None, default: int, name: str) -> int:
+    """A non-negative integer header (InvalidArgument otherwise)."""
+    if value is None:
+        return default
+    if not value.strip().isdigit():
+        raise InvalidArgument(f"x-amz-{name} must be a non-negative integer")
+    return int(value)
 
 
 def _without(bucket: Bucket, name: str) -> dict[str, Any]:

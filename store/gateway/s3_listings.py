@@ -103,7 +103,7 @@ async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
             xml.field("LastModified", xml.iso8601(entry.mtime)),
             xml.field("ETag", f'"{entry.etag}"'),
             xml.field("Size", entry.size),
-            xml.field("StorageClass", "STANDARD"),
+            xml.field("StorageClass", entry.storage_class or "STANDARD"),
         ]
         if fetch_owner:
             children.append(xml.owner(entry.owner))
@@ -154,7 +154,7 @@ async def list_versions(engine: ObjectEngine, call: Call) -> bytes:
         children += [
             xml.field("ETag", f'"{version.etag}"'),
             xml.field("Size", version.size),
-            xml.field("StorageClass", "STANDARD"),
+            xml.field("StorageClass", version.storage_class or "STANDARD"),
             xml.owner(version.owner),
         ]
         out.append(xml.element("Version", children))
@@ -196,7 +196,7 @@ async def list_uploads(engine: ObjectEngine, call: Call) -> bytes:
                     xml.field("UploadId", upload.upload_id),
                     xml.owner(upload.owner, "Initiator"),
                     xml.owner(upload.owner),
-                    xml.field("StorageClass", "STANDARD"),
+                    xml.field("StorageClass", upload.storage_class or "STANDARD"),
                     xml.field("Initiated", xml.iso8601(upload.initiated)),
                 ],
             )
@@ -223,7 +223,7 @@ async def list_parts(engine: ObjectEngine, call: Call) -> bytes:
         xml.field("UploadId", upload.upload_id),
         xml.owner(upload.owner, "Initiator"),
         xml.owner(upload.owner),
-        xml.field("StorageClass", "STANDARD"),
+        xml.field("StorageClass", upload.storage_class or "STANDARD"),
         xml.field("PartNumberMarker", marker),
         xml.field("NextPartNumberMarker", result.next_marker),
         xml.field("MaxParts", max_parts),

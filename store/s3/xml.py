@@ -123,9 +123,15 @@ def tag_set(pairs: Iterable[tuple[str, str]], limit: int) -> dict[str, str]:
 
 
 def parse_tagging(body: bytes, limit: int = OBJECT_TAG_LIMIT) -> dict[str, str]:
+    """A Tagging document: a TagSet of Tags with one Key and one Value each (MalformedXML for
+    anything else, as S3 validates against its schema)."""
     root = parse(body, "Tagging")
-    tag_set_node = root.find("TagSet")
-    found = tag_set_node.findall("Tag") if tag_set_node is not None else []
+    if [c.tag for c in root] != ["TagSet"]:
+        raise S3Error("MalformedXML", 400, "Tagging must hold exactly one TagSet")
+    found = list(root[0])
+    for t in found:
+        if t.tag != "Tag" or sorted(c.tag for c in t) != ["Key", "Value"]:
+            raise S3Error("MalformedXML", 400, "each Tag needs one Key and one Value")
     return tag_set(((text(t, "Key"), text(t, "Value")) for t in found), limit)
 
 

@@ -93,15 +93,14 @@ def make_client(
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name="us-east-1",
-        config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
-        **options,
-    )
+    settings: dict[str, Any] = {
+        "endpoint_url": endpoint,
+        "aws_access_key_id": access_key,
+        "aws_secret_access_key": secret_key,
+        "region_name": "us-east-1",
+        "config": Config(signature_version="s3v4", retries={"max_attempts": 1}),
+    }
+    return boto3.client("s3", **{**settings, **options})
 
 
 def add_user(server: Server, name: str) -> dict[str, str]:
