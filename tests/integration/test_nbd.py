@@ -189,11 +189,12 @@ def test_multi_conn_flush_and_disconnect_with_requests_in_flight(volume: str) ->
     )
 
 
-def test_fio_random_io_with_crc32c_verify(volume: str) -> None:
+def test_fio_random_io_with_crc32c_verify(volume: str, tmp_path: Path) -> None:
     out = run(
         "fio", "--name=verify", "--ioengine=nbd", f"--uri={volume}", "--rw=randwrite",
         "--bs=4k", "--iodepth=32", "--size=16M", "--verify=crc32c", "--do_verify=1",
         "--verify_fatal=1", "--output-format=json",
+        cwd=tmp_path,  # fio writes its verify state file into its working directory
     )  # fmt: skip
     job = json.loads(out[out.index("{") :])["jobs"][0]
     assert job["error"] == 0
@@ -292,7 +293,7 @@ def test_snapshot_exports_read_only_and_clone_is_writable(nbd_server: Server, vo
     nbdsh(snap, 'assert h.pread(4096, 0) == b"s" * 4096')  # the clone's write is its own
 
 
-def test_live_snapshot_while_clients_write(nbd_server: Server, volume: str) -> None:
+def test_live_snapshot_while_clients_write(nbd_server: Server, volume: str, tmp_path: Path) -> None:
     """`store volume snapshot` on an attached volume: the gateway holding it pauses writes,
     flushes and moves on; a client connected across it sees no error, the snapshot holds
     exactly what was acknowledged before, and fio's verify of the live volume still passes."""
@@ -316,7 +317,7 @@ def test_live_snapshot_while_clients_write(nbd_server: Server, volume: str) -> N
             "--bs=4k", "--iodepth=16", "--size=32M", "--verify=crc32c", "--do_verify=1",
             "--verify_fatal=1", "--output-format=json",
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )  # fmt: skip
     time.sleep(0.5)
     for i in range(3):
