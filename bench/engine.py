@@ -31,7 +31,7 @@ from typing import Any
 import trio
 from benchlib import cpu_model, git_commit, save
 
-from store.engine.node import open_local_engine
+from store.node import open_local_engine
 
 MIB = 1 << 20
 PIECE = MIB

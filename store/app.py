@@ -34,15 +34,16 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
-from store.engine import maintenance, users
-from store.engine.master_keys import ensure_master_keys
-from store.engine.node import DEFAULT_DRIVES, local_volumes, open_local_engine
-from store.engine.objects import ObjectEngine
+from store.auth import users
+from store.auth.master_keys import ensure_master_keys
 from store.gateway.http import Drain, serve_http
 from store.gateway.nbd import NbdMetrics, NbdServer
 from store.gateway.s3 import S3Gateway, bad_request_response
-from store.gateway.s3_call import GatewayConfig
+from store.gateway.s3.call import GatewayConfig
 from store.nbd.constants import DEFAULT_PORT as DEFAULT_NBD_PORT
+from store.node import DEFAULT_DRIVES, local_volumes, open_local_engine
+from store.objects import maintenance
+from store.objects.engine import ObjectEngine
 
 log = logging.getLogger("store")
 

@@ -50,8 +50,8 @@ def _maintenance(args: argparse.Namespace) -> int:
     import trio
     from tqdm import tqdm
 
-    from store.engine import maintenance
-    from store.engine.node import open_local_engine
+    from store.node import open_local_engine
+    from store.objects import maintenance
 
     drives = [Path(d) for d in args.drive] or args.drives
 
@@ -141,10 +141,10 @@ def _volume(args: argparse.Namespace) -> int:
 
     import trio
 
-    from store.engine import volume_transfer
-    from store.engine.node import local_volumes, open_local_engine
-    from store.engine.volume_records import parse_size
     from store.errors import StoreError
+    from store.node import local_volumes, open_local_engine
+    from store.volumes import transfer as volume_transfer
+    from store.volumes.records import parse_size
 
     drives = [Path(d) for d in args.drive] or args.drives
 
@@ -222,7 +222,7 @@ def _user(args: argparse.Namespace) -> int:
 
     import trio
 
-    from store.engine import users
+    from store.auth import users
     from store.errors import StoreError
     from store.meta.sqlite import open_sqlite_kv
 

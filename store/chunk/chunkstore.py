@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -41,6 +41,7 @@ from store.chunk.chunkref import (
 )
 from store.chunk.drive import shard_id
 from store.chunk.shardfile import ShardGeometry
+from store.chunk.writer import StreamWriter
 from store.errors import (
     Corrupt,
     InvalidArgument,
@@ -51,9 +52,6 @@ from store.errors import (
 )
 from store.placement.hrw import ClusterMap, drives_for_pg, pg_of
 from store.placement.layout import ErasureCoded, Replicated, Scheme
-
-if TYPE_CHECKING:
-    from store.chunk.writer import StreamWriter
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +137,6 @@ class ChunkStore:
 
     def open_stream(self, scheme: Scheme | None = None) -> StreamWriter:
         """A writer that cuts a byte stream into chunks; use as ``async with``."""
-        from store.chunk.writer import StreamWriter
-
         return StreamWriter(self, scheme or self.scheme)
 
     async def write(self, data: bytes | bytearray | memoryview) -> list[ChunkRef]:

@@ -12,20 +12,38 @@ from __future__ import annotations
 import errno
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
 from store import native
-from store.chunk.chunkref import CRC_BLOCK_BYTES, ChunkRef
+from store.chunk.chunkref import CRC_BLOCK_BYTES, ChunkRef, ChunkStats
 from store.chunk.drive import ShardWriter, new_chunk_id, shard_id
 from store.errors import NoSpace, StoreError, Unavailable
 from store.placement.layout import ErasureCoded, Scheme, write_quorum
 
-if TYPE_CHECKING:
-    from store.chunk.chunkstore import ChunkStore
+
+class ChunkTarget(Protocol):
+    """What the writers need of the chunk store (``ChunkStore``): where a chunk's shards go,
+    the codec, the drives, the limits, and the bookkeeping of chunks being written."""
+
+    drives: Mapping[str, Any]
+    stats: ChunkStats
+    block_bytes: int
+    chunk_bytes: int
+    cpu: trio.CapacityLimiter
+    inflight: set[str]
+
+    def codec(self, scheme: ErasureCoded) -> native.ErasureCode: ...
+
+    def placement(self, ref: ChunkRef) -> list[str]: ...
+
+    def release(self, refs: Sequence[ChunkRef]) -> None: ...
+
+    async def delete(self, ref: ChunkRef) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +56,7 @@ class StreamWriter:
     Use as an async context manager: leaving it without ``commit()`` (an error, a cancelled
     upload) deletes whatever was written, so nothing is left behind."""
 
-    def __init__(self, store: ChunkStore, scheme: Scheme) -> None:
+    def __init__(self, store: ChunkTarget, scheme: Scheme) -> None:
         self._store = store
         self._scheme = scheme
         self._nursery: trio.Nursery | None = None
@@ -134,7 +152,7 @@ class _ChunkWriter:
     shards in parallel while the next stripe fills (two stripe buffers)."""
 
     def __init__(
-        self, store: ChunkStore, ref: ChunkRef, drive_ids: list[str], nursery: trio.Nursery
+        self, store: ChunkTarget, ref: ChunkRef, drive_ids: list[str], nursery: trio.Nursery
     ) -> None:
         self.store = store
         self.ref = ref
@@ -161,7 +179,7 @@ class _ChunkWriter:
         return _Buffer(None, [memoryview(bytearray(self.ref.block_bytes))])
 
     @classmethod
-    async def start(cls, store: ChunkStore, scheme: Scheme, nursery: trio.Nursery) -> _ChunkWriter:
+    async def start(cls, store: ChunkTarget, scheme: Scheme, nursery: trio.Nursery) -> _ChunkWriter:
         ref = ChunkRef(new_chunk_id(), scheme, store.block_bytes, 0)
         drive_ids = store.placement(ref)
         self = cls(store, ref, drive_ids, nursery)

@@ -70,13 +70,22 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from store.codec.segments import (
+    SEGMENT_BYTES,
+    TAG_BYTES,
+    DecryptionFailed,
+    StoredRange,
+    plain_size_of,
+    segment_count,
+    stored_range,
+    stored_size_of,
+)
 from store.errors import (
     Corrupt,
     EncryptionMismatch,
     EntityTooLarge,
     InvalidArgument,
     InvalidEncryptionAlgorithm,
-    OutOfRange,
     PermissionDenied,
     Unavailable,
 )
@@ -87,9 +96,7 @@ MODES = (CUSTOMER, MANAGED)
 SSE_C_ALGORITHM = "AES256"  # the only value of x-amz-server-side-encryption-customer-algorithm
 
 FORMAT_VERSION = 1
-SEGMENT_BYTES = 64 << 10
 MAX_SEGMENT_BYTES = 16 << 20
-TAG_BYTES = 16
 KEY_BYTES = 32  # data keys, customer keys and master keys are all AES-256 keys
 NONCE_PREFIX_BYTES = 8
 MAX_SEGMENTS = 1 << 32  # the 4-byte index in the nonce
@@ -110,11 +117,6 @@ _AAD_HEAD = struct.Struct(">BIB")  # format version, segment index, final
 
 class WrongCustomerKey(PermissionDenied):
     """The SSE-C key of the request is not the one the object was stored with (AWS: 403)."""
-
-
-class DecryptionFailed(Corrupt):
-    """A segment's tag, a wrapped key or the stored length does not verify: damaged or tampered
-    data (the SSE-C key was checked before, so not a wrong key)."""
 
 
 class MasterKeyUnavailable(Unavailable):
@@ -388,84 +390,6 @@ def _check_key(key: bytes, what: str) -> None:
     # A key of another length is a bug or a bad config file, not a client error.
     if len(key) != KEY_BYTES:
         raise ValueError(f"{what} must be {KEY_BYTES} bytes, not {len(key)}")
-
-
-# -- size and range math --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRange:
-    """Stored bytes [stored_offset, stored_offset + stored_length) hold whole segments
-    ``first_segment``..``last_segment``; their plaintext starts ``skip_bytes`` before the range."""
-
-    stored_offset: int
-    stored_length: int
-    first_segment: int
-    last_segment: int
-    skip_bytes: int
-
-
-def segment_count(plain_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
-    """Segments of a stream (an empty stream is one empty segment).
-
-    >>> segment_count(0, 4), segment_count(4, 4), segment_count(5, 4)
-    (1, 1, 2)
-    """
-    if plain_size < 0:
-        raise InvalidArgument(f"negative size {plain_size}")
-    return max(1, -(-plain_size // segment_bytes))
-
-
-def stored_size_of(plain_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
-    """Stored bytes of a stream of ``plain_size`` plaintext bytes.
-
-    >>> stored_size_of(0), stored_size_of(1), stored_size_of(65536), stored_size_of(65537)
-    (16, 17, 65552, 65569)
-    """
-    return plain_size + TAG_BYTES * segment_count(plain_size, segment_bytes)
-
-
-def plain_size_of(stored_size: int, segment_bytes: int = SEGMENT_BYTES) -> int:
-    """Plaintext bytes of a stream of ``stored_size`` stored bytes; ``DecryptionFailed`` for a
-    size no stream has (less than a tag, or a last segment shorter than its tag).
-
-    >>> plain_size_of(16), plain_size_of(65569)
-    (0, 65537)
-    >>> plain_size_of(65552 + 8)
-    Traceback (most recent call last):
-    store.codec.encryption.DecryptionFailed: no stream is 65560 stored bytes long
-    """
-    segments = max(1, -(-stored_size // (segment_bytes + TAG_BYTES)))
-    plain_size = stored_size - TAG_BYTES * segments
-    if plain_size < 0 or stored_size_of(plain_size, segment_bytes) != stored_size:
-        raise DecryptionFailed(f"no stream is {stored_size} stored bytes long")
-    return plain_size
-
-
-def stored_range(
-    offset: int, length: int, plain_size: int, segment_bytes: int = SEGMENT_BYTES
-) -> StoredRange:
-    """The whole stored segments holding plaintext [offset, offset + length) of a stream of
-    ``plain_size`` bytes. The empty range (0, 0) of an empty stream is its empty final segment,
-    so that reading it still checks a tag.
-
-    >>> stored_range(12, 10, 35, segment_bytes=10)  # segments 1 and 2 of [10][10][10][5]
-    StoredRange(stored_offset=26, stored_length=52, first_segment=1, last_segment=2, skip_bytes=2)
-    >>> stored_range(99_990, 10, 100_000)  # the short last segment of 64 KiB ones
-    StoredRange(stored_offset=65552, stored_length=34480, first_segment=1, last_segment=1, \
-skip_bytes=34454)
-    >>> stored_range(0, 0, 0)
-    StoredRange(stored_offset=0, stored_length=16, first_segment=0, last_segment=0, skip_bytes=0)
-    """
-    if plain_size == 0 and offset == 0 and length == 0:
-        return StoredRange(0, TAG_BYTES, 0, 0, 0)
-    if offset < 0 or length <= 0 or offset + length > plain_size:
-        raise OutOfRange(f"range {offset}+{length} outside a stream of {plain_size} bytes")
-    first = offset // segment_bytes
-    last = (offset + length - 1) // segment_bytes
-    start = first * (segment_bytes + TAG_BYTES)
-    end = min(plain_size, (last + 1) * segment_bytes) + (last + 1) * TAG_BYTES
-    return StoredRange(start, end - start, first, last, offset - first * segment_bytes)
 
 
 # -- sealing and opening segments -----------------------------------------------------------------

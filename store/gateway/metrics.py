@@ -18,7 +18,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from store.engine.objects import ObjectEngine
+from store.objects.engine import ObjectEngine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SYNC_INTERVAL_S = 5.0

@@ -1,5 +1,5 @@
 """The NBD endpoint: store/nbd's sans-IO handshake and transmission over Trio streams, serving
-block volumes (store/engine/volumes.py). The export name is the volume name.
+block volumes (store/volumes/). The export name is the volume name.
 
 Per connection: the handshake, then one reader loop that parses every request a socket read
 brings and starts each in the connection's nursery (up to ``MAX_IN_FLIGHT``), so requests run
@@ -28,8 +28,6 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from store.engine.volume_io import OpenVolume
-from store.engine.volumes import Volumes
 from store.errors import NotFound, StoreError
 from store.gateway.http import Drain
 from store.nbd import handshake as hs
@@ -45,6 +43,8 @@ from store.nbd.constants import (
     TransmissionFlag,
 )
 from store.nbd.errors import errno_for
+from store.volumes.admin import Volumes
+from store.volumes.open_volume import OpenVolume
 
 log = logging.getLogger(__name__)
 

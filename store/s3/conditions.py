@@ -60,15 +60,25 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol, TypeAlias
 
 from store.s3.errors import S3Error
-
-Context: TypeAlias = Mapping[str, str | Sequence[str]]
+from store.s3.variables import (
+    Context,
+    Ctx,
+    MissingVariable,
+    arn_parts,
+    expand,
+    glob_match,
+    normalize,
+    substitute_in,
+    tokens,
+    values_of,
+)
 
 # Limits against huge or hostile policies (the whole policy is already capped at 20 KB).
 MAX_VALUES_PER_KEY = 100
@@ -85,174 +95,16 @@ _IF_EXISTS = "ifexists"
 
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*:[^\x00-\x20\x7f][^\x00-\x1f\x7f]*")
 # ``${name}`` or ``${name, 'default'}``; inside a default, '' stands for one quote.
-_VARIABLE_RE = re.compile(r"\$\{\s*([^\s,'{}]+)\s*(?:,\s*'((?:[^']|'')*)'\s*)?\}")
-_ESCAPES = {"*": "*", "?": "?", "$": "$"}
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?")
 _EPOCH_RE = re.compile(r"-?\d{1,12}(?:\.\d+)?")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# Glob tokens: a literal is one character, a wildcard is two, so they never compare equal.
-_STAR = "\0*"
-_ONE = "\0?"
 
-# The normalised context: lowercased key -> value as given (str) or as a tuple (multivalued).
-_Ctx: TypeAlias = dict[str, str | tuple[str, ...]]
 _Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class MissingVariable(LookupError):
-    """A policy variable names a key that is absent (or multivalued) and has no default.
-
-    ``substitute`` raises it; ``Condition.matches`` catches it and returns False, because AWS
-    makes a statement whose variable cannot be resolved not apply.
-    """
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
 
 
 def _malformed(message: str) -> S3Error:
     return S3Error("MalformedPolicy", 400, message)
-
-
-def _normalize(context: Context) -> _Ctx:
-    return {
-        key.lower(): value if isinstance(value, str) else tuple(value)
-        for key, value in context.items()
-    }
-
-
-def _values_of(ctx: _Ctx, key: str) -> tuple[str, ...]:
-    value = ctx.get(key, ())
-    return (value,) if isinstance(value, str) else value
-
-
-# --- policy variables ---------------------------------------------------------------------------
-
-
-def _expand(text: str, ctx: _Ctx) -> list[tuple[str, bool]]:
-    """Split ``text`` into (segment, is_policy_text) after substituting its variables.
-
-    Substituted segments are marked so that wildcard operators treat them literally: a user
-    named ``a*`` must not widen ``home/${aws:username}/*``.
-    """
-    pieces: list[tuple[str, bool]] = []
-    start = 0
-    for m in _VARIABLE_RE.finditer(text):
-        if m.start() > start:
-            pieces.append((text[start : m.start()], True))
-        name, default = m.group(1), m.group(2)
-        if name in _ESCAPES:
-            pieces.append((_ESCAPES[name], False))
-        else:
-            value = ctx.get(name.lower())
-            if isinstance(value, str):
-                pieces.append((value, False))
-            elif default is not None:
-                pieces.append((default.replace("''", "'"), False))
-            else:
-                # Absent, or multivalued: AWS cannot use either as a variable.
-                raise MissingVariable(name)
-        start = m.end()
-    if start < len(text):
-        pieces.append((text[start:], True))
-    return pieces
-
-
-def substitute(text: str, context: Context) -> str:
-    """Replace the policy variables in ``text`` with their values from ``context``.
-
-    ``${key}`` takes a single-valued key's value (key names are case-insensitive);
-    ``${key, 'default'}`` falls back to ``default`` ('' inside it is a quote); ``${*}``, ``${?}``
-    and ``${$}`` are a literal ``*``, ``?`` and ``$``. Text that is not a well-formed variable is
-    kept as is, and substitution is one pass (a value containing ``${...}`` stays literal).
-    Raises ``MissingVariable`` when a variable without default names an absent or multivalued
-    key.
-
-    >>> substitute("home/${aws:username}/${*}", {"AWS:UserName": "alice"})
-    'home/alice/*'
-    >>> substitute("${aws:PrincipalTag/team, 'company-wide'}", {})
-    'company-wide'
-    >>> substitute("${aws:userid}", {})
-    Traceback (most recent call last):
-    ...
-    store.s3.conditions.MissingVariable: aws:userid
-    """
-    return _substitute(text, _normalize(context))
-
-
-def _substitute(text: str, ctx: _Ctx) -> str:
-    return "".join(segment for segment, _ in _expand(text, ctx))
-
-
-def like(pattern: str, value: str, context: Context) -> bool:
-    """Does ``value`` match ``pattern`` as StringLike matches, variables substituted?
-
-    For ``Resource`` patterns too: ``*`` and ``?`` written in the policy are wildcards, while
-    ``${*}``, ``${?}`` and substituted values are literal, so a user named ``a*`` cannot widen
-    ``home/${aws:username}/*``. Raises ``MissingVariable`` like ``substitute``.
-
-    >>> like("arn:aws:s3:::b/home/${aws:username}/*", "arn:aws:s3:::b/home/al/x", {"aws:username": "al"})
-    True
-    >>> like("b/${*}", "b/x", {}), like("b/${*}", "b/*", {})
-    (False, True)
-    """  # noqa: E501
-    return _glob(_tokens(_expand(pattern, _normalize(context))), value)
-
-
-# --- wildcard matching --------------------------------------------------------------------------
-
-
-def _tokens(pieces: Iterable[tuple[str, bool]]) -> list[str]:
-    out: list[str] = []
-    for segment, is_policy in pieces:
-        for ch in segment:
-            if is_policy and ch == "*":
-                out.append(_STAR)
-            elif is_policy and ch == "?":
-                out.append(_ONE)
-            else:
-                out.append(ch)
-    return out
-
-
-def _glob(pattern: Sequence[str], text: str) -> bool:
-    """Does ``text`` match the glob tokens? ``*`` spans any characters (``/`` too).
-
-    Greedy with one backtrack point, O(len(pattern) * len(text)) at worst: a regex would
-    backtrack exponentially on patterns like ``*a*a*a*b`` that a policy author controls.
-    """
-    p = t = 0
-    star = -1
-    mark = 0
-    while t < len(text):
-        if p < len(pattern) and (pattern[p] == _ONE or pattern[p] == text[t]):
-            p += 1
-            t += 1
-        elif p < len(pattern) and pattern[p] == _STAR:
-            star, mark = p, t
-            p += 1
-        elif star >= 0:
-            p = star + 1
-            mark += 1
-            t = mark
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == _STAR:
-        p += 1
-    return p == len(pattern)
-
-
-def _arn_parts(tokens: Sequence[str]) -> tuple[tuple[str, ...], ...] | None:
-    """Split glob tokens into the six ARN parts (None if fewer); extra colons stay in the last."""
-    parts: list[list[str]] = [[]]
-    for token in tokens:
-        if token == ":" and len(parts) < 6:
-            parts.append([])
-        else:
-            parts[-1].append(token)
-    return tuple(tuple(part) for part in parts) if len(parts) == 6 else None
 
 
 # --- matchers: one per operator family ----------------------------------------------------------
@@ -261,7 +113,7 @@ _Predicate: TypeAlias = Callable[[str], bool]
 
 
 class _Matcher(Protocol):
-    def bind(self, ctx: _Ctx) -> _Predicate:
+    def bind(self, ctx: Ctx) -> _Predicate:
         """A predicate: does a context value match at least one policy value?"""
         ...
 
@@ -275,8 +127,8 @@ class _StringEquals:
     values: tuple[str, ...]
     fold: bool
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
-        wanted = {_substitute(v, ctx) for v in self.values}
+    def bind(self, ctx: Ctx) -> _Predicate:
+        wanted = {substitute_in(v, ctx) for v in self.values}
         if self.fold:
             wanted = {v.casefold() for v in wanted}
             return lambda actual: actual.casefold() in wanted
@@ -294,9 +146,9 @@ def _has_wildcard(value: str) -> bool:
 class _StringLike:
     values: tuple[str, ...]
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
-        patterns = [_tokens(_expand(v, ctx)) for v in self.values]
-        return lambda actual: any(_glob(p, actual) for p in patterns)
+    def bind(self, ctx: Ctx) -> _Predicate:
+        patterns = [tokens(expand(v, ctx)) for v in self.values]
+        return lambda actual: any(glob_match(p, actual) for p in patterns)
 
     def fixed(self) -> bool:
         return not any(_has_wildcard(v) for v in self.values)
@@ -306,15 +158,15 @@ class _StringLike:
 class _Arn:
     values: tuple[str, ...]
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
-        patterns = [_arn_parts(_tokens(_expand(v, ctx))) for v in self.values]
+    def bind(self, ctx: Ctx) -> _Predicate:
+        patterns = [arn_parts(tokens(expand(v, ctx))) for v in self.values]
 
         def test(actual: str) -> bool:
             parts = actual.split(":", 5)
             if len(parts) != 6:
                 return False
             return any(
-                p is not None and all(_glob(g, s) for g, s in zip(p, parts, strict=True))
+                p is not None and all(glob_match(g, s) for g, s in zip(p, parts, strict=True))
                 for p in patterns
             )
 
@@ -336,7 +188,7 @@ class _Numeric:
     values: tuple[Decimal, ...]
     compare: Callable[[Decimal, Decimal], bool]  # (context value, policy value)
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
+    def bind(self, ctx: Ctx) -> _Predicate:
         def test(actual: str) -> bool:
             number = _parse_number(actual)
             return number is not None and any(self.compare(number, v) for v in self.values)
@@ -366,7 +218,7 @@ class _Date:
     values: tuple[datetime, ...]
     compare: Callable[[datetime, datetime], bool]  # (context value, policy value)
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
+    def bind(self, ctx: Ctx) -> _Predicate:
         def test(actual: str) -> bool:
             when = _parse_date(actual)
             return when is not None and any(self.compare(when, v) for v in self.values)
@@ -381,7 +233,7 @@ class _Date:
 class _Bool:
     values: frozenset[str]  # "true" and/or "false"
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
+    def bind(self, ctx: Ctx) -> _Predicate:
         return lambda actual: actual.lower() in self.values
 
     def fixed(self) -> bool:
@@ -399,7 +251,7 @@ def _decode_base64(text: str) -> bytes | None:
 class _Binary:
     values: frozenset[bytes]
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
+    def bind(self, ctx: Ctx) -> _Predicate:
         # The context carries binary values base64-encoded, as the policy does.
         return lambda actual: _decode_base64(actual) in self.values
 
@@ -411,7 +263,7 @@ class _Binary:
 class _Ip:
     networks: tuple[_Network, ...]
 
-    def bind(self, ctx: _Ctx) -> _Predicate:
+    def bind(self, ctx: Ctx) -> _Predicate:
         def test(actual: str) -> bool:
             try:
                 address = ipaddress.ip_address(actual)
@@ -495,7 +347,7 @@ def _ip(op: str, values: tuple[str, ...]) -> _Matcher:
 def _arn(op: str, values: tuple[str, ...]) -> _Matcher:
     for v in values:
         # With a variable the parts are only known after substitution (it may hold colons).
-        if "${" not in v and _arn_parts(list(v)) is None:
+        if "${" not in v and arn_parts(list(v)) is None:
             raise _malformed(f"{op}: {v!r} is not an ARN (arn:partition:service:region:account:id)")
     return _Arn(values)
 
@@ -551,8 +403,8 @@ class KeyTest:
     if_exists: bool
     qualifier: str  # "", _ANY or _ALL
 
-    def evaluate(self, ctx: _Ctx) -> bool:
-        actual = _values_of(ctx, self.key)
+    def evaluate(self, ctx: Ctx) -> bool:
+        actual = values_of(ctx, self.key)
         if not actual:
             # Decided by absence alone: the policy values (and their variables) are not read,
             # which is how AWS lets IfExists keep an unresolvable variable harmless.
@@ -578,8 +430,8 @@ class NullTest:
     key: str  # lowercased
     absent: frozenset[bool]
 
-    def evaluate(self, ctx: _Ctx) -> bool:
-        return (not _values_of(ctx, self.key)) in self.absent
+    def evaluate(self, ctx: Ctx) -> bool:
+        return (not values_of(ctx, self.key)) in self.absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,7 +443,7 @@ class Condition:
 
     def matches(self, context: Context) -> bool:
         """Does the request ``context`` satisfy every test? False on an unresolvable variable."""
-        ctx = _normalize(context)
+        ctx = normalize(context)
         try:
             return all(test.evaluate(ctx) for test in self.tests)
         except MissingVariable:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from store.s3 import conditions
+from store.s3 import conditions, variables
 from store.s3.errors import S3Error
 
 MAX_POLICY_BYTES = 20 << 10
@@ -323,15 +323,15 @@ def _action_matches(st: Statement, action: str) -> bool:
     return found != st.not_action
 
 
-def _resource_matches(st: Statement, resource: str, context: conditions.Context) -> bool:
+def _resource_matches(st: Statement, resource: str, context: variables.Context) -> bool:
     found = False
     for pattern in st.resources:
         # IAM's wildcards (* and ?), with policy variables substituted as literal text.
         try:
-            if conditions.like(pattern, resource, context):
+            if variables.like(pattern, resource, context):
                 found = True
                 break
-        except conditions.MissingVariable:
+        except variables.MissingVariable:
             continue
     return found != st.not_resource
 
@@ -341,7 +341,7 @@ def evaluate(
     user: str,
     action: str,
     resource: str,
-    context: conditions.Context,
+    context: variables.Context,
 ) -> str | None:
     """DENY, ALLOW or None for ``user`` ("" for anonymous) doing ``action`` on ``resource``."""
     verdict = None

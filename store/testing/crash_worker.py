@@ -18,8 +18,8 @@ from pathlib import Path
 
 import trio
 
-from store.engine.node import open_local_engine
 from store.errors import AlreadyExists
+from store.node import open_local_engine
 
 BUCKET = "crash"
 KEYS = [f"k{i}" for i in range(6)]

@@ -15,14 +15,11 @@ from store.s3.conditions import (
     MAX_KEYS_PER_BLOCK,
     MAX_VALUES_PER_KEY,
     Condition,
-    Context,
-    MissingVariable,
     fixed_values_only,
-    like,
     parse_condition,
-    substitute,
 )
 from store.s3.errors import S3Error
+from store.s3.variables import Context, MissingVariable, like, substitute
 
 NOW = "2026-12-01T00:00:00Z"
 NOW_EPOCH = "1796083200"

@@ -1,0 +1,1 @@
+"""Secrets: users and their access keys, and the SSE-S3 master keys."""

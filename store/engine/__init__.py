@@ -1,1 +1,0 @@
-"""Object (buckets, objects, multipart, versions) and volume (block) semantics."""

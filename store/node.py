@@ -1,0 +1,75 @@
+"""A single node's engine from a data directory: SQLite metadata and local drives.
+
+    DIR/meta.sqlite        the metadata KV
+    DIR/drives/d0 .. dN-1  one directory per drive (``--drives N``), or the paths given
+
+The drive ids are stable names ("d0", ...; or the basename of a given path), so placement does
+not change when the service restarts; a replaced drive keeps its id and is refilled by heal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from store.chunk.chunkstore import ChunkStore
+from store.chunk.drive import Drive
+from store.errors import InvalidArgument
+from store.meta.sqlite import open_sqlite_kv
+from store.objects.engine import ObjectEngine
+from store.placement.hrw import ClusterMap, DriveInfo
+from store.placement.layout import scheme_from_spec
+from store.volumes.admin import Volumes
+
+DEFAULT_DRIVES = 6
+PG_COUNT = 256
+
+
+def local_drives(data_dir: Path, drives: int | Sequence[Path]) -> dict[str, Drive]:
+    if isinstance(drives, int):
+        if drives < 1:
+            raise InvalidArgument("need at least one drive")
+        return {f"d{i}": Drive(data_dir / "drives" / f"d{i}") for i in range(drives)}
+    out = {}
+    for path in drives:
+        name = Path(path).name or str(path)
+        if name in out:
+            raise InvalidArgument(f"two drives named {name}")
+        out[name] = Drive(path)
+    return out
+
+
+def local_volumes(engine: ObjectEngine) -> Volumes:
+    """The block volumes of a single node's engine (its drives are local directories)."""
+    drives = engine.chunks.drives
+    local = {name: d for name, d in drives.items() if isinstance(d, Drive)}
+    if len(local) != len(drives):
+        raise InvalidArgument("volumes need local drives")
+    return Volumes(engine.kv, local, engine.chunks.cmap)
+
+
+@asynccontextmanager
+async def open_local_engine(
+    data_dir: Path | str,
+    *,
+    drives: int | Sequence[Path] = DEFAULT_DRIVES,
+    scheme: str = "auto",
+    clean_tmp: bool = True,
+    **engine_options: int,
+) -> AsyncIterator[ObjectEngine]:
+    """The engine of a data directory. ``clean_tmp`` removes what interrupted writes left in the
+    drives' tmp directories: only for the first process to open the directory (a gateway
+    worker or a maintenance command beside a running service must not, it would remove the
+    files others are writing)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    by_id = local_drives(data_dir, drives)
+    cmap = ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))
+    chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
+    async with open_sqlite_kv(data_dir / "meta.sqlite") as kv:
+        engine = ObjectEngine(kv, chunks, **engine_options)
+        if clean_tmp:
+            for drive in by_id.values():
+                await drive.clean_tmp()
+        yield engine
