@@ -26,7 +26,8 @@ import signal
 import socket
 import ssl
 import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,19 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
+from store.admin import operations
+from store.admin.jobs import Jobs
 from store.auth import users
 from store.auth.master_keys import ensure_master_keys
+from store.config import Config, nbd_tls_mode, with_listen
+from store.gateway.admin import AdminApi
 from store.gateway.http import Drain, serve_http
 from store.gateway.nbd import NbdMetrics, NbdServer
 from store.gateway.s3 import S3Gateway, bad_request_response
-from store.gateway.s3.call import GatewayConfig
-from store.nbd.constants import DEFAULT_PORT as DEFAULT_NBD_PORT
-from store.node import DEFAULT_DRIVES, local_volumes, open_local_engine
+from store.node import local_volumes, open_local_engine
 from store.objects import maintenance
 from store.objects.engine import ObjectEngine
+from store.volumes.admin import Volumes
 
 log = logging.getLogger("store")
 
@@ -51,23 +55,24 @@ LISTEN_BACKLOG = 1024
 RESTART_BACKOFF_S = (0.5, 30.0)  # first and longest wait before restarting a dead worker
 
 
-@dataclass
-class ServeConfig:
-    data_dir: Path = Path("./data")
-    s3_host: str = "127.0.0.1"
-    s3_port: int = 9000
-    drives: int | list[Path] = DEFAULT_DRIVES
-    scheme: str = "auto"
-    gateway: GatewayConfig = field(default_factory=GatewayConfig)
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, S3 is served over TLS
-    tls_key: Path | None = None
-    workers: int = 1  # processes serving requests (1: no supervisor)
-    nbd_host: str = "127.0.0.1"
-    nbd_port: int | None = DEFAULT_NBD_PORT  # None: no NBD endpoint
-    # NBD TLS (STARTTLS with tls_cert/tls_key): "off", "optional" (clients choose) or
-    # "required" (every option before STARTTLS is refused with NBD_REP_ERR_TLS_REQD)
-    nbd_tls: str = "off"
-    nbd_tls_client_ca: Path | None = None  # given: NBD clients must present a cert it signed
+WORKER_CONFIG_ENV = "STORE_WORKER_CONFIG"  # a worker's configuration: the supervisor's tree
+
+
+def s3_address(config: Config) -> tuple[str, int]:
+    return parse_address(config.s3.listen)
+
+
+def nbd_address(config: Config) -> tuple[str, int] | None:
+    return None if config.nbd.listen == "off" else parse_address(config.nbd.listen)
+
+
+def drives_of(config: Config) -> int | list[Path]:
+    drives = config.storage.drives
+    return drives if isinstance(drives, int) else [Path(d) for d in drives]
+
+
+def workers_of(config: Config) -> int:
+    return config.service.workers or default_workers()
 
 
 @dataclass(frozen=True)
@@ -156,61 +161,63 @@ def open_listen_sockets(host: str, port: int, *, reuse_port: bool = False) -> li
     return socks
 
 
-def _trio_listeners(config: ServeConfig, socks: list[socket.socket]) -> list[Any]:
+def _trio_listeners(config: Config, socks: list[socket.socket]) -> list[Any]:
     tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in socks]
-    if config.tls_cert is None:
+    if not config.s3.tls_cert:
         return tcp
     context = _server_tls_context(config)
     return [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
 
 
-def _server_tls_context(config: ServeConfig, client_ca: Path | None = None) -> ssl.SSLContext:
-    assert config.tls_cert is not None
+def _server_tls_context(config: Config, client_ca: str = "") -> ssl.SSLContext:
+    assert config.s3.tls_cert
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    if client_ca is not None:
+    context.load_cert_chain(config.s3.tls_cert, config.s3.tls_key)
+    if client_ca:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(cafile=str(client_ca))
     return context
 
 
 def _nbd_server(
-    config: ServeConfig, engine: ObjectEngine, registry: CollectorRegistry, draining: Drain
+    config: Config, volumes: Volumes, registry: CollectorRegistry, draining: Drain
 ) -> NbdServer:
     context = None
-    if config.nbd_tls != "off":
-        context = _server_tls_context(config, config.nbd_tls_client_ca)
+    mode = nbd_tls_mode(config)
+    if mode != "off":
+        context = _server_tls_context(config, config.nbd.tls_client_ca)
     return NbdServer(
-        local_volumes(engine),
+        volumes,
         NbdMetrics(registry),
         draining,
         tls_context=context,
-        tls_required=config.nbd_tls == "required",
+        tls_required=mode == "required",
     )
 
 
 def _announce(
-    config: ServeConfig, port: int, nbd_port: int | None, root: users.AccessKey, created: bool
+    config: Config, port: int, nbd_port: int | None, root: users.AccessKey, created: bool
 ) -> None:
-    scheme = "https" if config.tls_cert is not None else "http"
-    endpoint = f"{scheme}://{format_address(config.s3_host, port)}"
+    scheme = "https" if config.s3.tls_cert else "http"
+    endpoint = f"{scheme}://{format_address(s3_address(config)[0], port)}"
     # Printed to the terminal, never logged: the secret appears once, on first start.
     print(f"S3 endpoint:  {endpoint}", flush=True)
     print(f"Access key:   {root.access_key}", flush=True)
     if created:
         print(f"Secret key:   {root.secret_key}", flush=True)
     print(f"Credentials:  {config.data_dir / 'credentials.json'} (mode 0600)", flush=True)
-    if nbd_port is not None:
-        address = format_address(config.nbd_host, nbd_port)
-        scheme = {"off": "nbd", "optional": "nbd[s]", "required": "nbds"}[config.nbd_tls]
+    nbd = nbd_address(config)
+    if nbd_port is not None and nbd is not None:
+        address = format_address(nbd[0], nbd_port)
+        scheme = {"off": "nbd", "optional": "nbd[s]", "required": "nbds"}[nbd_tls_mode(config)]
         print(f"NBD endpoint: {scheme}://{address}/VOLUME", flush=True)
-    if config.workers > 1:
-        print(f"Workers:      {config.workers} processes", flush=True)
+    if workers_of(config) > 1:
+        print(f"Workers:      {workers_of(config)} processes", flush=True)
     log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
 
 
 async def _run_gateway(
-    config: ServeConfig,
+    config: Config,
     engine: ObjectEngine,
     socks: list[socket.socket],
     nbd_socks: list[socket.socket],
@@ -221,17 +228,22 @@ async def _run_gateway(
 ) -> None:
     """Serve S3 (and NBD, given its sockets) until drained (SIGTERM/SIGINT, or the
     supervisor's lifeline closing) or cancelled."""
-    gateway = S3Gateway(engine, config.gateway, await ensure_master_keys(config.data_dir))
+    jobs = Jobs(engine.kv)
+    ctx = operations.Context(engine, local_volumes(engine), time.time())
+    admin = AdminApi(ctx, jobs, config.s3.region)
+    keys = await ensure_master_keys(config.data_dir)
+    gateway = S3Gateway(engine, config.s3, keys)
     listeners = _trio_listeners(config, socks)
     draining = Drain()
     async with trio.open_nursery() as nursery:
+        await nursery.start(jobs.serve)
         if nbd_socks:
-            nbd = _nbd_server(config, engine, gateway.metrics.registry, draining)
+            nbd = _nbd_server(config, ctx.volumes, gateway.metrics.registry, draining)
             tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in nbd_socks]
             await nursery.start(nbd.serve, tcp)
         nursery.start_soon(partial(maintenance.run_housekeeping, engine, primary=primary))
         if primary:
-            day_s = config.gateway.day_s
+            day_s = config.s3.lifecycle_day_seconds
             nursery.start_soon(partial(maintenance.run_lifecycle, engine, day_s=day_s))
         nursery.start_soon(gateway.metrics.run_sync)
         nursery.start_soon(_drain_on_signal, draining)
@@ -241,7 +253,7 @@ async def _run_gateway(
         async def http(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await serve_http(
                 listeners,
-                gateway.handle,
+                admin.in_front_of(gateway.handle),
                 bad_request_response,
                 draining=draining,
                 task_status=task_status,
@@ -254,15 +266,15 @@ async def _run_gateway(
 
 
 async def serve(
-    config: ServeConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """The service in this process (``workers`` == 1). Reports the S3 port once listening."""
-    socks = open_listen_sockets(config.s3_host, config.s3_port)
+    socks = open_listen_sockets(*s3_address(config))
     port = socks[0].getsockname()[1]
     nbd_socks = _nbd_sockets(config)
     nbd_port = nbd_socks[0].getsockname()[1] if nbd_socks else None
     async with open_local_engine(
-        config.data_dir, drives=config.drives, scheme=config.scheme
+        config.data_dir, drives=drives_of(config), scheme=config.storage.scheme
     ) as engine:
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         async with trio.open_nursery() as nursery:
@@ -273,59 +285,50 @@ async def serve(
             task_status.started(port)
 
 
-def _nbd_sockets(config: ServeConfig) -> list[socket.socket]:
-    if config.nbd_port is None:
-        return []
-    return open_listen_sockets(config.nbd_host, config.nbd_port)
+def _nbd_sockets(config: Config) -> list[socket.socket]:
+    address = nbd_address(config)
+    return [] if address is None else open_listen_sockets(*address)
 
 
-async def serve_worker(config: ServeConfig, fds: WorkerFds) -> None:
+async def serve_worker(config: Config, fds: WorkerFds) -> None:
     """One worker of a supervisor: serve on the inherited sockets (NBD: worker 0 only, as a
     volume is open in one process at a time)."""
     socks = [socket.socket(fileno=fd) for fd in fds.s3]
     nbd_socks = [socket.socket(fileno=fd) for fd in fds.nbd]
     async with open_local_engine(
-        config.data_dir, drives=config.drives, scheme=config.scheme, clean_tmp=False
+        config.data_dir, drives=drives_of(config), scheme=config.storage.scheme, clean_tmp=False
     ) as engine:
         await _run_gateway(
             config, engine, socks, nbd_socks, primary=fds.index == 0, lifeline_fd=fds.lifeline
         )
 
 
-def worker_argv(config: ServeConfig, fds: WorkerFds, port: int, nbd_port: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "store", "serve", "--data", str(config.data_dir)]
-    argv += ["--s3", format_address(config.s3_host, port), "--scheme", config.scheme]
-    nbd = "off" if nbd_port is None else format_address(config.nbd_host, nbd_port)
-    argv += ["--nbd", nbd]
-    if isinstance(config.drives, int):
-        argv += ["--drives", str(config.drives)]
-    else:
-        for path in config.drives:
-            argv += ["--drive", str(path)]
-    if config.tls_cert is not None:
-        argv += ["--tls-cert", str(config.tls_cert), "--tls-key", str(config.tls_key)]
-    argv += ["--nbd-tls", config.nbd_tls]
-    if config.nbd_tls_client_ca is not None:
-        argv += ["--nbd-tls-client-ca", str(config.nbd_tls_client_ca)]
-    g = config.gateway
-    argv += ["--region", g.region, "--object-ownership", g.default_object_ownership]
-    argv += ["--lifecycle-day-seconds", repr(g.day_s)]
-    for domain in g.base_domains:
-        argv += ["--domain", domain]
-    argv += ["--workers", "1", "--worker", fds.format()]
-    return argv
+def worker_process(
+    config: Config, fds: WorkerFds, port: int, nbd_port: int | None
+) -> tuple[list[str], dict[str, str]]:
+    """A worker's command line and the environment entry carrying its configuration: the
+    supervisor's own tree, with the addresses it bound (ports 0 resolved)."""
+    host = s3_address(config)[0]
+    nbd = nbd_address(config)
+    bound = with_listen(
+        config,
+        s3=format_address(host, port),
+        nbd="off" if nbd is None or nbd_port is None else format_address(nbd[0], nbd_port),
+    )
+    argv = [sys.executable, "-m", "store", "serve", "--worker", fds.format()]
+    return argv, {WORKER_CONFIG_ENV: bound.to_json()}
 
 
 async def supervise(
-    config: ServeConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run ``config.workers`` worker processes on shared sockets until SIGTERM/SIGINT."""
-    socks = [open_listen_sockets(config.s3_host, config.s3_port, reuse_port=True)]
+    """Run the worker processes on shared sockets until SIGTERM/SIGINT."""
+    host, wanted = s3_address(config)
+    socks = [open_listen_sockets(host, wanted, reuse_port=True)]
     port = socks[0][0].getsockname()[1]
     try:
         socks += [
-            open_listen_sockets(config.s3_host, port, reuse_port=True)
-            for _ in range(config.workers - 1)
+            open_listen_sockets(host, port, reuse_port=True) for _ in range(workers_of(config) - 1)
         ]
         socks.append(_nbd_sockets(config))  # for worker 0
         # Nobody ever writes to the lifeline: its read end sees EOF when the supervisor is gone.
@@ -337,7 +340,7 @@ async def supervise(
 
 
 async def _supervise(
-    config: ServeConfig,
+    config: Config,
     socks: list[list[socket.socket]],
     port: int,
     lifeline_fd: int,
@@ -349,7 +352,7 @@ async def _supervise(
     *s3_socks, nbd_socks = socks
     nbd_port = nbd_socks[0].getsockname()[1] if nbd_socks else None
     async with open_local_engine(
-        config.data_dir, drives=config.drives, scheme=config.scheme
+        config.data_dir, drives=drives_of(config), scheme=config.storage.scheme
     ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         await ensure_master_keys(config.data_dir)  # and the SSE master key, before workers read it
@@ -369,8 +372,8 @@ async def _supervise(
             lifeline_fd,
         )
         while not stop.is_set():
-            argv = worker_argv(config, fds, port, nbd_port)
-            proc = await trio.lowlevel.open_process(argv, pass_fds=fds.all, env=env)
+            argv, extra = worker_process(config, fds, port, nbd_port)
+            proc = await trio.lowlevel.open_process(argv, pass_fds=fds.all, env={**env, **extra})
             procs[index] = proc
             began = trio.current_time()
             code = await proc.wait()
@@ -385,7 +388,7 @@ async def _supervise(
             backoff = min(2 * backoff, RESTART_BACKOFF_S[1])
 
     async with trio.open_nursery() as nursery:
-        for index in range(config.workers):
+        for index in range(workers_of(config)):
             nursery.start_soon(keep_running, index)
         _announce(config, port, nbd_port, root, created)
         task_status.started(port)
@@ -417,7 +420,7 @@ async def _drain_on_eof(fd: int, draining: Drain) -> None:
     draining.start()
 
 
-def run(config: ServeConfig, worker: WorkerFds | None = None) -> int:
+def run(config: Config, worker: WorkerFds | None = None) -> int:
     tag = "" if worker is None else f"[w{worker.index}]"
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(name)s{tag} %(message)s"
@@ -425,7 +428,7 @@ def run(config: ServeConfig, worker: WorkerFds | None = None) -> int:
     try:
         if worker is not None:
             trio.run(serve_worker, config, worker)
-        elif config.workers > 1:
+        elif workers_of(config) > 1:
             trio.run(supervise, config)
         else:
             trio.run(serve, config)

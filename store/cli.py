@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from store import __version__
 
@@ -34,52 +37,91 @@ def _native_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="./data", help="data directory (default ./data)")
-    p.add_argument("--drives", type=int, default=6, help="drive directories under DATA")
+def _service_args(p: argparse.ArgumentParser) -> None:
+    """Where an admin command goes: the running service's admin API (the default), or a data
+    directory opened here (``--data``: for a stopped service, or maintenance beside it)."""
     p.add_argument(
-        "--drive", action="append", default=[], metavar="PATH", help="a drive (repeatable)"
+        "--endpoint",
+        default=os.environ.get("STORE_ENDPOINT", "http://127.0.0.1:9000"),
+        help="the service's S3 endpoint (default $STORE_ENDPOINT or http://127.0.0.1:9000)",
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="credentials.json to sign with when STORE_ACCESS_KEY/STORE_SECRET_KEY are not set"
+        " (default ./data/credentials.json)",
+    )
+    p.add_argument("--region", default="us-east-1", help="the service's region (SigV4 scope)")
+    p.add_argument("--ca-bundle", metavar="PEM", help="CA certificates for an https endpoint")
+    p.add_argument("--data", help="work on this data directory here instead of the service")
+    p.add_argument("--drives", type=int, default=6, help="with --data: drive directories")
+    p.add_argument(
+        "--drive", action="append", default=[], metavar="PATH", help="with --data: a drive"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _admin(args: argparse.Namespace, operation: str, op_args: dict[str, Any]) -> Any:
+    """Run an admin operation on the service (admin API) or on ``--data`` here, with a
+    progress bar for long ones; the result, or raises what refused it."""
+    from tqdm import tqdm
+
+    from store.admin import operations
+
+    long = operation in operations.JOBS
+    bar = tqdm(total=0, disable=args.json or not long or None, file=sys.stderr, unit="step")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        if args.data is None:
+            from store.admin.client import AdminClient, find_credentials
+
+            credentials = find_credentials(
+                file=Path(args.credentials) if args.credentials else None
+            )
+            client = AdminClient(
+                args.endpoint, credentials, region=args.region, ca_bundle=args.ca_bundle
+            )
+            return client.call(operation, op_args, progress)
+        import trio
+
+        from store.node import local_volumes, open_local_engine
+
+        drives = [Path(d) for d in args.drive] or args.drives
+
+        async def run() -> Any:
+            async with open_local_engine(Path(args.data), drives=drives, clean_tmp=False) as engine:
+                ctx = operations.Context(engine, local_volumes(engine))
+                return await operations.run(ctx, operation, op_args, progress)
+
+        return trio.run(run)
+    finally:
+        bar.close()
+
+
+def _admin_command(args: argparse.Namespace, operation: str, op_args: dict[str, Any]) -> Any:
+    """``_admin``, with refusals printed as the command's error (None then)."""
+    from store.admin.client import AdminError
+    from store.errors import StoreError
+
+    try:
+        return _admin(args, operation, op_args)
+    except (AdminError, StoreError) as e:
+        print(f"store {args.command}: {e}", file=sys.stderr)
+        return None
 
 
 def _maintenance(args: argparse.Namespace) -> int:
-    """scrub / heal / gc on a data directory (the service may be running)."""
-    from pathlib import Path
-
-    import trio
-    from tqdm import tqdm
-
-    from store.node import open_local_engine
-    from store.objects import maintenance
-
-    drives = [Path(d) for d in args.drive] or args.drives
-
-    async def run() -> dict[str, object]:
-        async with open_local_engine(Path(args.data), drives=drives, clean_tmp=False) as engine:
-            if args.command == "gc":
-                removed = await maintenance.collect_garbage(engine)
-                orphans = await maintenance.sweep_orphans(engine, grace_s=args.grace)
-                return {"garbage_chunks_removed": removed, "orphan_shards_removed": orphans}
-            bar = tqdm(total=0, unit="chunk", disable=args.json or None, file=sys.stderr)
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            rate = args.rate * 1e6 if args.rate else None
-            try:
-                report = await maintenance.scrub(
-                    engine, repair=args.command == "heal", rate_bytes_s=rate, progress=progress
-                )
-            finally:
-                bar.close()
-            summary: dict[str, object] = dict(report.as_dict())
-            summary["orphan_shards"] = await maintenance.sweep_orphans(engine, dry_run=True)
-            summary["clean"] = report.clean
-            return summary
-
-    summary = trio.run(run)
+    """scrub / heal / gc: on the service, or on a data directory (the service may be running)."""
+    if args.command == "gc":
+        summary = _admin_command(args, "maintenance.gc", {"grace_s": args.grace})
+    else:
+        summary = _admin_command(args, f"maintenance.{args.command}", {"rate_mb_s": args.rate})
+    if summary is None:
+        return 1
     if args.json:
         print(json.dumps(summary))
     else:
@@ -92,112 +134,73 @@ def _maintenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    result = _admin_command(args, "status", {})
+    if result is None:
+        return 1
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+# serve flag -> configuration key
+_SERVE_FLAGS = {
+    "data": "data",
+    "s3": "s3.listen",
+    "region": "s3.region",
+    "domain": "s3.domains",
+    "object_ownership": "s3.object_ownership",
+    "tls_cert": "s3.tls_cert",
+    "tls_key": "s3.tls_key",
+    "lifecycle_day_seconds": "s3.lifecycle_day_seconds",
+    "nbd": "nbd.listen",
+    "nbd_tls": "nbd.tls",
+    "nbd_tls_client_ca": "nbd.tls_client_ca",
+    "drives": "storage.drives",
+    "drive": "storage.drives",
+    "scheme": "storage.scheme",
+    "workers": "service.workers",
+}
+
+
+def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The serve options given on the command line, as a configuration tree."""
+    tree: dict[str, Any] = {}
+    for flag, key in _SERVE_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = tuple(value)
+        section, _, name = key.rpartition(".")
+        (tree.setdefault(section, {}) if section else tree)[name] = value
+    return tree
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
-    from store.app import ServeConfig, WorkerFds, default_workers, parse_address, run
+    from store import config as configuration
+    from store.app import WORKER_CONFIG_ENV, WorkerFds, run
 
-    host, port = parse_address(args.s3)
-    drives = [Path(d) for d in args.drive] or args.drives
-    if bool(args.tls_cert) != bool(args.tls_key):
-        print("store serve: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
-    config = ServeConfig(Path(args.data), host, port, drives, args.scheme)
-    config.gateway.region = args.region
-    config.gateway.base_domains = list(args.domain)
-    config.gateway.default_object_ownership = args.object_ownership
-    if args.lifecycle_day_seconds <= 0:
-        print("store serve: --lifecycle-day-seconds must be positive", file=sys.stderr)
-        return 2
-    config.gateway.day_s = args.lifecycle_day_seconds
-    if args.tls_cert:
-        config.tls_cert, config.tls_key = Path(args.tls_cert), Path(args.tls_key)
-    config.workers = args.workers or default_workers()
-    config.nbd_tls = args.nbd_tls
-    if args.nbd_tls == "auto":
-        config.nbd_tls = "optional" if args.tls_cert else "off"
-    elif args.nbd_tls != "off" and not args.tls_cert:
-        print(f"store serve: --nbd-tls {args.nbd_tls} needs --tls-cert", file=sys.stderr)
-        return 2
-    if args.nbd_tls_client_ca:
-        if config.nbd_tls == "off":
-            print("store serve: --nbd-tls-client-ca needs NBD TLS", file=sys.stderr)
-            return 2
-        config.nbd_tls_client_ca = Path(args.nbd_tls_client_ca)
-    if args.nbd == "off":
-        config.nbd_port = None
-    else:
-        config.nbd_host, config.nbd_port = parse_address(args.nbd)
     if args.worker is not None:
-        return run(config, WorkerFds.parse(args.worker))
+        return run(
+            configuration.Config.from_json(os.environ[WORKER_CONFIG_ENV]),
+            WorkerFds.parse(args.worker),
+        )
+    try:
+        config = configuration.load(
+            Path(args.config) if args.config else None, flags=serve_flags(args)
+        )
+    except configuration.ConfigError as e:
+        print(f"store serve: {e}", file=sys.stderr)
+        return 2
     return run(config)
 
 
 def _volume(args: argparse.Namespace) -> int:
-    """store volume create|list|info|resize|delete, on the data directory's metadata (the
-    service may be running: a volume attached over NBD refuses delete and shrink)."""
-    from dataclasses import asdict
-    from pathlib import Path
-
-    import trio
-
-    from store.errors import StoreError
-    from store.node import local_volumes, open_local_engine
-    from store.volumes import transfer as volume_transfer
-    from store.volumes.records import parse_size
-
-    drives = [Path(d) for d in args.drive] or args.drives
-
-    async def run() -> object:
-        async with open_local_engine(Path(args.data), drives=drives, clean_tmp=False) as engine:
-            volumes = local_volumes(engine)
-            if args.action == "create":
-                created = await volumes.create(
-                    args.name,
-                    parse_size(args.size),
-                    block_bytes=args.block_size,
-                    replicas=args.replicas,
-                    description=args.description,
-                )
-                return asdict(created)
-            if args.action == "import":
-                bucket, _, key = args.source.partition("/")
-                imported = await volume_transfer.import_object(
-                    volumes,
-                    engine,
-                    bucket,
-                    key,
-                    args.name,
-                    block_bytes=args.block_size,
-                    replicas=args.replicas,
-                    description=args.description,
-                )
-                return asdict(imported)
-            if args.action == "export":
-                bucket, _, key = args.dest.partition("/")
-                version = await volume_transfer.export_volume(
-                    volumes, engine, args.name, bucket, key
-                )
-                return {"bucket": bucket, "key": key, "size": version.size, "etag": version.etag}
-            if args.action == "snapshot":
-                volume, _, snap = args.name.partition("@")
-                return asdict(await volumes.snapshot(volume, snap, args.description))
-            if args.action == "clone":
-                return asdict(await volumes.clone(args.name, args.target, args.description))
-            if args.action == "resize":
-                return asdict(await volumes.resize(args.name, parse_size(args.size)))
-            if args.action == "delete":
-                await volumes.delete(args.name)
-                return {"deleted": args.name}
-            if args.action == "scrub":
-                names = [args.name] if args.name else [v.name for v in await volumes.list_volumes()]
-                return [await volumes.scrub(n, repair=args.repair) for n in names]
-            if args.action == "info":
-                found = asdict(await volumes.get(args.name))
-                found["attached"] = await volumes.attached(args.name)
-                return found
-            return [asdict(v) for v in await volumes.list_volumes()]
-
+    """store volume ACTION: on the service (admin API), or on ``--data`` here (a volume
+    attached over NBD refuses delete and shrink; snapshots of one go through its owner)."""
     needs = {"create": ("name", "size"), "resize": ("name", "size"), "delete": ("name",)}
     needs |= {"info": ("name",), "snapshot": ("name",), "clone": ("name", "target")}
     needs |= {"import": ("name", "source"), "export": ("name", "dest")}
@@ -205,10 +208,17 @@ def _volume(args: argparse.Namespace) -> int:
     if missing:
         print(f"store volume {args.action}: give {' and '.join(missing)}", file=sys.stderr)
         return 2
-    try:
-        result = trio.run(run)
-    except StoreError as e:
-        print(f"store volume: {e}", file=sys.stderr)
+    op_args: dict[str, Any] = {"name": args.name}
+    if args.action in ("create", "resize"):
+        op_args["size"] = args.size
+    if args.action in ("create", "import"):
+        op_args |= {"block_size": args.block_size, "replicas": args.replicas}
+    if args.action in ("create", "import", "snapshot", "clone"):
+        op_args["description"] = args.description
+    op_args |= {"target": args.target, "source": args.source, "dest": args.dest}
+    op_args["repair"] = args.repair
+    result = _admin_command(args, f"volume.{args.action}", op_args)
+    if result is None:
         return 1
     print(json.dumps(result, indent=2))
     if args.action == "scrub" and isinstance(result, list):
@@ -216,40 +226,34 @@ def _volume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bucket(args: argparse.Namespace) -> int:
+    """store bucket info|set NAME: settings that have no S3 request (compression)."""
+    op_args: dict[str, Any] = {"name": args.name}
+    if args.action == "set":
+        if args.compression is None:
+            print("store bucket set: give --compression zstd|none", file=sys.stderr)
+            return 2
+        op_args["compression"] = "" if args.compression == "none" else args.compression
+    result = _admin_command(args, f"bucket.{args.action}", op_args)
+    if result is None:
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _user(args: argparse.Namespace) -> int:
-    """store user add|remove|list: access keys in the data directory's metadata."""
-    from pathlib import Path
-
-    import trio
-
-    from store.auth import users
-    from store.errors import StoreError
-    from store.meta.sqlite import open_sqlite_kv
-
-    async def run() -> object:
-        async with open_sqlite_kv(Path(args.data) / "meta.sqlite") as kv:
-            if args.action == "add":
-                key = await users.add_key(kv, args.name, args.access_key, args.secret_key)
-                return {
-                    "user": key.user,
-                    "access_key": key.access_key,
-                    "secret_key": key.secret_key,
-                }
-            if args.action == "remove":
-                await users.remove_key(kv, args.access_key)
-                return {"removed": args.access_key}
-            return [{"user": k.user, "access_key": k.access_key} for k in await users.list_keys(kv)]
-
+    """store user add|remove|list: access keys, on the service or on ``--data``."""
     if args.action == "add" and bool(args.access_key) != bool(args.secret_key):
         print("store user add: --access-key and --secret-key go together", file=sys.stderr)
         return 2
     if args.action == "remove" and not args.access_key:
         print("store user remove: --access-key is required", file=sys.stderr)
         return 2
-    try:
-        result = trio.run(run)
-    except StoreError as e:
-        print(f"store user: {e}", file=sys.stderr)
+    op_args = {"name": args.name, "access_key": args.access_key, "secret_key": args.secret_key}
+    if args.action == "add":
+        op_args["admin"] = args.admin
+    result = _admin_command(args, f"user.{args.action}", op_args)
+    if result is None:
         return 1
     print(json.dumps(result, indent=2))
     return 0
@@ -264,35 +268,33 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("native-info", help="show the native kernels chosen for this CPU")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=_native_info)
-    serve = sub.add_parser("serve", help="run the single-node service (S3 on --s3)")
-    serve.add_argument("--data", default="./data", help="data directory (default ./data)")
-    serve.add_argument("--s3", default="127.0.0.1:9000", help="S3 listen address HOST:PORT")
-    serve.add_argument("--drives", type=int, default=6, help="drive directories under DATA")
-    serve.add_argument(
-        "--drive",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a drive (repeatable; replaces --drives)",
+    serve = sub.add_parser(
+        "serve",
+        help="run the single-node service (S3 on --s3); settings: docs/config.md",
     )
-    serve.add_argument("--scheme", default="auto", help="auto | replicas:N | ec:K+M")
+    # Every option defaults to None: only what is given overrides the configuration file and
+    # the environment (store.config); the defaults are the configuration's.
+    serve.add_argument("--config", metavar="PATH", help="TOML file (default DATA/store.toml)")
+    serve.add_argument("--data", help="data directory (default ./data)")
+    serve.add_argument("--s3", help="S3 listen address HOST:PORT (default 127.0.0.1:9000)")
+    serve.add_argument("--drives", type=int, help="drive directories under DATA (default 6)")
+    serve.add_argument(
+        "--drive", action="append", metavar="PATH", help="a drive (repeatable; replaces --drives)"
+    )
+    serve.add_argument("--scheme", help="auto | replicas:N | ec:K+M (default auto)")
     serve.add_argument("--tls-cert", help="PEM certificate (chain): serve S3 over TLS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument(
         "--workers",
         type=int,
-        default=0,
         help="processes serving requests (default: one per CPU; 1: a single process)",
     )
     serve.add_argument(
-        "--nbd",
-        default="127.0.0.1:10809",
-        help="NBD listen address HOST:PORT, or off (export name = volume name)",
+        "--nbd", help="NBD listen address HOST:PORT, or off (default 127.0.0.1:10809)"
     )
     serve.add_argument(
         "--nbd-tls",
         choices=["auto", "off", "optional", "required"],
-        default="auto",
         help="NBD over TLS with --tls-cert (STARTTLS): optional (clients choose), required, or"
         " off (default auto: optional when --tls-cert is given)",
     )
@@ -301,26 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="require NBD clients to present a certificate signed by this CA",
     )
-    serve.add_argument(
-        "--region", default="us-east-1", help="the region this service is (SigV4 scope, locations)"
-    )
+    serve.add_argument("--region", help="the region this service is (default us-east-1)")
     serve.add_argument(
         "--domain",
         action="append",
-        default=[],
         metavar="NAME",
         help="base domain for virtual-hosted-style requests, BUCKET.NAME (repeatable)",
     )
     serve.add_argument(
         "--object-ownership",
         choices=["ObjectWriter", "BucketOwnerPreferred", "BucketOwnerEnforced"],
-        default="ObjectWriter",
         help="object ownership of new buckets that name none (default ObjectWriter: ACLs on)",
     )
     serve.add_argument(
         "--lifecycle-day-seconds",
         type=float,
-        default=86400.0,
         help="the length of a day for lifecycle rules and default retention (for tests)",
     )
     # Set by the supervisor when it starts a worker: its index and the descriptors it inherits.
@@ -331,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("name", nargs="?", default="", help="user name (add)")
     user.add_argument("--access-key", default="", help="given key (add) or the key to remove")
     user.add_argument("--secret-key", default="", help="given secret (add); else generated")
-    user.add_argument("--data", default="./data", help="data directory (default ./data)")
+    user.add_argument("--admin", action="store_true", help="give the user the admin right (add)")
+    _service_args(user)
     user.set_defaults(func=_user)
     volume = sub.add_parser(
         "volume",
@@ -358,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scrub: rewrite bad, missing and stale replicas from good ones (exit 1 if any"
         " problem is left)",
     )
-    _engine_args(volume)
+    _service_args(volume)
     volume.set_defaults(func=_volume)
     for name, text in [
         ("scrub", "verify every shard against its checksums (exit 1 if anything is damaged)"),
@@ -366,12 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
         ("gc", "remove garbage chunks now, and orphan shards older than --grace seconds"),
     ]:
         cmd = sub.add_parser(name, help=text, description=text)
-        _engine_args(cmd)
+        _service_args(cmd)
         if name == "gc":
             cmd.add_argument("--grace", type=float, default=6 * 3600.0, help="seconds")
         else:
             cmd.add_argument("--rate", type=float, default=0, help="MB/s limit (0: none)")
         cmd.set_defaults(func=_maintenance)
+    bucket = sub.add_parser("bucket", help="bucket settings without an S3 request (info | set)")
+    bucket.add_argument("action", choices=["info", "set"])
+    bucket.add_argument("name", help="bucket name")
+    bucket.add_argument("--compression", choices=["zstd", "none"], help="set: compress new objects")
+    _service_args(bucket)
+    bucket.set_defaults(func=_bucket)
+    status = sub.add_parser(
+        "status", help="the service's version, uptime, buckets, volumes, drives"
+    )
+    _service_args(status)
+    status.set_defaults(func=_status)
     return parser
 
 

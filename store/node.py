@@ -23,6 +23,7 @@ from store.placement.layout import scheme_from_spec
 from store.volumes.admin import Volumes
 
 DEFAULT_DRIVES = 6
+EMBEDDED_MAX_TXN_OPS = 1 << 16
 PG_COUNT = 256
 
 
@@ -67,7 +68,10 @@ async def open_local_engine(
     by_id = local_drives(data_dir, drives)
     cmap = ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))
     chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
-    async with open_sqlite_kv(data_dir / "meta.sqlite") as kv:
+    # The embedded store takes the engine's large transactions (completing an upload of many
+    # parts, removing an object of many chunks); etcd's 128-op limit binds the cluster backend,
+    # for which the engine will split them (docs/design.md, metadata).
+    async with open_sqlite_kv(data_dir / "meta.sqlite", max_txn_ops=EMBEDDED_MAX_TXN_OPS) as kv:
         engine = ObjectEngine(kv, chunks, **engine_options)
         if clean_tmp:
             for drive in by_id.values():

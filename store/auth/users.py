@@ -1,6 +1,9 @@
 """Users and access keys, in the metadata KV.
 
-    K/<access key>   {"user": name, "secret": secret key, "created": seconds}
+    K/<access key>   {"user": name, "secret": secret key, "created": seconds, "admin": bool}
+
+Admin rights (the admin API on the S3 port, ``store.gateway.admin``) belong to the root user
+and to users added with ``admin`` set; every key of a user carries the user's flag.
 
 The root user's key is made on first start: from ``STORE_ACCESS_KEY``/``STORE_SECRET_KEY`` when
 set, else generated. It is also written to ``<data dir>/credentials.json`` with mode 0600 (the
@@ -33,6 +36,11 @@ class AccessKey:
     secret_key: str
     user: str
     created: float
+    admin_flag: bool = False
+
+    @property
+    def admin(self) -> bool:
+        return self.user == ROOT_USER or self.admin_flag
 
 
 def _key(access_key: str) -> bytes:
@@ -51,14 +59,19 @@ def generate() -> tuple[str, str]:
     return access, secrets.token_urlsafe(30)
 
 
-async def add_key(kv: KV, user: str, access_key: str = "", secret_key: str = "") -> AccessKey:
+async def add_key(
+    kv: KV, user: str, access_key: str = "", secret_key: str = "", *, admin: bool = False
+) -> AccessKey:
     if not user or "/" in user or not user.isprintable():
         raise InvalidArgument(f"bad user name {user!r}")
     if not access_key:
         access_key, secret_key = generate()
     _check(access_key, secret_key)
-    record = AccessKey(access_key, secret_key, user, time.time())
-    body = json.dumps({"user": user, "secret": secret_key, "created": record.created}).encode()
+    record = AccessKey(access_key, secret_key, user, time.time(), admin)
+    fields = {"user": user, "secret": secret_key, "created": record.created}
+    if admin:
+        fields["admin"] = True
+    body = json.dumps(fields).encode()
     ok = await kv.txn([Compare.absent(_key(access_key))], [Put(_key(access_key), body)], [])
     if not ok.succeeded:
         raise AlreadyExists(f"access key {access_key} exists")
@@ -72,7 +85,9 @@ async def lookup(kv: KV, access_key: str) -> AccessKey | None:
     if found is None:
         return None
     body = json.loads(found.value)
-    return AccessKey(access_key, body["secret"], body["user"], body["created"])
+    return AccessKey(
+        access_key, body["secret"], body["user"], body["created"], body.get("admin", False)
+    )
 
 
 async def remove_key(kv: KV, access_key: str) -> None:
@@ -86,7 +101,9 @@ async def list_keys(kv: KV) -> list[AccessKey]:
     out = []
     for item in page.kvs:
         body = json.loads(item.value)
-        out.append(AccessKey(item.key[2:].decode(), body["secret"], body["user"], body["created"]))
+        access = item.key[2:].decode()
+        admin = body.get("admin", False)
+        out.append(AccessKey(access, body["secret"], body["user"], body["created"], admin))
     return out
 
 

@@ -1,9 +1,13 @@
-"""Conformance suite for metadata backends (store.meta.api.KV).
+"""Conformance suite for metadata backends (store.meta.api.KV): etcd v3's semantics.
 
 Every backend (memory, sqlite, etcd) must pass every check here. Tests import ``CHECKS`` and run
 each against a fresh, empty store of their backend; see tests/unit/meta/test_kv_conformance.py.
-Checks that wait for a lease to expire call ``wait(seconds)``, which the caller provides (a real
-sleep for wall-clock backends, a clock jump for the memory backend).
+``SHARED_CHECKS`` take two handles on one store (two sqlite handles on one file, two etcd
+clients; the memory backend passes one object twice): a watch on one sees writes through the
+other. Checks that wait for a lease to expire call ``wait(seconds)``, which the caller provides
+(a clock jump for a backend with an injected clock, a real sleep otherwise); they ask for short
+TTLs and wait in multiples of the TTL the backend granted, which may be longer (etcd's 2 s
+minimum). Every wait for a watch event has a deadline, so a missing event fails, never hangs.
 """
 
 from __future__ import annotations
@@ -13,12 +17,28 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from store.errors import InvalidArgument, NotFound
-from store.meta.api import KV, Compare, Delete, Get, Put, RangeResult, prefix_end
+from store.meta.api import (
+    KV,
+    MAX_LEASE_TTL_S,
+    MAX_TXN_OPS,
+    Compacted,
+    Compare,
+    Delete,
+    Get,
+    Op,
+    Put,
+    RangeResult,
+    WatchBatch,
+    prefix_end,
+)
 
 Wait = Callable[[float], Awaitable[None]]
 Check = Callable[[KV, Wait], Awaitable[None]]
+SharedCheck = Callable[[KV, KV, Wait], Awaitable[None]]
 
 CHECKS: list[Check] = []
+SHARED_CHECKS: list[SharedCheck] = []
+EVENT_TIMEOUT_S = 10.0
 
 
 def check(fn: Check) -> Check:
@@ -26,8 +46,48 @@ def check(fn: Check) -> Check:
     return fn
 
 
+def shared_check(fn: SharedCheck) -> SharedCheck:
+    SHARED_CHECKS.append(fn)
+    return fn
+
+
 def keys(result: RangeResult) -> list[bytes]:
     return [kv.key for kv in result.kvs]
+
+
+async def expect_invalid(call: Awaitable[object]) -> None:
+    try:
+        await call
+    except InvalidArgument:
+        return
+    raise AssertionError("expected InvalidArgument")
+
+
+async def next_batch(watch: trio.abc.ReceiveChannel[WatchBatch]) -> WatchBatch:
+    with trio.fail_after(EVENT_TIMEOUT_S):
+        return await watch.receive()
+
+
+async def batches_until(
+    watch: trio.abc.ReceiveChannel[WatchBatch], revision: int
+) -> list[WatchBatch]:
+    """Every batch up to and including ``revision``."""
+    out: list[WatchBatch] = []
+    while not out or out[-1].revision < revision:
+        out.append(await next_batch(watch))
+    assert out[-1].revision == revision, (out[-1].revision, revision)
+    return out
+
+
+def summary(batch: WatchBatch) -> list[tuple[str, bytes, bytes]]:
+    return [(e.type, e.kv.key, e.kv.value) for e in batch.events]
+
+
+async def granted_ttl(kv: KV, lease: int) -> int:
+    info = await kv.lease_time_to_live(lease)
+    assert info is not None and info.id == lease
+    assert isinstance(info.granted_ttl_s, int) and 0 <= info.remaining_s <= info.granted_ttl_s
+    return info.granted_ttl_s
 
 
 @check
@@ -105,13 +165,32 @@ async def delete_key_and_range(kv: KV, wait: Wait) -> None:
 
 @check
 async def revision_moves_only_on_change(kv: KV, wait: Wait) -> None:
+    """etcd (mvcc storeTxnWrite.End) bumps the revision only when a txn recorded a change: a
+    put always is one, even of the same value; a delete only when it removed a key."""
     start = await kv.revision()
     await kv.get(b"x")
     await kv.range(b"\0", b"\0")
-    await kv.delete(b"not-there")
+    assert await kv.delete(b"not-there") == 0
+    assert await kv.delete(b"a", b"z") == 0
+    nothing = await kv.txn([], [Delete(b"not-there"), Delete(b"n/", prefix_end(b"n/"))])
+    assert nothing.succeeded and nothing.revision == start and nothing.responses == [0, 0]
+    reads = await kv.txn([], [Get(b"x"), Get(b"a", b"z")])
+    assert reads.revision == start
+    lease = await kv.lease_grant(60)
+    await kv.lease_keepalive(lease)
     assert await kv.revision() == start
-    await kv.put(b"x", b"1")
-    assert await kv.revision() == start + 1
+    assert await kv.put(b"x", b"1") == start + 1
+    # A failed compare with an empty failure branch changes nothing.
+    failed = await kv.txn([Compare.value_is(b"x", b"other")], [Put(b"x", b"2")])
+    assert not failed.succeeded and failed.revision == start + 1
+    # Same value again: still a new revision and a new version.
+    assert await kv.put(b"x", b"1") == start + 2
+    got = await kv.get(b"x")
+    assert got is not None and got.version == 2 and got.mod_revision == start + 2
+    assert await kv.delete(b"x") == 1
+    assert await kv.revision() == start + 3
+    await kv.lease_revoke(lease)  # a lease without keys: nothing to delete
+    assert await kv.revision() == start + 3
 
 
 @check
@@ -155,12 +234,13 @@ async def txn_compare_operators(kv: KV, wait: Wait) -> None:
 async def txn_is_atomic_and_single_revision(kv: KV, wait: Wait) -> None:
     before = await kv.revision()
     result = await kv.txn(
-        [], [Put(b"t/1", b"a"), Put(b"t/2", b"b"), Put(b"t/1", b"c"), Get(b"t/", prefix_end(b"t/"))]
+        [], [Put(b"t/1", b"a"), Put(b"t/2", b"b"), Delete(b"t/9"), Get(b"t/", prefix_end(b"t/"))]
     )
     assert result.succeeded and result.revision == before + 1
     listing = result.responses[3]
-    assert isinstance(listing, RangeResult)
-    assert [(i.key, i.value) for i in listing.kvs] == [(b"t/1", b"c"), (b"t/2", b"b")]
+    assert isinstance(listing, RangeResult) and listing.revision == before + 1
+    # Reads in a txn see its earlier writes.
+    assert [(i.key, i.value) for i in listing.kvs] == [(b"t/1", b"a"), (b"t/2", b"b")]
     one = await kv.get(b"t/1")
     two = await kv.get(b"t/2")
     assert one is not None and two is not None
@@ -174,6 +254,61 @@ async def txn_is_atomic_and_single_revision(kv: KV, wait: Wait) -> None:
         raise AssertionError("put with an unknown lease must fail")
     assert await kv.get(b"t/3") is None
     assert await kv.revision() == before + 1
+
+
+@check
+async def txn_refuses_duplicate_keys(kv: KV, wait: Wait) -> None:
+    """etcd's checkIntervals: in one branch, a key may be put once, and not inside any of the
+    branch's deletes (before or after the put); deletes may overlap; reads are not counted;
+    the two branches are checked apart."""
+    await kv.put(b"d/a", b"0")
+    before = await kv.revision()
+    refused: list[list[Op]] = [
+        [Put(b"d/a", b"1"), Put(b"d/a", b"2")],
+        [Put(b"d/a", b"1"), Delete(b"d/a")],
+        [Delete(b"d/a"), Put(b"d/a", b"1")],
+        [Delete(b"d/", prefix_end(b"d/")), Put(b"d/b", b"1")],
+        [Put(b"d/zz", b"1"), Delete(b"d/y", b"\0")],
+        [Put(b"other", b"1"), Put(b"d/c", b"1"), Put(b"d/c", b"1")],
+    ]
+    for ops in refused:
+        await expect_invalid(kv.txn([], ops))
+        await expect_invalid(kv.txn([Compare.absent(b"d/a")], [], ops))  # failure branch too
+    assert await kv.revision() == before
+    got = await kv.get(b"d/a")
+    assert got is not None and got.value == b"0"
+    # Allowed: overlapping deletes; a put and a read of one key; a key in both branches; a
+    # put just outside a delete's range (the end is exclusive).
+    ok = await kv.txn(
+        [Compare.exists(b"d/a")],
+        [
+            Delete(b"d/", prefix_end(b"d/")),
+            Delete(b"d/a"),
+            Get(b"e"),
+            Put(b"e", b"1"),
+            Put(prefix_end(b"d/"), b"edge"),
+        ],
+        [Put(b"e", b"2")],
+    )
+    assert ok.succeeded and ok.responses[:2] == [1, 0]
+    assert ok.revision == before + 1
+
+
+@check
+async def txn_ops_limit(kv: KV, wait: Wait) -> None:
+    """etcd's --max-txn-ops (default 128) caps the compares and each branch's ops."""
+    before = await kv.revision()
+    full = [Put(f"o/{i:03}".encode(), b"v") for i in range(MAX_TXN_OPS)]
+    one_more = [*full, Put(b"o/extra", b"v")]
+    await expect_invalid(kv.txn([], one_more))
+    await expect_invalid(kv.txn([], [], one_more))
+    await expect_invalid(kv.txn([Compare.absent(b"o/x")] * (MAX_TXN_OPS + 1), []))
+    assert await kv.revision() == before
+    done = await kv.txn([Compare.absent(b"o/x")] * MAX_TXN_OPS, full, full)
+    assert done.succeeded and done.revision == before + 1
+    listed = await kv.range(b"o/", prefix_end(b"o/"))
+    assert len(listed.kvs) == MAX_TXN_OPS
+    assert {item.mod_revision for item in listed.kvs} == {before + 1}
 
 
 @check
@@ -200,41 +335,72 @@ async def concurrent_increments_never_lose_updates(kv: KV, wait: Wait) -> None:
 
 @check
 async def leases_expire_and_revoke(kv: KV, wait: Wait) -> None:
-    lease = await kv.lease_grant(0.4)
+    lease = await kv.lease_grant(1)
+    ttl = await granted_ttl(kv, lease)
     await kv.put(b"held", b"x", lease=lease)
     await kv.put(b"plain", b"y")
     got = await kv.get(b"held")
     assert got is not None and got.lease == lease
-    await wait(0.25)
-    assert await kv.lease_keepalive(lease) == 0.4
-    await wait(0.25)
+    await wait(ttl * 0.6)
+    assert await kv.lease_keepalive(lease) == ttl
+    await wait(ttl * 0.6)
     assert await kv.get(b"held") is not None  # kept alive past the first deadline
-    await wait(0.5)
+    before = await kv.revision()
+    await wait(ttl + 1)
     assert await kv.get(b"held") is None
     assert keys(await kv.range(b"\0", b"\0")) == [b"plain"]
+    assert await kv.lease_time_to_live(lease) is None
     try:
         await kv.lease_keepalive(lease)
     except NotFound:
         pass
     else:
         raise AssertionError("keepalive of an expired lease must fail")
+    # The expiry deleted a key: exactly one revision.
+    assert await kv.revision() == before + 1
     second = await kv.lease_grant(60)
     await kv.put(b"a", b"1", lease=second)
     await kv.put(b"b", b"2", lease=second)
+    before = await kv.revision()
     await kv.lease_revoke(second)
     assert await kv.get(b"a") is None and await kv.get(b"b") is None
+    assert await kv.revision() == before + 1  # both keys went in one revision
     await kv.lease_revoke(second)  # idempotent
+    assert await kv.revision() == before + 1
+
+
+@check
+async def lease_ttls_are_whole_seconds(kv: KV, wait: Wait) -> None:
+    """etcd's TTL is an int64 of seconds, raised to the server's minimum (2 s by default); the
+    granted TTL is what counts. Fractions, negatives and more than MaxLeaseTTL are refused."""
+    short = await kv.lease_grant(1)
+    assert await granted_ttl(kv, short) >= 1
+    long = await kv.lease_grant(300)
+    assert await granted_ttl(kv, long) == 300
+    assert await kv.lease_keepalive(long) == 300
+    for bad in (0.5, 2.25, -1, MAX_LEASE_TTL_S + 1):
+        await expect_invalid(kv.lease_grant(bad))  # type: ignore[arg-type]
+    assert await kv.lease_time_to_live(987_654) is None
+
+
+@check
+async def revoking_an_unknown_lease_is_a_no_op(kv: KV, wait: Wait) -> None:
+    """The issue's contract (etcd itself answers ErrLeaseNotFound)."""
+    before = await kv.revision()
+    await kv.lease_revoke(424_242)
+    assert await kv.revision() == before
 
 
 @check
 async def lease_guards_exclusive_ownership(kv: KV, wait: Wait) -> None:
     """The volume-lock pattern: create-if-absent with a lease; the next owner waits for expiry."""
-    mine = await kv.lease_grant(0.3)
+    mine = await kv.lease_grant(1)
+    ttl = await granted_ttl(kv, mine)
     owner = [Compare.absent(b"owner")]
     assert (await kv.txn(owner, [Put(b"owner", b"gw1", lease=mine)])).succeeded
-    theirs = await kv.lease_grant(60)
+    theirs = await kv.lease_grant(600)
     assert not (await kv.txn(owner, [Put(b"owner", b"gw2", lease=theirs)])).succeeded
-    await wait(0.5)
+    await wait(ttl + 1)
     assert (await kv.txn(owner, [Put(b"owner", b"gw2", lease=theirs)])).succeeded
     got = await kv.get(b"owner")
     assert got is not None and got.value == b"gw2"
@@ -251,9 +417,187 @@ async def invalid_arguments_are_refused(kv: KV, wait: Wait) -> None:
         kv.txn([], [Put(b"", b"x")]),
     ]
     for call in bad_calls:
+        await expect_invalid(call)
+    for prefix, start in [(b"p", -1), ("p", 0), (b"k" * 5000, 0)]:
         try:
-            await call
+            async with kv.watch(prefix, start):  # type: ignore[arg-type]
+                pass
         except InvalidArgument:
             continue
         raise AssertionError("expected InvalidArgument")
     assert await kv.range(b"\0", b"\0") == RangeResult([], False, await kv.revision())
+
+
+# -- watches ------------------------------------------------------------------------------------
+
+
+@check
+async def watch_delivers_every_change_in_order(kv: KV, wait: Wait) -> None:
+    start = await kv.revision()
+    async with kv.watch(b"w/", start + 1) as watch:
+        r1 = await kv.put(b"w/a", b"1")
+        r2 = await kv.put(b"w/b", b"2")
+        await kv.put(b"elsewhere", b"x")  # outside the prefix: no batch
+        txn = await kv.txn(
+            [], [Put(b"w/a", b"3"), Delete(b"w/b"), Put(b"w/c", b"4"), Put(b"x/1", b"5")]
+        )
+        await kv.delete(b"w/missing")  # no change, no revision
+        r4 = await kv.put(b"w/a", b"3")  # the same value: a revision and an event all the same
+        gone = await kv.delete(b"w/", prefix_end(b"w/"))
+        assert gone == 2
+        end = await kv.revision()
+        got = await batches_until(watch, end)
+    assert [b.revision for b in got] == [r1, r2, txn.revision, r4, end]
+    assert [summary(b) for b in got] == [
+        [("put", b"w/a", b"1")],
+        [("put", b"w/b", b"2")],
+        [("put", b"w/a", b"3"), ("delete", b"w/b", b""), ("put", b"w/c", b"4")],
+        [("put", b"w/a", b"3")],
+        [("delete", b"w/a", b""), ("delete", b"w/c", b"")],  # a range: keys in byte order
+    ]
+    first, third, fourth = got[0].events[0].kv, got[2].events[2].kv, got[3].events[0].kv
+    assert (first.create_revision, first.mod_revision, first.version) == (r1, r1, 1)
+    assert (third.create_revision, third.mod_revision, third.version) == (txn.revision,) * 2 + (1,)
+    assert (fourth.create_revision, fourth.mod_revision, fourth.version) == (r1, r4, 3)
+    tomb = got[4].events[0].kv
+    assert (tomb.create_revision, tomb.mod_revision, tomb.version, tomb.lease) == (0, end, 0, 0)
+    assert all(e.kv.mod_revision == b.revision for b in got for e in b.events)
+
+
+@check
+async def watch_replays_history_from_a_past_revision(kv: KV, wait: Wait) -> None:
+    first = await kv.put(b"h/1", b"a")
+    await kv.put(b"h/2", b"b")
+    await kv.delete(b"h/1")
+    last = await kv.put(b"h/3", b"c")
+    async with kv.watch(b"h/", first + 1) as watch:
+        got = await batches_until(watch, last)
+    assert [summary(b) for b in got] == [
+        [("put", b"h/2", b"b")],
+        [("delete", b"h/1", b"")],
+        [("put", b"h/3", b"c")],
+    ]
+    # The same history, whole, for a watch of every key from the first revision.
+    async with kv.watch(b"", 1) as watch:
+        everything = await batches_until(watch, last)
+    assert [b.revision for b in everything] == list(range(first, last + 1))
+
+
+@check
+async def watch_from_now_and_from_the_future(kv: KV, wait: Wait) -> None:
+    await kv.put(b"f/old", b"1")
+    async with kv.watch(b"f/", 0) as now, kv.watch(b"f/", await kv.revision() + 3) as later:
+        r1 = await kv.put(b"f/a", b"1")
+        await kv.put(b"f/b", b"2")
+        r3 = await kv.put(b"f/c", b"3")
+        assert (await next_batch(now)).revision == r1  # not f/old: it came before
+        assert r3 == r1 + 2
+        batch = await next_batch(later)  # the first revision it accepts
+        assert batch.revision == r3 and summary(batch) == [("put", b"f/c", b"3")]
+
+
+@check
+async def watch_filters_by_prefix(kv: KV, wait: Wait) -> None:
+    start = await kv.revision()
+    async with kv.watch(b"p/", start + 1) as watch, kv.watch(b"p/x", start + 1) as narrow:
+        await kv.put(b"p", b"no")  # the prefix itself without the slash: not under b"p/"
+        await kv.put(b"p0", b"no")
+        mixed = await kv.txn([], [Put(b"q", b"no"), Put(b"p/x1", b"yes"), Put(b"p/y", b"yes")])
+        got = await next_batch(watch)
+        assert got.revision == mixed.revision
+        assert summary(got) == [("put", b"p/x1", b"yes"), ("put", b"p/y", b"yes")]
+        got = await next_batch(narrow)
+        assert summary(got) == [("put", b"p/x1", b"yes")]
+
+
+@check
+async def watch_sees_lease_expiry_and_revoke_as_deletes(kv: KV, wait: Wait) -> None:
+    short = await kv.lease_grant(1)
+    ttl = await granted_ttl(kv, short)
+    held = await kv.lease_grant(600)
+    start = await kv.revision()
+    async with kv.watch(b"l/", start + 1) as watch:
+        r1 = await kv.put(b"l/b", b"1", lease=short)
+        r2 = await kv.put(b"l/a", b"2", lease=short)
+        r3 = await kv.put(b"l/c", b"3", lease=held)
+        got = await batches_until(watch, r3)
+        assert [b.revision for b in got] == [r1, r2, r3]
+        assert got[0].events[0].kv.lease == short
+        await wait(ttl + 1)
+        expired = await next_batch(watch)  # nobody writes: the expiry must reach the watch
+        assert expired.revision == r3 + 1
+        assert summary(expired) == [("delete", b"l/a", b""), ("delete", b"l/b", b"")]
+        await kv.lease_revoke(held)
+        revoked = await next_batch(watch)
+        assert revoked.revision == r3 + 2 and summary(revoked) == [("delete", b"l/c", b"")]
+    assert await kv.revision() == r3 + 2
+
+
+@check
+async def watch_of_compacted_history_raises(kv: KV, wait: Wait) -> None:
+    """etcd's ErrCompacted: a watch from before the compaction revision is refused with the
+    oldest revision still watchable; from that revision on, the history is whole."""
+    revisions = [await kv.put(b"c/k", str(i).encode()) for i in range(5)]
+    await kv.compact(revisions[2])
+    async with kv.watch(b"c/", revisions[1]) as watch:
+        try:
+            await next_batch(watch)
+        except Compacted as e:
+            assert e.compact_revision == revisions[2]
+        else:
+            raise AssertionError("a watch from a compacted revision must raise Compacted")
+    async with kv.watch(b"c/", revisions[2]) as watch:
+        got = await batches_until(watch, revisions[4])
+    assert [b.revision for b in got] == revisions[2:]
+    assert [b.events[0].kv.value for b in got] == [b"2", b"3", b"4"]
+    try:
+        await kv.compact(revisions[1])
+    except Compacted:
+        pass
+    else:
+        raise AssertionError("compacting below the compaction revision must raise Compacted")
+    await expect_invalid(kv.compact(revisions[4] + 10))
+
+
+@check
+async def watch_sees_concurrent_writers_once_each(kv: KV, wait: Wait) -> None:
+    start = await kv.revision()
+    writers, each = 8, 10
+    async with kv.watch(b"cw/", start + 1) as a, kv.watch(b"cw/", start + 1) as b:
+
+        async def write(n: int) -> None:
+            for i in range(each):
+                await kv.put(f"cw/{n}".encode(), str(i).encode())
+
+        async with trio.open_nursery() as nursery:
+            for n in range(writers):
+                nursery.start_soon(write, n)
+        end = await kv.revision()
+        assert end == start + writers * each
+        seen_a = await batches_until(a, end)
+        seen_b = await batches_until(b, end)
+    assert [x.revision for x in seen_a] == list(range(start + 1, end + 1))
+    assert seen_a == seen_b
+    for n in range(writers):  # each writer's values arrive in the order it wrote them
+        mine = [e.kv.value for x in seen_a for e in x.events if e.kv.key == f"cw/{n}".encode()]
+        assert mine == [str(i).encode() for i in range(each)]
+
+
+@shared_check
+async def watch_sees_another_handles_writes(writer: KV, watcher: KV, wait: Wait) -> None:
+    """Two handles on one store (two processes on one sqlite file, two etcd clients)."""
+    start = await watcher.revision()
+    lease = await writer.lease_grant(600)
+    async with watcher.watch(b"s/", start + 1) as watch:
+        r1 = await writer.put(b"s/1", b"a", lease=lease)
+        r2 = await writer.txn([Compare.absent(b"s/2")], [Put(b"s/2", b"b"), Delete(b"s/1")])
+        await writer.lease_revoke(lease)  # s/1 is gone already: nothing to delete
+        r3 = await writer.put(b"s/3", b"c")
+        got = await batches_until(watch, r3)
+    assert [b.revision for b in got] == [r1, r2.revision, r3]
+    assert [summary(b) for b in got] == [
+        [("put", b"s/1", b"a")],
+        [("put", b"s/2", b"b"), ("delete", b"s/1", b"")],
+        [("put", b"s/3", b"c")],
+    ]
+    assert await writer.revision() == await watcher.revision() == r3

@@ -43,7 +43,7 @@ from store.volumes.open_volume import OpenVolume
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL_S = 15.0
+LEASE_TTL_S = 15
 SCRUB_TIMEOUT_S = 24 * 3600.0  # how long a scrub by the volume's gateway may take
 STALE_RETRY_S = 30.0  # an open volume retries rewriting its stale replicas this often
 REPAIR_WAIT_S = 30.0  # closing a volume waits this long for repairs in progress

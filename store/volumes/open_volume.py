@@ -33,7 +33,7 @@ from store.errors import (
     StoreError,
     Unavailable,
 )
-from store.meta.api import Delete
+from store.meta.api import MAX_TXN_OPS, Delete
 from store.volumes import records as V
 from store.volumes.repair import VolumeHost, VolumeRepair
 
@@ -513,13 +513,9 @@ class OpenVolume(VolumeRepair):
         if clean:
             for i in clean:
                 self._dirty.discard(i)
-            await self.volumes.kv.txn(
-                [], [Delete(V.dirty_key(self.layer, i)) for i in clean[:1000]]
-            )
-            for start in range(1000, len(clean), 1000):
-                await self.volumes.kv.txn(
-                    [], [Delete(V.dirty_key(self.layer, i)) for i in clean[start : start + 1000]]
-                )
+            for start in range(0, len(clean), MAX_TXN_OPS):
+                batch = clean[start : start + MAX_TXN_OPS]
+                await self.volumes.kv.txn([], [Delete(V.dirty_key(self.layer, i)) for i in batch])
 
     # -- live snapshots -------------------------------------------------------------------------
 

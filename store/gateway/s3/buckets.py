@@ -76,7 +76,7 @@ class BucketHandlers(HandlerGroup):
         if not call.user:
             raise PermissionDenied("anonymous requests may not create buckets")
         req = call.request
-        ownership = req.header("x-amz-object-ownership") or self.config.default_object_ownership
+        ownership = req.header("x-amz-object-ownership") or self.config.object_ownership
         if ownership not in access.OWNERSHIPS:
             raise InvalidArgument(f"invalid x-amz-object-ownership {ownership!r}")
         exists = {k.user for k in await users.list_keys(self.engine.kv)} | {users.ROOT_USER}

@@ -21,13 +21,14 @@ from collections.abc import Awaitable, Callable
 
 from store.auth import users
 from store.auth.master_keys import MasterKeys
+from store.config import S3Config
 from store.errors import StoreError
 from store.gateway import metrics
 from store.gateway.http import BadRequest, Request, Response
 from store.gateway.s3 import acl, buckets, lifecycle, listings, lock, multipart, objects, sse
 from store.gateway.s3 import messages as m
 from store.gateway.s3.access import Authorizer
-from store.gateway.s3.call import Call, GatewayConfig
+from store.gateway.s3.call import Call
 from store.gateway.s3.handlers import HandlerGroup, Services
 from store.objects.engine import ObjectEngine
 from store.s3 import sigv4
@@ -55,11 +56,11 @@ class S3Gateway:
     def __init__(
         self,
         engine: ObjectEngine,
-        config: GatewayConfig | None = None,
+        config: S3Config | None = None,
         master_keys: MasterKeys | None = None,
     ) -> None:
         self.engine = engine
-        self.config = config or GatewayConfig()
+        self.config = config or S3Config()
         self.keys = master_keys or MasterKeys()
         self.metrics = metrics.GatewayMetrics(engine)
         self.authz = Authorizer(engine)
@@ -90,7 +91,7 @@ class S3Gateway:
                 request.target,
                 headers.get("host", ""),
                 headers,
-                self.config.base_domains,
+                self.config.domains,
             )
             call = Call(request, r, request_id)
             await self._authenticate(call)

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.auth.master_keys import MasterKeys
+from store.config import S3Config
 from store.gateway.http import Response
 from store.gateway.s3 import encryption as s3_sse
 from store.gateway.s3 import locking as s3_lock
 from store.gateway.s3 import messages as m
 from store.gateway.s3.access import Authorizer
-from store.gateway.s3.call import Call, GatewayConfig
+from store.gateway.s3.call import Call
 from store.objects.engine import ObjectEngine
 from store.objects.records import Bucket, Version
 from store.objects.sealing import Sealing
@@ -23,7 +24,7 @@ from store.objects.sealing import Sealing
 class Services:
     engine: ObjectEngine
     authz: Authorizer
-    config: GatewayConfig
+    config: S3Config
     keys: MasterKeys
 
 
@@ -64,7 +65,7 @@ class HandlerGroup:
         attributes: dict[str, Any] = {
             "acl": await self.authz.new_object_acl(call, bucket, owner),
             "storage_class": m.storage_class(call.request),
-            **s3_lock.new_version_lock(call.request, bucket, self.config.day_s),
+            **s3_lock.new_version_lock(call.request, bucket, self.config.lifecycle_day_seconds),
         }
         sealing = s3_sse.write_sealing(call.request.header_map, bucket, self.keys)
         return bucket, owner, attributes, sealing

@@ -51,7 +51,7 @@ class MultipartHandlers(HandlerGroup):
                 xml.field("UploadId", upload.upload_id),
             ],
         )
-        headers = s3_lifecycle.abort_headers(bucket, upload, self.config.day_s)
+        headers = s3_lifecycle.abort_headers(bucket, upload, self.config.lifecycle_day_seconds)
         headers += s3_sse.response_headers(req, upload.encryption)
         if upload.checksum_algorithm:
             headers += [

@@ -74,7 +74,9 @@ class ObjectHandlers(HandlerGroup):
         )
         headers = [("etag", f'"{version.etag}"')]
         headers += m.version_headers(version)
-        headers += s3_lifecycle.expiration_headers(bucket, version, self.config.day_s)
+        headers += s3_lifecycle.expiration_headers(
+            bucket, version, self.config.lifecycle_day_seconds
+        )
         headers += s3_sse.response_headers(req, version.encryption)
         if version.checksum:
             headers.append(
@@ -109,7 +111,7 @@ class ObjectHandlers(HandlerGroup):
         else:
             await reader.__aenter__()
         headers = m.object_headers(v, q) + s3_lock.lock_headers(bucket, v)
-        headers += s3_lifecycle.expiration_headers(bucket, v, self.config.day_s)
+        headers += s3_lifecycle.expiration_headers(bucket, v, self.config.lifecycle_day_seconds)
         headers += s3_sse.response_headers(req, v.encryption)
         status = 200
         if byte_range is not None:

@@ -1,0 +1,252 @@
+"""The service's configuration: one frozen tree, loaded once and passed down explicitly.
+
+Sources, each overriding the one before: the defaults below; a TOML file (``--config PATH``, or
+``DATA/store.toml`` when it exists); the environment (``STORE_<SECTION>_<KEY>``, upper case, e.g.
+``STORE_S3_REGION``; ``STORE_DATA`` for the data directory); then command-line flags. A key the
+tree does not have is an error naming it (a typo never silently falls back to a default). Every
+key, with its default, is in docs/config.md; ``KEYS`` below is the list that page documents (a test
+checks they agree). Worker processes receive the resolved tree (``to_json``/``from_json``), not
+a copy of the command line. Credentials are not configuration: they live in the data directory
+(``credentials.json``, ``sse-keys.json``) or come from ``STORE_ACCESS_KEY``/``STORE_SECRET_KEY``/
+``STORE_SSE_MASTER_KEY``, and are never part of this tree or its logs.
+
+    data = "./data"
+    [s3]       listen, region, domains, object_ownership, tls_cert, tls_key
+    [nbd]      listen ("off" disables), tls, tls_client_ca
+    [storage]  drives (a count, or a list of paths), scheme
+    [service]  workers, lifecycle_day_seconds
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+OWNERSHIPS = ("ObjectWriter", "BucketOwnerPreferred", "BucketOwnerEnforced")
+NBD_TLS = ("auto", "off", "optional", "required")
+FILE_NAME = "store.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used (unknown key, wrong type, bad value)."""
+
+
+@dataclass(frozen=True)
+class S3Config:
+    listen: str = "127.0.0.1:9000"  # HOST:PORT
+    region: str = "us-east-1"  # the SigV4 scope and LocationConstraint this service answers to
+    domains: tuple[str, ...] = ()  # base domains of virtual-hosted-style requests
+    object_ownership: str = "ObjectWriter"  # of new buckets that name none
+    tls_cert: str = ""  # PEM certificate chain; with tls_key, S3 is served over TLS
+    tls_key: str = ""
+    # The length of a day for lifecycle rules and default retention periods (tests shorten it).
+    lifecycle_day_seconds: float = 86400.0
+
+
+@dataclass(frozen=True)
+class NbdConfig:
+    listen: str = "127.0.0.1:10809"  # HOST:PORT, or "off"
+    tls: str = "auto"  # auto (optional with a certificate) | off | optional | required
+    tls_client_ca: str = ""  # given: NBD clients must present a certificate it signed
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    drives: int | tuple[str, ...] = 6  # directories under DATA/drives, or the drives' paths
+    scheme: str = "auto"  # auto | replicas:N | ec:K+M
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    workers: int = 0  # processes serving requests; 0: one per CPU
+
+
+@dataclass(frozen=True)
+class Config:
+    data: str = "./data"
+    s3: S3Config = field(default_factory=S3Config)
+    nbd: NbdConfig = field(default_factory=NbdConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        return _build(json.loads(text), "")
+
+
+SECTIONS: dict[str, type] = {
+    "s3": S3Config,
+    "nbd": NbdConfig,
+    "storage": StorageConfig,
+    "service": ServiceConfig,
+}
+KEYS: tuple[str, ...] = ("data",) + tuple(
+    f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls)
+)
+
+
+def _typed(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the key's default (TOML and JSON give lists, env gives text)."""
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, tuple) or (name == "storage.drives" and not _is_int(value)):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif isinstance(default, int):
+        if _is_int(value):
+            return int(value)
+    elif isinstance(default, float):
+        try:
+            if not isinstance(value, bool):
+                return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif isinstance(default, str) and isinstance(value, str):
+        return value
+    raise ConfigError(f"{name}: {value!r} is not a {type(default).__name__}")
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+
+
+def _build(tree: Mapping[str, Any], origin: str) -> Config:
+    where = f" in {origin}" if origin else ""
+    unknown = set(tree) - {"data", *SECTIONS}
+    if unknown:
+        raise ConfigError(f"unknown configuration key {sorted(unknown)[0]!r}{where}")
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        given = tree.get(name, {})
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"[{name}] must be a table{where}")
+        known = {f.name: f for f in fields(cls)}
+        for key in given:
+            if key not in known:
+                raise ConfigError(f"unknown configuration key {name}.{key!r}{where}")
+        defaults = cls()
+        values = {
+            key: _typed(f"{name}.{key}", value, getattr(defaults, key))
+            for key, value in given.items()
+        }
+        sections[name] = cls(**values)
+    data = tree.get("data", Config.data)
+    if not isinstance(data, str):
+        raise ConfigError(f"data: {data!r} is not a path{where}")
+    return check(Config(data, **sections))
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """``STORE_<SECTION>_<KEY>`` variables as a tree (``STORE_DATA`` for ``data``)."""
+    tree: dict[str, Any] = {}
+    if env.get("STORE_DATA"):
+        tree["data"] = env["STORE_DATA"]
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            name = f"STORE_{section.upper()}_{f.name.upper()}"
+            if name in env:
+                tree.setdefault(section, {})[f.name] = env[name]
+    return tree
+
+
+def load(
+    path: Path | None = None,
+    *,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> Config:
+    """The configuration from its sources (the module's docstring). ``flags`` is a tree of
+    the command-line values that were given (absent ones left out)."""
+    flags = dict(flags or {})
+    layered = _merge(from_environment(env), flags)
+    if path is None:
+        data = Path(layered.get("data", Config.data))
+        candidate = data / FILE_NAME
+        path = candidate if candidate.is_file() else None
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            tree = tomllib.loads(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        _build(tree, str(path))  # name a bad key of the file as the file's
+    return _build(_merge(tree, layered), str(path) if path else "")
+
+
+def check(config: Config) -> Config:
+    """Values every source must respect (ConfigError naming the key)."""
+    if config.s3.object_ownership not in OWNERSHIPS:
+        raise ConfigError(f"s3.object_ownership must be one of {', '.join(OWNERSHIPS)}")
+    if config.nbd.tls not in NBD_TLS:
+        raise ConfigError(f"nbd.tls must be one of {', '.join(NBD_TLS)}")
+    if bool(config.s3.tls_cert) != bool(config.s3.tls_key):
+        raise ConfigError("s3.tls_cert and s3.tls_key go together")
+    if config.nbd.tls in ("optional", "required") and not config.s3.tls_cert:
+        raise ConfigError(f"nbd.tls = {config.nbd.tls} needs s3.tls_cert")
+    if config.nbd.tls_client_ca and config.nbd.tls == "off":
+        raise ConfigError("nbd.tls_client_ca needs NBD TLS")
+    if config.s3.lifecycle_day_seconds <= 0:
+        raise ConfigError("s3.lifecycle_day_seconds must be positive")
+    if config.service.workers < 0:
+        raise ConfigError("service.workers must not be negative")
+    if isinstance(config.storage.drives, int) and config.storage.drives < 1:
+        raise ConfigError("storage.drives must be at least 1")
+    for name in ("s3.listen", "nbd.listen"):
+        section, key = name.split(".")
+        value = getattr(getattr(config, section), key)
+        if not (name == "nbd.listen" and value == "off") and not _is_address(value):
+            raise ConfigError(f"{name} must be HOST:PORT, not {value!r}")
+    return config
+
+
+def _is_address(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep) and port.isdigit() and int(port) < 65536
+
+
+def nbd_tls_mode(config: Config) -> str:
+    """``auto`` resolved: optional when S3 has a certificate, else off."""
+    if config.nbd.tls == "auto":
+        return "optional" if config.s3.tls_cert else "off"
+    return config.nbd.tls
+
+
+def with_listen(config: Config, s3: str | None = None, nbd: str | None = None) -> Config:
+    """The same tree with the addresses actually bound (a port 0 resolved)."""
+    out = config
+    if s3 is not None:
+        out = replace(out, s3=replace(out.s3, listen=s3))
+    if nbd is not None:
+        out = replace(out, nbd=replace(out.nbd, listen=nbd))
+    return out
