@@ -158,7 +158,7 @@ class ObjectEngine(BucketMethods):
         With ``sealing`` the stored bytes are encrypted (sealing.py); an SSE-C version's ETag is
         not the MD5 of its plaintext (which would tell about data the key protects), as in S3.
         """
-        R.check_object_key(key)
+        R.check_new_key(key)
         bucket_rec, bucket_kv = await self.bucket_record(bucket)
         algorithm = (
             checksums.canonical_algorithm(checksum_algorithm) if checksum_algorithm else None

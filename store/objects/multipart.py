@@ -131,7 +131,7 @@ class Multipart:
     ) -> Upload:
         """A new upload; ``attributes`` (``records.ATTRIBUTES``: ACL, storage class, object lock,
         encryption) go to the completed object's version."""
-        R.check_object_key(key)
+        R.check_new_key(key)
         if checksum_algorithm:
             checksum_algorithm = checksums.canonical_algorithm(checksum_algorithm)
             checksum_type = checksum_type or checksums.default_checksum_type(checksum_algorithm)

@@ -93,6 +93,17 @@ class ObjectReader:
             self._nursery.start_soon(self._produce, send, jobs[1:])
         return self
 
+    def resolve(self, version: Version) -> None:
+        """Set ``version``, ``offset`` and ``length`` without reading (HEAD); OutOfRange for a
+        range or part the version does not have."""
+        self.version = version
+        self.offset, self.length = self._resolve(version)
+
+    async def start(self) -> ObjectReader:
+        """Read the first window (a ``deferred`` reader, whose bytes ``send_to`` sends from the
+        response writer's own frame); raises what ``async with`` would."""
+        return await self.__aenter__()
+
     async def __aexit__(self, *exc: Any) -> None:
         if self._nursery is None or self._receive is None:
             return

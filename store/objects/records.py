@@ -37,6 +37,7 @@ from typing import Any
 
 from store.chunk.chunkstore import ChunkRef
 from store.errors import InvalidArgument, InvalidBucketName, KeyTooLong, OutOfRange
+from store.s3.xml import xml_text_ok
 
 MAX_KEY_BYTES = 1024
 MAX_PART_NUMBER = 10_000
@@ -91,6 +92,19 @@ def check_object_key(key: str) -> bytes:
         raise KeyTooLong(f"object key is {len(raw)} bytes, the limit is {MAX_KEY_BYTES}")
     if b"\0" in raw:
         raise InvalidArgument("object key contains NUL")
+    return raw
+
+
+def check_new_key(key: str) -> bytes:
+    """``check_object_key``, plus what a new key may not hold: characters XML 1.0 cannot carry
+    (C0 controls other than tab, LF and CR), which no listing could then return well-formed.
+    Older keys stay readable and deletable (only writes check this)."""
+    raw = check_object_key(key)
+    if not xml_text_ok(key):
+        raise InvalidArgument(
+            "object keys may not contain control characters other than tab, LF and CR "
+            "(XML listings cannot carry them)"
+        )
     return raw
 
 

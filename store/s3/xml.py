@@ -8,6 +8,7 @@ here (see ``url_encode``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -165,10 +166,38 @@ def escaped(value: str) -> str:
     return escape(value)
 
 
+# Characters a parser would change (CR and CR LF become LF, tabs in attributes...): written as
+# character references, which XML 1.0 keeps as they are, so keys come back byte for byte.
+_REFERENCES = {"\r": "&#13;", "\n": "&#10;", "\t": "&#9;"}
+
+
 def _el(name: str, value: object) -> str:
     if isinstance(value, bool):
         value = "true" if value else "false"
-    return f"<{name}>{escape(str(value))}</{name}>"
+    return f"<{name}>{escape(str(value), _REFERENCES)}</{name}>"
+
+
+def xml_text_ok(text: str) -> bool:
+    r"""Can ``text`` appear in an XML 1.0 document at all (the Char production)? C0 controls
+    other than tab, LF and CR, surrogates and U+FFFE/U+FFFF cannot, escaped or not.
+
+    >>> xml_text_ok("a\tb\nc"), xml_text_ok("a\x01b"), xml_text_ok("\ufffe")
+    (True, False, False)
+    """
+    return not _NOT_XML.search(text)
+
+
+def xml_safe(text: str) -> str:
+    r"""``text`` with what XML 1.0 cannot carry replaced by U+FFFD (for error documents, which
+    echo what a client sent).
+
+    >>> xml_safe("a\x01b")
+    'a\ufffdb'
+    """
+    return _NOT_XML.sub("\ufffd", text)
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def document(root: str, children: Iterable[str]) -> bytes:

@@ -31,7 +31,7 @@ from store.gateway.s3.access import Authorizer
 from store.gateway.s3.call import Call
 from store.gateway.s3.handlers import HandlerGroup, Services
 from store.objects.engine import ObjectEngine
-from store.s3 import sigv4
+from store.s3 import sigv4, xml
 from store.s3.errors import ErrorCode, S3Error, code_for, error_document
 from store.s3.router import route
 
@@ -140,13 +140,16 @@ class S3Gateway:
             if call.route.bucket:
                 extra["BucketName"] = call.route.bucket
             if call.route.key:
-                extra["Key"] = call.route.key
+                extra["Key"] = xml.xml_safe(call.route.key)
+        headers += getattr(error, "response_headers", [])
         if getattr(error, "delete_marker", False):
             headers.append(("x-amz-delete-marker", "true"))
             if getattr(error, "version_id", ""):
                 headers.append(("x-amz-version-id", error.version_id))  # type: ignore[attr-defined]
         path = request.target.partition("?")[0]
-        body = error_document(code, message, request_id=request_id, resource=path, extra=extra)
+        body = error_document(
+            code, xml.xml_safe(message), request_id=request_id, resource=path, extra=extra
+        )
         if request.method == "HEAD" or code.status == 304:
             return Response(
                 code.status,

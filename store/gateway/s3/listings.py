@@ -19,16 +19,32 @@ from store.gateway.s3.handlers import HandlerGroup
 from store.objects.engine import ObjectEngine
 from store.s3 import xml
 
+TOKEN_VERSION = "1"
+
 
 def encode_token(marker: str) -> str:
-    return base64.urlsafe_b64encode(marker.encode()).decode()
+    """An opaque continuation token naming the last key listed.
+
+    >>> decode_token(encode_token("a/b é"))
+    'a/b é'
+    """
+    return TOKEN_VERSION + base64.urlsafe_b64encode(marker.encode()).decode().rstrip("=")
 
 
 def decode_token(token: str) -> str:
+    """The marker of a token ``encode_token`` made; anything else is InvalidArgument, as S3
+    answers a token it did not issue."""
+    bad = InvalidArgument("the continuation token provided is incorrect")
+    if not token.startswith(TOKEN_VERSION):
+        raise bad
+    body = token[len(TOKEN_VERSION) :]
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        marker = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument("the continuation token provided is incorrect") from None
+        raise bad from None
+    if encode_token(marker) != token:
+        raise bad
+    return marker
 
 
 def int_param(q: Mapping[str, str], name: str, default: int) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from store.auth import users
 from store.codec import checksums
-from store.errors import InvalidArgument, StoreError
+from store.errors import InvalidArgument, OutOfRange, StoreError
 from store.gateway.http import Response
 from store.gateway.s3 import copy as s3_copy
 from store.gateway.s3 import encryption as s3_sse
@@ -89,9 +90,10 @@ class ObjectHandlers(HandlerGroup):
         read; a GET reads its first window before answering, so a read error is a clean S3
         error rather than a cut-off body."""
         req, q = call.request, call.route.query
+        _check_response_overrides(call)
         bucket = await self.engine.get_bucket(call.route.bucket)
-        byte_range = m.parse_range(req.header("range"))
-        part = q.get("partNumber")
+        byte_range = _valid_range(m.parse_range(req.header("range")))
+        part = _part_number(q.get("partNumber"))
         v = await self.authz.object(call, bucket, version_id=q.get("versionId"))
         data_key = s3_sse.read_key(req.header_map, v.encryption, self.keys)
         m.check_read_conditions(req, v)
@@ -99,17 +101,19 @@ class ObjectHandlers(HandlerGroup):
             call.route.bucket,
             call.route.key,
             byte_range=byte_range,
-            part_number=int(part) if part and part.isdigit() else None,
+            part_number=part,
             version=v,
             deferred=True,
             data_key=data_key,
         )
         head = call.route.operation == "HeadObject"
-        if head:
-            reader.version = v
-            reader.offset, reader.length = reader._resolve(v)
-        else:
-            await reader.__aenter__()
+        try:
+            if head:
+                reader.resolve(v)
+            else:
+                await reader.start()
+        except OutOfRange as e:
+            raise RangeNotSatisfiable(str(e), v.size) from None
         headers = m.object_headers(v, q) + s3_lock.lock_headers(bucket, v)
         headers += s3_lifecycle.expiration_headers(bucket, v, self.config.lifecycle_day_seconds)
         headers += s3_sse.response_headers(req, v.encryption)
@@ -118,10 +122,10 @@ class ObjectHandlers(HandlerGroup):
             status = 206
             last = reader.offset + reader.length - 1
             headers.append(("content-range", f"bytes {reader.offset}-{last}/{v.size}"))
-        if part:
+        if part is not None:
             headers.append(("x-amz-mp-parts-count", str(len(v.parts) or 1)))
         if req.header("x-amz-checksum-mode") == "ENABLED" and v.checksum and byte_range is None:
-            headers += _checksum_headers(v, int(part) if part and part.isdigit() else None)
+            headers += _checksum_headers(v, part)
         return Response(status, headers, b"" if head else reader, length=reader.length)
 
     async def copy_object(self, call: Call) -> Response:
@@ -324,7 +328,9 @@ class ObjectHandlers(HandlerGroup):
         """Each key is authorized as its own DeleteObject; refused ones are reported as
         AccessDenied errors in the result, as S3 does."""
         bucket = await self.engine.get_bucket(call.route.bucket)
-        objects, quiet = xml.parse_delete(await m.read_small(call))
+        body = await m.read_small(call)
+        _check_body_integrity(call, body)
+        objects, quiet = xml.parse_delete(body)
         bypass = self.bypass_governance(call, bucket)
         out = []
         for key, version_id in objects:
@@ -360,6 +366,85 @@ class ObjectHandlers(HandlerGroup):
                 ]
             out.append(xml.element("Deleted", children))
         return m.xml(200, xml.document("DeleteResult", out))
+
+
+class RangeNotSatisfiable(S3Error):
+    """416 InvalidRange, with the Content-Range: bytes */SIZE that RFC 9110 asks of it."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__("InvalidRange", 416, message)
+        self.response_headers = [("content-range", f"bytes */{size}")]
+
+
+def _valid_range(
+    byte_range: tuple[int | None, int | None] | None,
+) -> tuple[int | None, int | None] | None:
+    """A Range whose last byte is before its first is invalid, and RFC 9110 says to ignore an
+    invalid Range (the whole object, 200), unlike an unsatisfiable one (416)."""
+    if byte_range is not None and None not in byte_range:
+        first, last = byte_range
+        assert first is not None and last is not None
+        if last < first:
+            return None
+    return byte_range
+
+
+def _part_number(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 10_000:
+        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
+    return int(value)
+
+
+_OVERRIDES = (
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+)
+
+
+def _check_response_overrides(call: Call) -> None:
+    """response-* parameters become response headers: text a header can carry, and only on
+    signed requests (S3 refuses them on anonymous ones)."""
+    given = [name for name in _OVERRIDES if name in call.route.query]
+    if not given:
+        return
+    if not call.user:
+        raise S3Error(
+            "InvalidRequest",
+            400,
+            "Request specific response headers cannot be used for anonymous GET requests.",
+        )
+    for name in given:
+        value = call.route.query[name]
+        if not value.isascii() or any(c in value for c in "\r\n\0") or not value.isprintable():
+            raise InvalidArgument(f"{name} must be printable ASCII")
+
+
+def _check_body_integrity(call: Call, body: bytes) -> None:
+    """S3 requires DeleteObjects to carry Content-MD5 or an x-amz-checksum-* of its body (a
+    trailer counts: the chunked decoder verifies it); both are checked here."""
+    req = call.request
+    given = req.header("content-md5")
+    if given is not None:
+        if m.content_md5(req) != hashlib.md5(body).digest():
+            raise S3Error("BadDigest", 400, "the Content-MD5 you specified did not match")
+        return
+    for algorithm in checksums.ALGORITHMS:
+        value = req.header(checksums.header_name(algorithm))
+        if value is not None:
+            expected = checksums.parse_b64_checksum(algorithm, value)
+            if checksums.checksum_of(algorithm, body) != expected:
+                raise S3Error("BadDigest", 400, f"the {algorithm} you specified did not match")
+            return
+    if req.header("x-amz-trailer") is None:
+        raise S3Error(
+            "InvalidRequest", 400, "Missing required header for this request: Content-MD5"
+        )
 
 
 def _checksum_headers(v: Version, part_number: int | None) -> list[tuple[str, str]]:
