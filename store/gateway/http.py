@@ -7,8 +7,23 @@ handler that fails before reading it never makes the client send the body (the c
 then closed instead of draining an unread upload). Responses stream from an async iterable.
 
 Limits: header block size (h11's incomplete-event limit), header count, an idle timeout between
-requests, a deadline for receiving the request head (a slowloris client is cut off), and a
-per-read timeout while a body is streaming in. Each connection's socket has TCP_NODELAY.
+requests, a deadline for receiving the request head (a slowloris client is cut off), and, while a
+body streams in, a per-read timeout plus a minimum transfer rate (below).
+
+Refused before any handler runs, with the connection closed after the answer: an HTTP version
+other than 1.0/1.1 (505), and a request with both Content-Length and Transfer-Encoding (400,
+RFC 9112 section 6.1: the two framings disagree, so where the next request starts is unknown and
+the connection cannot be reused). A body that fails to arrive (broken chunked framing, the client
+closing mid-body, a timeout) raises ``BadRequest`` in the handler that reads it, and the
+connection closes after the answer: its framing can no longer be trusted.
+
+Body transfer rate (like Apache's mod_reqtimeout ``body=20,MinRate=1024``): the time spent
+waiting for body bytes may reach ``body_rate_grace_s`` plus one second per
+``body_min_rate_bytes_s`` bytes received so far; past that the read fails with ``BodyTimeout``
+(S3's RequestTimeout). Only waits for the client count, never the time the handler spends between
+reads (a slow disk is not the client's fault), and there is no cap on the total: a large upload
+at a steady rate never runs out of time, and a client that trickles bytes is cut after about
+``body_rate_grace_s``. Each connection's socket has TCP_NODELAY.
 """
 
 from __future__ import annotations
@@ -46,6 +61,10 @@ class Limits:
     idle_timeout_s: float = 60.0  # between requests on a kept-alive connection
     head_timeout_s: float = 20.0  # to receive a whole request head once it has started
     body_read_timeout_s: float = 60.0  # for each read of a request body
+    # Body reads may wait body_rate_grace_s plus 1 s per body_min_rate_bytes_s bytes received in
+    # all (see the module docstring); 0 turns the rate check off.
+    body_rate_grace_s: float = 20.0
+    body_min_rate_bytes_s: float = 1024.0
     max_header_bytes: int = MAX_HEADER_BYTES
     max_headers: int = MAX_HEADERS
 
@@ -60,6 +79,24 @@ class BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BodyIncomplete(BadRequest):
+    """The client closed its side of the connection before the whole request body arrived."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+class BodyTimeout(BadRequest):
+    """The request body came in too slowly (``body_read_timeout_s`` or the minimum rate)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+class _ReadTimedOut(ClientGone):
+    pass
 
 
 @dataclass(slots=True)
@@ -91,6 +128,8 @@ class Request:
         self.secure = secure  # over TLS
         self.body_done = False
         self.body_bytes = 0
+        # Why reading the body failed, if it did: the connection cannot carry another request.
+        self.body_error: Exception | None = None
 
     @property
     def header_map(self) -> Mapping[str, str]:
@@ -105,7 +144,13 @@ class Request:
         """The next piece of the body; b"" at its end."""
         if self.body_done:
             return b""
-        data = await self._conn.next_body_piece()
+        if self.body_error is not None:
+            raise self.body_error
+        try:
+            data = await self._conn.next_body_piece()
+        except (BadRequest, ClientGone) as e:
+            self.body_error = e
+            raise
         if data is None:
             self.body_done = True
             return b""
@@ -160,36 +205,74 @@ class _Connection:
         self.limits = limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.sent_continue = False
+        self.eof = False  # the client has closed its sending side
+        # The body rate check: seconds spent waiting for body bytes, and the bytes they brought.
+        self.body_wait_s = 0.0
+        self.body_read_bytes = 0
         # A response head waiting to go out with the first small piece of its body (or its end):
         # one send, one syscall and one packet for a small response instead of two or three.
         self._held = b""
 
-    async def _read_more(self, timeout_s: float) -> None:
+    def start_next_cycle(self) -> None:
+        self.h11.start_next_cycle()
+        self.sent_continue = False
+        self.body_wait_s = 0.0
+        self.body_read_bytes = 0
+
+    async def _read_more(self, timeout_s: float) -> int:
         with trio.move_on_after(timeout_s) as scope:
             try:
                 data = await self.stream.receive_some(READ_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
                 raise ClientGone(str(e)) from None
         if scope.cancelled_caught:
-            raise ClientGone("timed out waiting for the client")
+            raise _ReadTimedOut("timed out waiting for the client")
+        if not data:
+            self.eof = True
         self.h11.receive_data(data if isinstance(data, bytes) else bytes(data))
+        return len(data)
 
-    async def next_event(self, timeout_s: float) -> h11.Event:
-        while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as e:
-                raise BadRequest(e.error_status_hint, str(e)) from None
-            if event is h11.NEED_DATA:
-                await self._read_more(timeout_s)
-                continue
-            return event  # type: ignore[return-value]
+    async def _read_body_bytes(self) -> None:
+        """Read more of a request body, within the per-read timeout and the rate budget."""
+        limits = self.limits
+        timeout = limits.body_read_timeout_s
+        by_rate = False
+        if limits.body_min_rate_bytes_s > 0:
+            budget = (
+                limits.body_rate_grace_s
+                + self.body_read_bytes / limits.body_min_rate_bytes_s
+                - self.body_wait_s
+            )
+            if budget < timeout:
+                timeout, by_rate = max(0.0, budget), True
+        started = trio.current_time()
+        try:
+            got = await self._read_more(timeout)
+        except _ReadTimedOut:
+            self.body_wait_s += trio.current_time() - started
+            if by_rate:
+                raise BodyTimeout(
+                    f"the request body came in slower than {limits.body_min_rate_bytes_s:g} "
+                    f"bytes/s ({self.body_read_bytes} bytes in {self.body_wait_s:.1f} s)"
+                ) from None
+            raise BodyTimeout(f"no request body bytes for {timeout:g} s") from None
+        self.body_wait_s += trio.current_time() - started
+        self.body_read_bytes += got
 
     async def next_body_piece(self) -> bytes | None:
         if self.h11.they_are_waiting_for_100_continue:
             self.sent_continue = True
             await self.send(h11.InformationalResponse(status_code=100, headers=[]))
-        event = await self.next_event(self.limits.body_read_timeout_s)
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as e:
+                if self.eof:  # h11 saw the end of the stream before the end of the body
+                    raise BodyIncomplete(str(e)) from None
+                raise BadRequest(e.error_status_hint, str(e)) from None
+            if event is not h11.NEED_DATA:
+                break
+            await self._read_body_bytes()
         if isinstance(event, h11.Data):
             return bytes(event.data)
         if isinstance(event, h11.EndOfMessage):
@@ -273,8 +356,10 @@ async def serve_connection(
     (``draining`` set: the request in progress is finished, then the connection closes)."""
     peer = _peer(stream)
     secure = isinstance(stream, trio.SSLStream)
-    with contextlib.suppress(OSError):
-        _socket_of(stream).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    tcp = _socket_of(stream)
+    if tcp is not None:
+        with contextlib.suppress(OSError):
+            tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
     conn = _Connection(stream, limits)
     draining = Drain() if draining is None else draining
     try:
@@ -298,7 +383,9 @@ async def serve_connection(
                 response = on_bad_request(request, e)
             expected_continue = (request.header("expect") or "").lower() == "100-continue"
             unread = not request.body_done and expected_continue and not conn.sent_continue
-            if unread or draining.is_set():  # this connection ends with this answer
+            # A body that could not be read leaves the connection's framing unknown.
+            broken = request.body_error is not None
+            if unread or broken or draining.is_set():  # this connection ends with this answer
                 response.headers.append(("connection", "close"))
             try:
                 await conn.send_response(response, head_only=request.method == "HEAD")
@@ -306,6 +393,8 @@ async def serve_connection(
                 if response.close is not None:
                     with trio.CancelScope(shield=True):
                         await response.close()
+            if broken:
+                return
             # A body the handler did not read: a client that asked for 100-continue and got a
             # final answer instead may or may not send it, so the connection cannot be reused;
             # otherwise drain a little, or close rather than read a whole upload.
@@ -313,8 +402,7 @@ async def serve_connection(
                 return
             if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
                 return
-            conn.h11.start_next_cycle()
-            conn.sent_continue = False
+            conn.start_next_cycle()
     except ClientGone:
         return
     finally:
@@ -323,9 +411,14 @@ async def serve_connection(
 
 
 async def _drain(request: Request, limit: int = 1 << 20) -> bool:
+    """Read and drop the rest of an unread body (up to ``limit`` bytes): True if the connection
+    can carry another request."""
     drained = 0
     while not request.body_done:
-        drained += len(await request.receive())
+        try:
+            drained += len(await request.receive())
+        except BadRequest:  # already answered: the body's framing is broken, or it is too slow
+            return False
         if drained > limit:
             return False
     return True
@@ -364,7 +457,19 @@ async def _next_request(conn: _Connection, draining: Drain) -> h11.Request | Non
             return None
         if not isinstance(event, h11.Request):
             raise BadRequest(400, f"unexpected {type(event).__name__}")
+        _check_servable(event)
         return event
+
+
+def _check_servable(event: h11.Request) -> None:
+    """Refuse a request head h11 parses but this server must not serve."""
+    if event.http_version not in (b"1.0", b"1.1"):
+        version = event.http_version.decode("ascii", "replace")
+        raise BadRequest(505, f"HTTP/{version} is not supported (HTTP/1.1 is)")
+    names = {name for name, _ in event.headers}  # h11 gives them lowercase
+    if b"content-length" in names and b"transfer-encoding" in names:
+        # RFC 9112 section 6.1: a request smuggling vector; refused, and the connection closed.
+        raise BadRequest(400, "a request cannot have both Content-Length and Transfer-Encoding")
 
 
 async def _answer_bad_request(conn: _Connection, response: Response) -> None:
@@ -382,20 +487,23 @@ def _reason(status: int) -> bytes:
         return b"Unknown"
 
 
-def _socket_of(stream: trio.abc.Stream) -> trio.SocketStream:
-    """The TCP stream under a TLS one (or the stream itself)."""
+def _socket_of(stream: trio.abc.Stream) -> trio.SocketStream | None:
+    """The TCP stream under a TLS one (or the stream itself); None for other streams (the
+    in-memory ones of tests)."""
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
-    assert isinstance(stream, trio.SocketStream)
-    return stream
+    return stream if isinstance(stream, trio.SocketStream) else None
 
 
 def _peer(stream: trio.abc.Stream) -> str:
+    tcp = _socket_of(stream)
+    if tcp is None:
+        return "?"
     try:
-        host, port = _socket_of(stream).socket.getpeername()[:2]
-        return f"{host}:{port}"
+        host, port = tcp.socket.getpeername()[:2]
     except (OSError, ValueError):
         return "?"
+    return f"{host}:{port}"
 
 
 async def serve_http(

@@ -7,9 +7,12 @@ land in a bucket being deleted.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from store.errors import (
     BucketAlreadyExists,
@@ -25,7 +28,13 @@ from store.objects.records import Bucket
 if TYPE_CHECKING:  # typing only: the mixin's host provides it
     from store.objects.multipart import Multipart
 
-TXN_RETRIES = 20
+TXN_RETRIES = 60
+
+
+async def _backoff(attempt: int) -> None:
+    """Spread the retries of writers racing for one bucket record (jitter, growing)."""
+    if attempt:
+        await trio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
 
 
 class BucketMethods:
@@ -88,7 +97,8 @@ class BucketMethods:
             raise InvalidArgument("versioning must be Enabled or Suspended")
         if changes.get("compression", "") not in ("", "zstd"):
             raise InvalidArgument(f"unknown compression {changes['compression']!r}")
-        for _ in range(TXN_RETRIES):
+        for attempt in range(TXN_RETRIES):
+            await _backoff(attempt)
             bucket, kv = await self.bucket_record(name)
             new = Bucket(**{**_fields(bucket), **changes})
             ok = await self.kv.txn(
@@ -104,7 +114,8 @@ class BucketMethods:
         """Replace a bucket's gateway-owned settings with ``change(bucket)``, computed from the
         record as committed (so concurrent changes of other settings are never lost); ``change``
         may raise to refuse."""
-        for _ in range(TXN_RETRIES):
+        for attempt in range(TXN_RETRIES):
+            await _backoff(attempt)
             bucket, kv = await self.bucket_record(name)
             new = Bucket(**{**_fields(bucket), "settings": change(bucket)})
             ok = await self.kv.txn(

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from store.chunk.chunkstore import ChunkRef
-from store.errors import InvalidArgument, InvalidBucketName, KeyTooLong, OutOfRange
+from store.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchUpload, OutOfRange
 from store.s3.xml import xml_text_ok
 
 MAX_KEY_BYTES = 1024
@@ -214,8 +214,9 @@ def check_version_id(vid: str) -> None:
 
 
 def check_upload_id(upload_id: str) -> None:
+    """An id this service could have issued; any other names no upload (S3: NoSuchUpload)."""
     if not isinstance(upload_id, str) or not _UPLOAD.fullmatch(upload_id):
-        raise InvalidArgument(f"invalid upload id {upload_id!r}")
+        raise NoSuchUpload(f"no upload {upload_id!r}")
 
 
 # -- records -------------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ Bodies sent with ``x-amz-content-sha256: STREAMING-*`` are framed as
 ``ChunkedDecoder.feed`` takes bytes as they arrive and returns the decoded events: ``Chunk``
 (data, and its signature when signed) and finally ``Trailers``. The framing never reaches
 storage. Limits: a chunk header line of 4 KiB, trailers of 16 KiB, chunks of 64 MiB.
+
+Every malformed input (a size that is not 1-16 hex digits, a missing CRLF, an unknown chunk
+extension, a limit exceeded, bytes after the end) raises ``S3Error`` IncompleteBody, 400: AWS
+answers IncompleteBody for any broken aws-chunked framing. A body that simply stops is not an
+error here (the decoder cannot see the end of the stream): the caller checks ``done`` then.
 """
 
 from __future__ import annotations

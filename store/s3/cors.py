@@ -95,8 +95,9 @@ def headers(
         ("access-control-allow-origin", "*" if rule.origins == ("*",) else origin),
         ("vary", "Origin, Access-Control-Request-Headers, Access-Control-Request-Method"),
     ]
+    # S3 names the rule's methods on actual requests too, not only on preflights.
+    out.append(("access-control-allow-methods", ", ".join(rule.methods)))
     if preflight:
-        out.append(("access-control-allow-methods", ", ".join(rule.methods)))
         if request_headers:
             out.append(("access-control-allow-headers", ", ".join(request_headers)))
         if rule.max_age_s is not None:

@@ -12,7 +12,9 @@ ever reaching an operation it did not name:
 - every other query parameter must be one the operation takes (``versionId`` on GetObjectAcl,
   ``prefix`` on ListObjects...), or one that any request may carry: presigned-URL parameters
   (``X-Amz-*``) and ``x-id`` (which must then name the operation). A parameter S3 defines for
-  other operations is InvalidArgument; one S3 does not define is NotImplemented.
+  other operations is InvalidArgument; one S3 does not define is NotImplemented on a write
+  and ignored on a read (GET, HEAD), as S3 ignores it (browsers add their own query: a POST
+  form's success_action_redirect comes back with bucket, key and etag).
 
 Which operations the gateway implements is the gateway's business: it answers NotImplemented for
 an endpoint it has no handler for. This module is pure (no I/O); ``tests/unit/s3`` walks it.
@@ -266,6 +268,8 @@ def find(
             raise S3Error(
                 "InvalidArgument", 400, f"{name} is not a parameter of {endpoint.operation}"
             )
+        if not endpoint.mutates:
+            continue  # a read ignores what S3 does not define (a redirect's own query, say)
         raise S3Error("NotImplemented", 501, f"the query parameter {name!r} is not implemented")
     hint = query.get("x-id")
     if hint is not None and hint != endpoint.operation:

@@ -69,6 +69,8 @@ class S3Error(Exception):
         super().__init__(message)
         self.code = ErrorCode(code, status)
         self.message = message
+        # headers the error answer carries (a 416's Content-Range, a 304's ETag)
+        self.response_headers: list[tuple[str, str]] = []
 
 
 def code_for(error: BaseException) -> ErrorCode:

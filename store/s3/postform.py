@@ -26,7 +26,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from store.s3.errors import S3Error
 
 MAX_FIELD_BYTES = 64 << 10
-EXEMPT = {"x-amz-signature", "file", "policy"}
+# Fields no policy condition needs to cover (the signature's own, and the file).
+EXEMPT = {"x-amz-signature", "file", "policy", "awsaccesskeyid", "signature"}
 
 
 def _bad(message: str) -> S3Error:
@@ -159,7 +160,11 @@ def decode_policy(b64: str) -> Policy:
         raise _bad("the policy's conditions must be a list")
     length_range = None
     for c in conditions:
-        if isinstance(c, list) and c and c[0] == "content-length-range":
+        if isinstance(c, dict) and not c:
+            raise _bad("the policy has an empty condition")
+        if isinstance(c, list) and c and str(c[0]).lower() == "content-length-range":
+            if len(c) != 3 or not all(isinstance(v, int) and v >= 0 for v in c[1:]):
+                raise _bad("content-length-range needs a minimum and a maximum")
             length_range = (int(c[1]), int(c[2]))
     return Policy(float(when), conditions, length_range)
 
@@ -177,15 +182,16 @@ def check_policy(policy: Policy, fields: dict[str, str], bucket: str, now: float
                 covered.add(name)
                 if values.get(name) != expected:
                     raise _denied(f"policy condition failed: {name}")
-        elif isinstance(c, list) and len(c) == 3 and c[0] in ("eq", "starts-with"):
+        elif isinstance(c, list) and len(c) == 3 and str(c[0]).lower() in ("eq", "starts-with"):
             name = str(c[1]).lstrip("$").lower()
             covered.add(name)
             value = values.get(name, "")
-            if c[0] == "eq" and value != c[2]:
+            operator = str(c[0]).lower()
+            if operator == "eq" and value != c[2]:
                 raise _denied(f"policy condition failed: {name}")
-            if c[0] == "starts-with" and not value.startswith(str(c[2])):
+            if operator == "starts-with" and not value.startswith(str(c[2])):
                 raise _denied(f"policy condition failed: {name}")
-        elif isinstance(c, list) and c and c[0] == "content-length-range":
+        elif isinstance(c, list) and c and str(c[0]).lower() == "content-length-range":
             continue
         else:
             raise _bad(f"unsupported policy condition {c!r}")

@@ -19,6 +19,7 @@ with S3's own error.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import functools
 import hashlib
@@ -321,9 +322,8 @@ def _verify_presigned(
             "AuthorizationQueryParametersError", 400, f"bad or missing presign parameter {e}"
         ) from None
     if not 0 < expires <= MAX_PRESIGN_S:
-        raise S3Error(
-            "AuthorizationQueryParametersError", 400, "X-Amz-Expires must be 1..604800 seconds"
-        )
+        # S3 answers 403 here (an URL that is expired, or never valid), not 400
+        raise S3Error("AccessDenied", 403, "X-Amz-Expires must be between 1 and 604800 seconds")
     access_key, date, region, service, secret = _credential(
         credential, lookup, region, "AuthorizationQueryParametersError"
     )
@@ -351,6 +351,19 @@ def verify_post_policy(
     )
     key = signing_key(secret, date, region, service)
     _check(sign(key, fields.get("policy", "")), fields.get("x-amz-signature", ""))
+    return access_key
+
+
+def verify_post_policy_v2(fields: Mapping[str, str], lookup: SecretLookup) -> str:
+    """The access key of a browser upload signed the legacy way (``AWSAccessKeyId`` and
+    ``signature``: base64 HMAC-SHA1 of the base64 policy), which S3 still accepts for POST
+    forms and which old uploaders send. Only the form's policy is signed so, never a request."""
+    access_key = fields.get("awsaccesskeyid", "")
+    secret = lookup(access_key) if access_key else None
+    if secret is None:
+        raise S3Error("InvalidAccessKeyId", 403, "the access key id you provided does not exist")
+    digest = hmac.new(secret.encode(), fields.get("policy", "").encode(), hashlib.sha1).digest()
+    _check(base64.b64encode(digest).decode(), fields.get("signature", ""))
     return access_key
 
 

@@ -119,7 +119,7 @@ def tag_set(pairs: Iterable[tuple[str, str]], limit: int) -> dict[str, str]:
             raise S3Error("InvalidTag", 400, "tag keys must be 1-128 characters and unique")
         tags[key] = value
     if len(tags) > limit:
-        raise S3Error("BadRequest", 400, f"at most {limit} tags are allowed here")
+        raise S3Error("InvalidTag", 400, f"at most {limit} tags are allowed here")
     return tags
 
 

@@ -70,6 +70,11 @@ def test_region_scope_location_and_virtual_hosts(regional: Server) -> None:
             Bucket="elsewhere", CreateBucketConfiguration={"LocationConstraint": "us-west-2"}
         )
     assert code_of(e.value) == "InvalidLocationConstraint"
+    with pytest.raises(ClientError) as e:  # outside us-east-1, re-creating is an error
+        s3.create_bucket(
+            Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+        )
+    assert code_of(e.value) == "BucketAlreadyOwnedByYou"
     wrong = make_client(regional.endpoint)  # signs for us-east-1
     with pytest.raises(ClientError) as e:
         wrong.list_buckets()

@@ -96,6 +96,9 @@ class Authorizer:
         obj: Version | None = None,
     ) -> bool:
         op = operation or call.route.operation
+        expected = call.request.header("x-amz-expected-bucket-owner")
+        if expected is not None and bucket.owner != expected:
+            return False  # the caller's guard against a bucket someone else owns
         request = AccessRequest(
             principal=call.user,
             operation=op,

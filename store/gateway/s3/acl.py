@@ -168,9 +168,12 @@ class AclHandlers(HandlerGroup):
 
     async def get_policy_status(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
-        statements = self.authz.statements(bucket)
-        if not statements:
-            raise S3Error("NoSuchBucketPolicy", 404, "the bucket policy does not exist")
-        public = policy.is_public(statements)
+        controls = self.authz.controls(bucket)
+        # Public: a public policy, or a public bucket ACL that counts (not ignored, ACLs on)
+        public = policy.is_public(controls.statements) or (
+            controls.acls_enabled
+            and not controls.block.ignore_public_acls
+            and acl.is_public(controls.grants)
+        )
         body = xml.document("PolicyStatus", [xml.field("IsPublic", public)])
         return m.xml(200, body)

@@ -112,9 +112,19 @@ class BucketHandlers(HandlerGroup):
                 versioning="Enabled" if lock else "",
             )
         except BucketAlreadyExists as e:
-            if e.owner == call.user:
+            if e.owner != call.user:
+                raise
+            if self.config.region != "us-east-1":
                 raise S3Error("BucketAlreadyOwnedByYou", 409, "you already own this bucket") from e
-            raise
+            # us-east-1's legacy rule: creating a bucket you own succeeds and resets its ACL
+            reset = acl.to_json(grants) if grants is not None else None
+            await self.engine.update_settings(
+                call.route.bucket,
+                lambda b: (
+                    {**{k: v for k, v in b.settings.items() if k != "acl"}}
+                    | ({"acl": reset} if reset is not None else {})
+                ),
+            )
         return Response(200, [("location", "/" + call.route.bucket)])
 
     async def head_bucket(self, call: Call) -> Response:
@@ -154,7 +164,7 @@ class BucketHandlers(HandlerGroup):
         tags = bucket.settings.get("tags")
         if not tags:
             raise S3Error("NoSuchTagSet", 404, "there is no tag set on this bucket")
-        return m.xml(200, m.tagging_document(tags))
+        return m.xml(200, m.tagging_document(dict(sorted(tags.items()))))
 
     async def put_bucket_tagging(self, call: Call) -> Response:
         """PutBucketTagging, and DeleteBucketTagging (no tag set)."""
@@ -251,5 +261,8 @@ async def cors_headers(engine: ObjectEngine, call: Call) -> list[tuple[str, str]
     raw = bucket.settings.get("cors")
     if not raw:
         return []
-    rule = cors.find(cors.parse(raw.encode()), origin, call.request.method, [])
+    # the method a CORS rule is matched on: the one the request names (as a preflight would),
+    # else its own
+    method = call.request.header("access-control-request-method") or call.request.method
+    rule = cors.find(cors.parse(raw.encode()), origin, method, [])
     return cors.headers(rule, origin, preflight=False) if rule else []

@@ -140,6 +140,13 @@ async def upload_part_copy(
             raise InvalidArgument("x-amz-copy-source-range must be bytes=first-last")
     source = await engine.head_object(src_bucket, src_key, src_version)
     source_conditions(call)(source)
+    if byte_range is not None and (byte_range[1] or 0) >= source.size:
+        # a copy range must lie within the source (unlike a GET's, which is clipped)
+        raise S3Error(
+            "InvalidRange",
+            416,
+            f"the range {raw_range} is not within the {source.size}-byte source",
+        )
     async with engine.open_object(
         src_bucket, src_key, version=source, byte_range=byte_range, data_key=source_key(source)
     ) as reader:

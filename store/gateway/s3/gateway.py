@@ -24,7 +24,7 @@ from store.auth.master_keys import MasterKeys
 from store.config import S3Config
 from store.errors import StoreError
 from store.gateway import metrics
-from store.gateway.http import BadRequest, Request, Response
+from store.gateway.http import BadRequest, BodyIncomplete, BodyTimeout, Request, Response
 from store.gateway.s3 import acl, buckets, lifecycle, listings, lock, multipart, objects, sse
 from store.gateway.s3 import messages as m
 from store.gateway.s3.access import Authorizer
@@ -129,6 +129,8 @@ class S3Gateway:
         self, error: BaseException, request: Request, call: Call | None, request_id: str
     ) -> Response:
         code = code_for(error)
+        if isinstance(error, BadRequest):  # the HTTP layer's refusal, surfacing in a handler
+            code = ErrorCode("BadRequest", error.status)
         if code.status == 500 and not isinstance(error, S3Error | StoreError):
             log.exception("request %s failed", request_id, exc_info=error)
             message = "we encountered an internal error; please try again"
@@ -190,9 +192,16 @@ def _is_scrape(request: Request) -> bool:
 
 def bad_request_response(request: Request | None, error: BadRequest) -> Response:
     """Answers to requests the HTTP layer refuses before routing (malformed, too large)."""
-    code = {431: "RequestHeaderSectionTooLarge", 414: "RequestURITooLong"}.get(
-        error.status, "BadRequest"
-    )
+    if isinstance(error, BodyTimeout):
+        code = "RequestTimeout"
+    elif isinstance(error, BodyIncomplete):
+        code = "IncompleteBody"
+    else:
+        code = {
+            431: "RequestHeaderSectionTooLarge",
+            414: "RequestURITooLong",
+            505: "HttpVersionNotSupported",
+        }.get(error.status, "BadRequest")
     body = error_document(
         ErrorCode(code, error.status), str(error), request_id=secrets.token_hex(8).upper()
     )

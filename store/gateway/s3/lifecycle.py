@@ -6,6 +6,9 @@ The rules are ``store.s3.lifecycle``'s; the background runner that applies them 
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import replace
+
 from store.gateway.http import Response
 from store.gateway.s3 import messages as m
 from store.gateway.s3.call import Call
@@ -51,7 +54,10 @@ class LifecycleHandlers(HandlerGroup):
 
     async def put_configuration(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
-        value = lifecycle.to_setting(lifecycle.parse(await m.read_small(call)))
+        rules = lifecycle.parse(await m.read_small(call))
+        # S3 names a rule that has no ID (the ID is what x-amz-expiration reports)
+        rules = [r if r.rule_id else replace(r, rule_id=secrets.token_hex(12)) for r in rules]
+        value = lifecycle.to_setting(rules)
         await self.engine.update_settings(bucket.name, lambda b: {**b.settings, SETTING: value})
         return Response(200)
 

@@ -34,6 +34,8 @@ def encode_token(marker: str) -> str:
 def decode_token(token: str) -> str:
     """The marker of a token ``encode_token`` made; anything else is InvalidArgument, as S3
     answers a token it did not issue."""
+    if token == "":  # an empty token is no token: the listing starts at the beginning
+        return ""
     bad = InvalidArgument("the continuation token provided is incorrect")
     if not token.startswith(TOKEN_VERSION):
         raise bad
@@ -99,22 +101,26 @@ async def list_objects(engine: ObjectEngine, call: Call) -> bytes:
         max_keys=max_keys,
     )
 
-    out = [xml.field("Name", call.route.bucket), xml.field("Prefix", enc(prefix))]
+    # S3 url-encodes ListObjects v1's Prefix element not at all (clients decode only Marker,
+    # NextMarker, Delimiter and keys there); v2 encodes it.
+    out = [xml.field("Name", call.route.bucket), xml.field("Prefix", enc(prefix) if v2 else prefix)]
+    # With max-keys=0 nothing is listed and nothing is left out, as S3 reports it.
+    truncated = result.truncated and max_keys > 0
     if v2:
         out.append(xml.field("KeyCount", len(result.objects) + len(result.prefixes)))
         if "continuation-token" in q:
             out.append(xml.field("ContinuationToken", q["continuation-token"]))
         if "start-after" in q:
             out.append(xml.field("StartAfter", enc(q["start-after"])))
-        if result.truncated:
+        if truncated:
             out.append(xml.field("NextContinuationToken", encode_token(result.next_marker)))
     else:
         out.append(xml.field("Marker", enc(after)))
-        if result.truncated and delimiter:
+        if truncated and delimiter:
             out.append(xml.field("NextMarker", enc(result.next_marker)))
     out += [xml.field("MaxKeys", max_keys)]
     out += _delimiter_fields(delimiter, encode, enc)
-    out.append(xml.field("IsTruncated", result.truncated))
+    out.append(xml.field("IsTruncated", truncated))
     fetch_owner = not v2 or q.get("fetch-owner") == "true"
     for entry in result.objects:
         children = [

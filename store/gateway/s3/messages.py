@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 from store.codec import checksums
 from store.errors import InvalidArgument
-from store.gateway.http import Request, Response
+from store.gateway.http import BadRequest, BodyTimeout, ClientGone, Request, Response
 from store.gateway.s3.call import Call
 from store.objects.records import Version
 from store.s3 import sigv4
@@ -46,13 +46,26 @@ class BodyState:
 
 
 async def raw(req: Request) -> AsyncIterator[bytes]:
-    async for piece in req:
-        yield piece
+    """The body as it arrives. A body the HTTP layer cannot read is S3's 400, never a 500: a
+    client too slow is RequestTimeout, and a body cut short or with broken chunked framing is
+    IncompleteBody (what AWS answers for any broken aws-chunked framing too)."""
+    try:
+        async for piece in req:
+            yield piece
+    except BodyTimeout as e:
+        raise S3Error(
+            "RequestTimeout",
+            400,
+            "Your socket connection to the server was not read from or written to within the "
+            f"timeout period. Idle connections will be closed. ({e})",
+        ) from None
+    except (BadRequest, ClientGone) as e:
+        raise S3Error("IncompleteBody", 400, f"the request body could not be read: {e}") from None
 
 
 async def sha256_checked(req: Request, expected: str) -> AsyncIterator[bytes]:
     digest = hashlib.sha256()
-    async for piece in req:
+    async for piece in raw(req):
         digest.update(piece)
         yield piece
     if digest.hexdigest() != expected:
@@ -64,10 +77,13 @@ async def sha256_checked(req: Request, expected: str) -> AsyncIterator[bytes]:
 
 
 async def dechunk(
-    req: Request, signer: sigv4.ChunkSigner | None, state: BodyState
+    req: Request, signer: sigv4.ChunkSigner | None, state: BodyState, payload: str = ""
 ) -> AsyncIterator[bytes]:
+    """The decoded aws-chunked body. Signed modes verify every chunk's signature; a trailer is
+    allowed only in the ``-TRAILER`` modes, and in the signed one it must be signed too."""
+    trailers_allowed = payload in (sigv4.STREAMING_SIGNED_TRAILER, sigv4.STREAMING_UNSIGNED_TRAILER)
     decoder = ChunkedDecoder()
-    async for piece in req:
+    async for piece in raw(req):
         for event in decoder.feed(piece):
             if isinstance(event, Chunk):
                 if signer is not None:
@@ -77,7 +93,11 @@ async def dechunk(
                 if event.data:
                     yield event.data
             elif isinstance(event, Trailers):
-                if signer is not None and event.signature is not None:
+                if event.headers and not trailers_allowed:
+                    raise S3Error("InvalidRequest", 400, f"{payload} bodies carry no trailer")
+                if signer is not None and event.headers:
+                    if event.signature is None:
+                        raise S3Error("SignatureDoesNotMatch", 403, "the trailer is not signed")
                     signer.verify_trailer(decoder.signed_trailer_bytes(event), event.signature)
                 state.trailers = event.headers
     if not decoder.done:
@@ -111,7 +131,9 @@ def stored_headers(req: Request) -> dict[str, str]:
         if value is None:
             continue
         if name == "content-encoding":
-            value = ",".join(v for v in (p.strip() for p in value.split(",")) if v != "aws-chunked")
+            value = ", ".join(
+                v for v in (p.strip() for p in value.split(",")) if v != "aws-chunked"
+            )
             if not value:
                 continue
         out[name] = value
@@ -269,7 +291,7 @@ def body_of(
         size = int(decoded) if decoded and decoded.isdigit() else None
         signed = call.auth is not None and payload != sigv4.STREAMING_UNSIGNED_TRAILER
         signer = sigv4.ChunkSigner(call.auth) if signed and call.auth else None
-        return dechunk(req, signer, state), size, state
+        return dechunk(req, signer, state, payload), size, state
     length = req.header("content-length")
     size = int(length) if length and length.isdigit() else None
     if payload == sigv4.UNSIGNED:

@@ -42,6 +42,7 @@ class MultipartHandlers(HandlerGroup):
             headers=m.stored_headers(req),
             checksum_algorithm=algorithm,
             checksum_type=req.header("x-amz-checksum-type") or "",
+            tags=m.parse_tagging_header(req.header("x-amz-tagging")),
         )
         body = xml.document(
             "InitiateMultipartUploadResult",

@@ -96,7 +96,11 @@ class ObjectHandlers(HandlerGroup):
         part = _part_number(q.get("partNumber"))
         v = await self.authz.object(call, bucket, version_id=q.get("versionId"))
         data_key = s3_sse.read_key(req.header_map, v.encryption, self.keys)
-        m.check_read_conditions(req, v)
+        try:
+            m.check_read_conditions(req, v)
+        except m.NotModified as e:  # a 304 still names the version (RFC 9110 15.4.5)
+            e.response_headers = [("etag", f'"{v.etag}"'), ("last-modified", m.http_date(v.mtime))]
+            raise
         reader = self.engine.open_object(
             call.route.bucket,
             call.route.key,
@@ -144,7 +148,7 @@ class ObjectHandlers(HandlerGroup):
     async def get_object_tagging(self, call: Call) -> Response:
         bucket = await self.engine.get_bucket(call.route.bucket)
         v = await self.authz.object(call, bucket, version_id=call.route.query.get("versionId"))
-        return m.xml(200, m.tagging_document(v.tags), m.version_headers(v))
+        return m.xml(200, m.tagging_document(dict(sorted(v.tags.items()))), m.version_headers(v))
 
     async def put_object_tagging(self, call: Call) -> Response:
         """PutObjectTagging, and DeleteObjectTagging (an empty tag set)."""
@@ -222,18 +226,16 @@ class ObjectHandlers(HandlerGroup):
         if not form.file_started:
             raise InvalidArgument("POST requires exactly one file upload per request")
         fields = form.fields
-        access_key = fields.get("x-amz-credential", "").partition("/")[0]
-        found = await users.lookup(self.engine.kv, access_key) if access_key else None
-        sigv4.verify_post_policy(
-            fields, lambda ak: found.secret_key if found else None, self.config.region
-        )
-        assert found is not None
-        call.user = found.user
-        call.admin = found.user == users.ROOT_USER
+        await self._post_signer(call, fields)
         key = fields.get("key", "").replace("${filename}", form.filename)
+        if not key:
+            raise InvalidArgument("Bucket POST must contain a field named 'key'")
         bucket = await self.authz.bucket(call, key=key)
-        policy_doc = postform.decode_policy(fields.get("policy", ""))
-        postform.check_policy(policy_doc, fields, call.route.bucket, time.time())
+        policy_doc = None
+        if call.user:  # a signed form: its policy holds, and covers every field
+            policy_doc = postform.decode_policy(fields.get("policy", ""))
+            resolved = {**fields, "key": key}  # conditions see the key ${filename} made
+            postform.check_policy(policy_doc, resolved, call.route.bucket, time.time())
         owner = self.authz.new_object_owner(call, bucket)
         acl_fields = {"x-amz-acl": fields["acl"]} if "acl" in fields else {}
         attributes = {
@@ -241,7 +243,7 @@ class ObjectHandlers(HandlerGroup):
             "storage_class": m.storage_class_value(fields.get("x-amz-storage-class")),
         }
         sealing = s3_sse.write_sealing(fields, bucket, self.keys)
-        low, high = policy_doc.length_range or (0, None)
+        low, high = (policy_doc.length_range if policy_doc else None) or (0, None)
 
         async def file_data() -> AsyncIterator[bytes]:
             total = 0
@@ -281,7 +283,7 @@ class ObjectHandlers(HandlerGroup):
             metadata={
                 n[len("x-amz-meta-") :]: v for n, v in fields.items() if n.startswith("x-amz-meta-")
             },
-            tags=m.parse_tagging_header(fields.get("tagging")) if "tagging" in fields else None,
+            tags=_form_tags(fields.get("tagging")),
         )
         headers = [("etag", f'"{version.etag}"'), *m.version_headers(version)]
         location = f"/{call.route.bucket}/{quote(key)}"
@@ -294,18 +296,48 @@ class ObjectHandlers(HandlerGroup):
             )
             return Response(303, [("location", target), *headers])
         status = int(fields.get("success_action_status", "204") or 204)
-        if status == 201:
-            body = xml.document(
-                "PostResponse",
-                [
-                    xml.field("Location", location),
-                    xml.field("Bucket", call.route.bucket),
-                    xml.field("Key", key),
-                    xml.field("ETag", f'"{version.etag}"'),
-                ],
-            )
+        if status == 201:  # S3's PostResponse carries no namespace
+            fields_xml = [
+                xml.field("Location", location),
+                xml.field("Bucket", call.route.bucket),
+                xml.field("Key", key),
+                xml.field("ETag", f'"{version.etag}"'),
+            ]
+            body = (xml.HEAD + xml.element("PostResponse", fields_xml)).encode()
             return m.xml(201, body, [("location", location), *headers])
         return Response(200 if status == 200 else 204, [("location", location), *headers])
+
+    async def _post_signer(self, call: Call, fields: dict[str, str]) -> None:
+        """Who signed a POST form: SigV4 (x-amz-credential...), the legacy signature
+        (AWSAccessKeyId, signature), or nobody (an anonymous upload, which then needs a bucket
+        that lets anyone write; a policy then would be signed by no one)."""
+        v4 = any(f in fields for f in ("x-amz-credential", "x-amz-signature", "x-amz-algorithm"))
+        v2 = any(f in fields for f in ("awsaccesskeyid", "signature"))
+        needed = ("x-amz-credential", "x-amz-signature", "policy") if v4 else ()
+        needed = needed or (("awsaccesskeyid", "signature", "policy") if v2 else ())
+        missing = [f for f in needed if not fields.get(f)]
+        if missing:
+            raise InvalidArgument(f"a signed POST needs the field {missing[0]!r}")
+        if v4:
+            access_key = fields.get("x-amz-credential", "").partition("/")[0]
+        elif v2:
+            access_key = fields.get("awsaccesskeyid", "")
+        else:
+            if "policy" in fields:
+                raise S3Error("AccessDenied", 403, "a POST policy must be signed")
+            return
+        found = await users.lookup(self.engine.kv, access_key) if access_key else None
+
+        def secret(_ak: str) -> str | None:
+            return found.secret_key if found else None
+
+        if v4:
+            sigv4.verify_post_policy(fields, secret, self.config.region)
+        else:
+            sigv4.verify_post_policy_v2(fields, secret)
+        assert found is not None
+        call.user = found.user
+        call.admin = found.user == users.ROOT_USER
 
     async def delete_object(self, call: Call) -> Response:
         version_id = call.route.query.get("versionId")
@@ -348,6 +380,7 @@ class ObjectHandlers(HandlerGroup):
                         "Error",
                         [
                             xml.field("Key", key),
+                            *([xml.field("VersionId", version_id)] if version_id else []),
                             xml.field("Code", code.code),
                             xml.field("Message", str(e)),
                         ],
@@ -423,6 +456,16 @@ def _check_response_overrides(call: Call) -> None:
         value = call.route.query[name]
         if not value.isascii() or any(c in value for c in "\r\n\0") or not value.isprintable():
             raise InvalidArgument(f"{name} must be printable ASCII")
+
+
+def _form_tags(value: str | None) -> dict[str, str] | None:
+    """A POST form's tagging field: a Tagging XML document (as S3 defines it), or the
+    header's key=value&... form."""
+    if value is None:
+        return None
+    if value.lstrip().startswith("<"):
+        return xml.parse_tagging(value.encode())
+    return m.parse_tagging_header(value)
 
 
 def _check_body_integrity(call: Call, body: bytes) -> None:
