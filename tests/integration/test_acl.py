@@ -296,3 +296,27 @@ def test_rclone_public_read_acl(server: Server, bucket: str, tmp_path: Path) -> 
     (tmp_path / "src" / "shared.bin").write_bytes(os.urandom(1000))
     run([rclone, "copy", str(tmp_path / "src"), f"store:{bucket}/r"], env)
     assert anon_get(server, f"/{bucket}/r/shared.bin") == 200
+
+
+def test_s3cmd_expire_and_aws_cli_encryption(
+    server: Server, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    """Two more areas through the clients users script them with: s3cmd's `expire` (a
+    lifecycle rule) and the aws CLI's bucket default encryption."""
+    cmd = s3cmd_command(server, tmp_path)
+    run([*cmd, "expire", f"s3://{bucket}", "--expiry-days=3", "--expiry-prefix=logs/"])
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rules[0]["Expiration"]["Days"] == 3 and rules[0]["Status"] == "Enabled"
+    assert "logs/" in json.dumps(rules[0])
+    assert "3" in run([*cmd, "getlifecycle", f"s3://{bucket}"])
+    env = aws_env(server, tmp_path)
+    aws = [str(BIN / "aws"), "--endpoint-url", server.endpoint, "s3api"]
+    rules_json = '{"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}'
+    run([*aws, "put-bucket-encryption", "--bucket", bucket,
+         "--server-side-encryption-configuration", rules_json], env)  # fmt: skip
+    got = json.loads(run([*aws, "get-bucket-encryption", "--bucket", bucket], env))
+    rule = got["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    s3.put_object(Bucket=bucket, Key="sealed", Body=b"x")
+    assert s3.head_object(Bucket=bucket, Key="sealed")["ServerSideEncryption"] == "AES256"
+    run([*aws, "delete-bucket-encryption", "--bucket", bucket], env)
