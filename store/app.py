@@ -44,6 +44,7 @@ from store.gateway.admin import AdminApi
 from store.gateway.http import Drain, serve_http
 from store.gateway.nbd import NbdMetrics, NbdServer
 from store.gateway.s3 import S3Gateway, bad_request_response
+from store.nbd.budget import NbdLimits
 from store.node import local_volumes, open_local_engine
 from store.objects import maintenance
 from store.objects.engine import ObjectEngine
@@ -192,6 +193,12 @@ def _nbd_server(
         draining,
         tls_context=context,
         tls_required=mode == "required",
+        limits=NbdLimits(
+            max_bytes_in_flight_per_connection=config.nbd.max_bytes_in_flight_per_connection,
+            max_bytes_in_flight=config.nbd.max_bytes_in_flight,
+            max_requests_in_flight_per_connection=config.nbd.max_requests_in_flight_per_connection,
+            send_stall_timeout_s=config.nbd.send_stall_timeout_s,
+        ),
     )
 
 

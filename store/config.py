@@ -12,7 +12,8 @@ a copy of the command line. Credentials are not configuration: they live in the 
 
     data = "./data"
     [s3]       listen, region, domains, object_ownership, tls_cert, tls_key
-    [nbd]      listen ("off" disables), tls, tls_client_ca
+    [nbd]      listen ("off" disables), tls, tls_client_ca, max_bytes_in_flight_per_connection,
+               max_bytes_in_flight, max_requests_in_flight_per_connection, send_stall_timeout_s
     [storage]  drives (a count, or a list of paths), scheme
     [service]  workers, lifecycle_day_seconds
 """
@@ -53,6 +54,11 @@ class NbdConfig:
     listen: str = "127.0.0.1:10809"  # HOST:PORT, or "off"
     tls: str = "auto"  # auto (optional with a certificate) | off | optional | required
     tls_client_ca: str = ""  # given: NBD clients must present a certificate it signed
+    # What clients can make one process hold (store/nbd/budget.py explains each).
+    max_bytes_in_flight_per_connection: int = 64 << 20
+    max_bytes_in_flight: int = 1 << 30
+    max_requests_in_flight_per_connection: int = 128
+    send_stall_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,17 @@ def check(config: Config) -> Config:
         raise ConfigError("nbd.tls_client_ca needs NBD TLS")
     if config.s3.lifecycle_day_seconds <= 0:
         raise ConfigError("s3.lifecycle_day_seconds must be positive")
+    nbd = config.nbd
+    if nbd.max_bytes_in_flight_per_connection < 1 << 20:
+        raise ConfigError("nbd.max_bytes_in_flight_per_connection must be at least 1 MiB")
+    if nbd.max_bytes_in_flight < nbd.max_bytes_in_flight_per_connection:
+        raise ConfigError(
+            "nbd.max_bytes_in_flight must be at least nbd.max_bytes_in_flight_per_connection"
+        )
+    if nbd.max_requests_in_flight_per_connection < 1:
+        raise ConfigError("nbd.max_requests_in_flight_per_connection must be at least 1")
+    if nbd.send_stall_timeout_s <= 0:
+        raise ConfigError("nbd.send_stall_timeout_s must be positive")
     if config.service.workers < 0:
         raise ConfigError("service.workers must not be negative")
     if isinstance(config.storage.drives, int) and config.storage.drives < 1:

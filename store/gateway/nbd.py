@@ -2,12 +2,17 @@
 block volumes (store/volumes/). The export name is the volume name.
 
 Per connection: the handshake, then one reader loop that parses every request a socket read
-brings and starts each in the connection's nursery (up to ``MAX_IN_FLIGHT``), so requests run
-concurrently and replies go out in completion order (NBD allows any order; a slow extent does
-not hold up the others). A send lock keeps each reply (header and data) contiguous. DISC: the
-requests in flight finish, then the connection closes. Draining (SIGTERM): requests already
-read finish; later ones get ESHUTDOWN; the connection closes when the client disconnects or
-after ``DRAIN_GRACE_S``.
+brings and starts each in the connection's nursery, so requests run concurrently and replies go
+out in completion order (NBD allows any order; a slow extent does not hold up the others). A
+send lock keeps each reply (header and data) contiguous. DISC: the requests in flight finish,
+then the connection closes. Draining (SIGTERM): requests already read finish; later ones get
+ESHUTDOWN; the connection closes when the client disconnects or after ``DRAIN_GRACE_S``.
+
+Limits (``NbdLimits``): a request's bytes (store/nbd/budget.py) come from the connection's
+budget, then the server's, before it starts; the reader loop waits for them, so TCP pushes back
+on a client whose replies do not drain. Bytes still arriving count too; a request larger than a
+budget runs alone; small inline batches go uncounted. A reply stalled for
+``send_stall_timeout_s`` closes the connection.
 
 Every connection to a volume in this process shares one ``OpenVolume`` (``VolumeHub``), so a
 FLUSH on any of them covers the writes of all: MULTI_CONN is advertised.
@@ -32,6 +37,7 @@ from store.errors import NotFound, StoreError
 from store.gateway.http import Drain
 from store.nbd import handshake as hs
 from store.nbd import transmission as tx
+from store.nbd.budget import ByteBudget, NbdLimits, held_bytes
 from store.nbd.constants import (
     BASE_ALLOCATION,
     Command,
@@ -40,7 +46,6 @@ from store.nbd.constants import (
     Info,
     Option,
     Reply,
-    TransmissionFlag,
 )
 from store.nbd.errors import errno_for
 from store.volumes.admin import Volumes
@@ -50,9 +55,12 @@ log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 32 << 20  # largest READ/WRITE (advertised as the maximum block size)
 PREFERRED_BLOCK = 64 << 10
-MAX_IN_FLIGHT = 128
 READ_BYTES = 1 << 20
 SEND_COPY_BYTES = 64 << 10  # reply parts smaller than this are joined before a send
+SEND_SLICE_BYTES = 1 << 20  # reply data goes out in slices, each within the stall timeout
+CACHE_PIECE_BYTES = 1 << 20  # NBD_CMD_CACHE reads ahead this much at a time
+SMALL_BATCH_BYTES = 1 << 20  # inline batches with less read data go uncounted (no take/give)
+NOT_SENDING = float("inf")
 HANDSHAKE_TIMEOUT_S = 30.0
 DRAIN_GRACE_S = 5.0
 LINGER_S = 2.0  # a volume stays open this long after its last connection
@@ -199,12 +207,15 @@ class NbdServer:
         *,
         tls_context: Any = None,
         tls_required: bool = False,
+        limits: NbdLimits | None = None,
     ) -> None:
         self.volumes = volumes
         self.metrics = metrics
         self.draining = draining
         self.tls_context = tls_context
         self.tls_required = tls_required
+        self.limits = limits = limits or NbdLimits()
+        self.budget: ByteBudget[trio.Event] = ByteBudget(limits.max_bytes_in_flight)
         self.hub: VolumeHub | None = None
 
     async def serve(
@@ -260,6 +271,9 @@ class _Connection:
         self.server = server
         self.stream = stream
         self.send_lock = trio.Lock()
+        # Only the reader loop takes from ``budget``; ``gave`` wakes it when bytes come back.
+        self.budget: ByteBudget[None] = ByteBudget(server.limits.max_bytes_in_flight_per_connection)
+        self.gave = trio.Event()
 
     async def _receive(self) -> bytes:
         data = await self.stream.receive_some(READ_BYTES)
@@ -346,7 +360,7 @@ class _Connection:
                 volume = await self._find(name)
                 if volume is None:
                     raise hs.ProtocolError(f"no export {name!r}")  # the spec: close
-                return shake.export_name_reply(volume.size, _flags(volume)), name
+                return shake.export_name_reply(volume.size, tx.export_flags(volume.readonly)), name
         raise AssertionError(event)
 
     async def _find(self, name: str) -> Any:
@@ -374,7 +388,7 @@ class _Connection:
             return shake.error(option, Reply.ERR_UNKNOWN, f"no export {event.name!r}"), None
         if event.go and self.server.draining.is_set():
             return shake.error(option, Reply.ERR_SHUTDOWN, "the server is shutting down"), None
-        out = shake.info_export(option, volume.size, _flags(volume))
+        out = shake.info_export(option, volume.size, tx.export_flags(volume.readonly))
         if Info.NAME in event.requests:
             out += shake.info_name(option, volume.name)
         if Info.DESCRIPTION in event.requests:
@@ -389,10 +403,9 @@ class _Connection:
     # -- transmission ---------------------------------------------------------------------------
 
     async def _transmission(self, shake: hs.Handshake, volume: OpenVolume) -> None:
-        flags = _flags(volume.volume, writable=volume.writable)
         self.export = tx.ExportState(
             size=volume.size,
-            flags=flags,
+            flags=tx.export_flags(volume.volume.readonly or not volume.writable),
             min_block=volume.geometry.block_bytes,
             max_payload=MAX_PAYLOAD,
             structured=shake.structured,
@@ -400,53 +413,106 @@ class _Connection:
         )
         self.volume = volume
         reader = tx.RequestReader(MAX_PAYLOAD, shake.trailing_data)
-        slots = trio.Semaphore(MAX_IN_FLIGHT)
-        draining = self.server.draining
+        self.slots = trio.Semaphore(self.server.limits.max_requests_in_flight_per_connection)
+        self.sending_since = NOT_SENDING  # or when the send in progress started
+        async with trio.open_nursery() as watching:
+            watching.start_soon(self._watch_sends)
+            async with trio.open_nursery() as requests:
+                await self._read_requests(reader, requests)
+            watching.cancel_scope.cancel()  # the requests in flight are done
+
+    async def _read_requests(self, reader: tx.RequestReader, requests: trio.Nursery) -> None:
+        """Each request answered inline or started in ``requests``, until DISC or a drain."""
+        slots, draining = self.slots, self.server.draining
         deadline = float("inf")  # once draining: when to stop waiting for the client to go
-        async with trio.open_nursery() as requests:
-            while True:
-                item = reader.next_request()
-                if item is not None and not draining.is_set():
-                    # Answer what can be answered without waiting (cached reads, small writes
-                    # to dirty extents) in one pass, then send the replies together.
-                    done: list[bytes | bytearray] = []
-                    started = time.monotonic()
-                    counts, sizes = [0, 0], [0, 0]  # reads, writes answered inline
-                    while item is not None:
-                        request, payload = item
-                        if request.command == Command.DISC:
-                            break
-                        reply = self._try_inline(request, payload)
-                        if reply is None:
-                            break
-                        done.extend(reply)
-                        counts[request.command] += 1
-                        sizes[request.command] += request.length
-                        item = reader.next_request()
-                    if done:
+        while True:
+            item = reader.next_request()
+            if item is not None and not draining.is_set():
+                # In one pass, answer what needs no waiting (cached reads, small writes to dirty
+                # extents; read data within both budgets' room), then send the replies together.
+                done: list[bytes | bytearray] = []
+                started = time.monotonic()
+                counts, sizes = [0, 0], [0, 0]  # reads, writes answered inline
+                room, held = min(self.budget.room_bytes, self.server.budget.room_bytes), 0
+                while item is not None:
+                    request, payload = item
+                    if request.command == Command.DISC:
+                        break
+                    length = request.length if request.command == Command.READ else 0
+                    if held + length > room:
+                        break
+                    reply = self._try_inline(request, payload)
+                    if reply is None:
+                        break
+                    held += length
+                    done.extend(reply)
+                    counts[request.command] += 1
+                    sizes[request.command] += request.length
+                    item = reader.next_request()
+                reply = None  # (no reference left to the data once it is sent)
+                if done:
+                    if held >= SMALL_BATCH_BYTES:  # counted (within both rooms, as checked)
+                        self.budget.take(held)
+                        self.server.budget.take(held)
+                    try:
                         await self._send_parts(done)
-                        # latency: from reading the batch to sending every reply in it
-                        self.server.metrics.observe_inline(
-                            counts, sizes, time.monotonic() - started
-                        )
-                if item is None:
-                    if draining.is_set():
-                        deadline = min(deadline, trio.current_time() + DRAIN_GRACE_S)
-                        with trio.move_on_at(deadline):
-                            reader.receive_data(await self._receive())
-                            continue
-                        return  # draining, and the client did not disconnect in time
-                    with draining.idle():  # a drain interrupts the wait, then the loop above
+                    finally:
+                        done.clear()
+                        self._let_go(held if held >= SMALL_BATCH_BYTES else 0)
+                    # latency: from reading the batch to sending every reply in it
+                    self.server.metrics.observe_inline(counts, sizes, time.monotonic() - started)
+            if item is None:
+                # Bytes of a request still arriving count too: read on only within budget.
+                while self.budget.used_bytes and not self.budget.fits(reader.buffered + 1):
+                    self.gave = trio.Event()
+                    await self.gave.wait()
+                if draining.is_set():
+                    deadline = min(deadline, trio.current_time() + DRAIN_GRACE_S)
+                    with trio.move_on_at(deadline):
                         reader.receive_data(await self._receive())
-                    continue
-                request, payload = item
-                if request.command == Command.DISC:
-                    return  # the nursery lets the requests in flight finish first
-                await slots.acquire()
-                requests.start_soon(self._serve_one, request, payload, slots)
+                        continue
+                    return  # draining, and the client did not disconnect in time
+                with draining.idle():  # a drain interrupts the wait, then the loop above
+                    reader.receive_data(await self._receive())
+                continue
+            request, payload = item
+            if request.command == Command.DISC:
+                return  # the nursery lets the requests in flight finish first
+            await slots.acquire()
+            cost = held_bytes(request, MAX_PAYLOAD, CACHE_PIECE_BYTES)
+            if cost:
+                await self._hold(cost)
+            requests.start_soon(self._serve_one, request, payload, cost)
+            item, payload = None, b""  # the task holds the payload, and frees it
+
+    async def _hold(self, n: int) -> None:
+        """``n`` bytes from this connection's budget, then (in turn) from the server's."""
+        while not self.budget.try_take(n):
+            self.gave = trio.Event()
+            await self.gave.wait()
+        shared = self.server.budget
+        if shared.try_take(n):
+            return
+        admitted = trio.Event()
+        shared.enqueue(n, admitted)
+        try:
+            await admitted.wait()
+        except BaseException:  # cancelled: out of the queue, or its grant given back
+            for event in shared.cancel(admitted, n):
+                event.set()
+            self.budget.give(n)  # (the only task waiting on ``gave`` is this one)
+            raise
+
+    def _let_go(self, n: int) -> None:
+        """Give ``n`` bytes back to both budgets, waking who waits for them."""
+        if n:
+            self.budget.give(n)
+            self.gave.set()
+            for event in self.server.budget.give(n):
+                event.set()
 
     def _try_inline(
-        self, request: tx.Request, payload: bytes
+        self, request: tx.Request, payload: bytes | memoryview
     ) -> tuple[bytes] | tuple[bytes, bytes | bytearray] | None:
         """The whole reply (its parts) to a READ or WRITE served synchronously, or None for the
         async path (nothing was done). Metrics are the caller's, once per batch."""
@@ -470,7 +536,7 @@ class _Connection:
             return None  # the async path reports it
         return (tx.simple_reply(request.cookie),)
 
-    async def _serve_one(self, request: tx.Request, payload: bytes, slots: trio.Semaphore) -> None:
+    async def _serve_one(self, request: tx.Request, payload: bytes | memoryview, held: int) -> None:
         metrics = self.server.metrics
         started = time.monotonic()
         metrics.inflight.inc()
@@ -495,11 +561,12 @@ class _Connection:
                 else tx.simple_reply(request.cookie, error)
             )
         finally:
-            slots.release()
+            self.slots.release()
+            self._let_go(held)
             metrics.inflight.dec()
             metrics.observe(request.command, error, time.monotonic() - started)
 
-    async def _execute(self, request: tx.Request, payload: bytes) -> None:
+    async def _execute(self, request: tx.Request, payload: bytes | memoryview) -> None:
         volume, cookie = self.volume, request.cookie
         fua = bool(request.flags & CommandFlag.FUA)
         match request.command:
@@ -522,8 +589,10 @@ class _Connection:
             case Command.WRITE_ZEROES:
                 punch = not request.flags & CommandFlag.NO_HOLE
                 await volume.write_zeroes(request.offset, request.length, punch=punch, fua=fua)
-            case Command.CACHE:
-                await volume.read(request.offset, request.length)  # warms the page cache
+            case Command.CACHE:  # read ahead (verified, into the page cache), a piece at a time
+                end = request.offset + request.length
+                for at in range(request.offset, end, CACHE_PIECE_BYTES):
+                    await volume.read(at, min(CACHE_PIECE_BYTES, end - at))
             case Command.BLOCK_STATUS:
                 runs = await volume.block_status(request.offset, request.length)
                 if request.flags & CommandFlag.REQ_ONE:
@@ -547,27 +616,31 @@ class _Connection:
                     pending.append(part)
                     continue
                 if pending:
-                    await self.stream.send_all(b"".join(pending))
+                    await self._send_all(b"".join(pending))
                     pending = []
-                await self.stream.send_all(part)
+                await self._send_all(part)
             if pending:
-                await self.stream.send_all(b"".join(pending))
+                await self._send_all(b"".join(pending))
 
+    async def _send_all(self, data: bytes | bytearray) -> None:
+        """In slices, each timed by ``_watch_sends`` (a timestamp: no timer per send)."""
+        if len(data) <= SEND_SLICE_BYTES:
+            self.sending_since = trio.current_time()
+            await self.stream.send_all(data)
+        else:
+            with memoryview(data) as view:
+                for at in range(0, len(view), SEND_SLICE_BYTES):
+                    self.sending_since = trio.current_time()
+                    await self.stream.send_all(view[at : at + SEND_SLICE_BYTES])
+        self.sending_since = NOT_SENDING
 
-def _flags(volume: Any, *, writable: bool = True) -> TransmissionFlag:
-    flags = (
-        TransmissionFlag.HAS_FLAGS
-        | TransmissionFlag.SEND_FLUSH
-        | TransmissionFlag.SEND_FUA
-        | TransmissionFlag.SEND_TRIM
-        | TransmissionFlag.SEND_WRITE_ZEROES
-        | TransmissionFlag.SEND_DF
-        | TransmissionFlag.CAN_MULTI_CONN
-        | TransmissionFlag.SEND_CACHE
-    )
-    if volume.readonly or not writable:
-        flags |= TransmissionFlag.READ_ONLY
-    return flags
+    async def _watch_sends(self) -> None:
+        """Close the connection of a client that takes no reply data for the stall timeout."""
+        stall_s = self.server.limits.send_stall_timeout_s
+        while True:
+            await trio.sleep(stall_s / 8)  # so a stall is noticed within 1.125 timeouts
+            if trio.current_time() - self.sending_since >= stall_s:
+                raise trio.BrokenResourceError(f"the client read no reply for {stall_s} s")
 
 
 def _describe(volume: Any) -> str:

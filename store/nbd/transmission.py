@@ -8,8 +8,10 @@ Structured reply chunk (20 bytes, then ``length`` bytes of payload):
     u32 0x668e33ef, u16 flags (DONE), u16 type, u64 cookie, u32 length
 
 ``RequestReader`` cuts a byte stream into requests; the server feeds it whatever one socket read
-returned and takes every complete request out (many pipelined requests per read). ``check``
-applies the spec's checklist to a request before any work: the error it names is the reply.
+returned and takes every complete request out (many pipelined requests per read). ``buffered``
+is every byte it holds (a large WRITE payload on its way in, too): what the server counts
+against its budget before reading more. ``check`` applies the spec's checklist to a request
+before any work: the error it names is the reply.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SIMPLE_REPLY = struct.Struct(">IIQ")
 CHUNK = struct.Struct(">IHHQI")
 _DATA_HEAD = struct.Struct(">IHHQIQ")  # an OFFSET_DATA chunk header and its offset
 _COMPACT_BYTES = 1 << 20  # drop consumed bytes from the buffer once this many have piled up
+LARGE_PAYLOAD_BYTES = 1 << 20  # a WRITE payload this long that is still arriving fills in place
 
 
 class Request(NamedTuple):  # a tuple: built per request, cheaper than a frozen dataclass
@@ -48,16 +51,44 @@ class Request(NamedTuple):  # a tuple: built per request, cheaper than a frozen 
 
 
 class RequestReader:
-    """Complete requests from a stream of bytes. A WRITE comes with its payload (a copy);
-    a payload longer than ``max_payload`` is a protocol error (the connection must close: the
-    stream cannot be resynchronised without reading it)."""
+    """Complete requests from a stream of bytes. A WRITE comes with its payload: a copy, or
+    (``LARGE_PAYLOAD_BYTES`` or more, not all there when its header was read) a view of the
+    buffer it was gathered in, so it is held once, never twice. A payload longer than
+    ``max_payload`` is a protocol error (the connection must close: the stream cannot be
+    resynchronised without reading it).
+
+    >>> head = REQUEST.pack(REQUEST_MAGIC, 0, Command.WRITE, 7, 0, 1 << 20)
+    >>> wire = head + bytes(range(256)) * 4096 + REQUEST.pack(REQUEST_MAGIC, 0, 3, 8, 0, 0)
+    >>> reader = RequestReader(1 << 20)
+    >>> reader.receive_data(wire[:1000]); reader.next_request()  # gathering starts
+    >>> reader.buffered  # the payload's first 972 bytes
+    972
+    >>> for at in range(1000, len(wire), 300_000):
+    ...     reader.receive_data(wire[at : at + 300_000])
+    >>> request, payload = reader.next_request()
+    >>> request.cookie, type(payload).__name__, payload == wire[28 : 28 + (1 << 20)]
+    (7, 'memoryview', True)
+    >>> reader.next_request()  # the FLUSH after it
+    (Request(flags=0, command=3, cookie=8, offset=0, length=0), b'')
+    """
 
     def __init__(self, max_payload: int, data: bytes = b"") -> None:
         self.max_payload = max_payload
         self._buffer = bytearray(data)
         self._at = 0
+        self._large: tuple[Request, bytearray] | None = None  # a WRITE whose payload arrives
+        self._filled = 0  # bytes of its payload so far
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self._large is not None:
+            payload = self._large[1]
+            n = min(len(data), len(payload) - self._filled)
+            with memoryview(data) as view:
+                payload[self._filled : self._filled + n] = view[:n]
+                self._filled += n
+                if n == len(view):
+                    return
+                data = bytes(view[n:])  # the requests after it (at most one socket read)
         if self._at >= _COMPACT_BYTES or self._at == len(self._buffer):
             del self._buffer[: self._at]
             self._at = 0
@@ -65,22 +96,34 @@ class RequestReader:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer) - self._at
+        return len(self._buffer) - self._at + self._filled
 
-    def next_request(self) -> tuple[Request, bytes] | None:
+    def next_request(self) -> tuple[Request, bytes | memoryview] | None:
         """The next request and its payload (b"" unless a WRITE), or None until more bytes."""
+        if self._large is not None:
+            if self._filled < len(self._large[1]):
+                return None
+            (request, gathered), self._large, self._filled = self._large, None, 0
+            return request, memoryview(gathered)
         at = self._at
         if len(self._buffer) - at < REQUEST.size:
             return None
         magic, flags, command, cookie, offset, length = REQUEST.unpack_from(self._buffer, at)
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad request magic {magic:#x}")
-        payload = b""
+        payload: bytes | memoryview = b""
         end = at + REQUEST.size
         if command == Command.WRITE:
             if length > self.max_payload:
                 raise ProtocolError(f"a {length}-byte write is over the {self.max_payload} limit")
             if len(self._buffer) < end + length:
+                if length >= LARGE_PAYLOAD_BYTES:  # gather it in its own buffer from here on
+                    gathering = bytearray(length)
+                    self._filled = len(self._buffer) - end
+                    with memoryview(self._buffer) as view:
+                        gathering[: self._filled] = view[end:]
+                    self._large = Request(flags, command, cookie, offset, length), gathering
+                    self._at = len(self._buffer)
                 return None
             with memoryview(self._buffer) as view:  # one copy, not a slice and a copy
                 payload = bytes(view[end : end + length])
@@ -107,6 +150,24 @@ class ExportState:
         object.__setattr__(self, "read_only", bool(self.flags & TransmissionFlag.READ_ONLY))
         fua = int(CommandFlag.FUA) if self.flags & TransmissionFlag.SEND_FUA else 0
         object.__setattr__(self, "_fua", fua)
+
+
+_EXPORT_FLAGS = (
+    TransmissionFlag.HAS_FLAGS
+    | TransmissionFlag.SEND_FLUSH
+    | TransmissionFlag.SEND_FUA
+    | TransmissionFlag.SEND_TRIM
+    | TransmissionFlag.SEND_WRITE_ZEROES
+    | TransmissionFlag.SEND_DF
+    | TransmissionFlag.CAN_MULTI_CONN
+    | TransmissionFlag.SEND_CACHE
+)
+
+
+def export_flags(read_only: bool) -> TransmissionFlag:
+    """The transmission flags of this server's exports: every command and flag it implements
+    (not ROTATIONAL, RESIZE or FAST_ZERO), and READ_ONLY for ``read_only``."""
+    return (_EXPORT_FLAGS | TransmissionFlag.READ_ONLY) if read_only else _EXPORT_FLAGS
 
 
 # Command flags each command accepts (FUA: all of them, once the export offers it).
@@ -136,8 +197,10 @@ def check(request: Request, export: ExportState) -> Errno:
 
     Unknown commands and flags, and flags a command does not take: EINVAL. Writes and trims on a
     read-only export: EPERM. Past the end: ENOSPC for writes, EINVAL otherwise. Offsets and
-    lengths not multiples of the minimum block size: EINVAL. Reads over the maximum payload:
-    EINVAL (a write over it never gets here: the reader refuses it)."""
+    lengths not multiples of the minimum block size: EINVAL. Reads and caches over the maximum
+    payload (the advertised maximum block size; a write over it never gets here: the reader
+    refuses it; WRITE_ZEROES, which the spec also binds to it, is let through: it needs no
+    buffer): EINVAL."""
     command, flags = request.command, request.flags
     if command <= 1 and not flags & ~export._fua:  # READ, WRITE (+FUA): plain int arithmetic
         offset, length, block = request.offset, request.length, export.min_block
@@ -177,7 +240,7 @@ def check(request: Request, export: ExportState) -> Errno:
             )
         if request.offset % export.min_block or request.length % export.min_block:
             return Errno.EINVAL
-    if command == Command.READ and request.length > export.max_payload:
+    if command in (Command.READ, Command.CACHE) and request.length > export.max_payload:
         return Errno.EINVAL
     return Errno.OK
 

@@ -48,6 +48,10 @@ def test_the_data_directory_file_is_read(tmp_path: Path) -> None:
         ('[s3]\nlisten = "nowhere"\n', "s3.listen"),
         ('[s3]\nobject_ownership = "Mine"\n', "s3.object_ownership"),
         ('[nbd]\ntls = "required"\n', "nbd.tls"),
+        ("[nbd]\nmax_bytes_in_flight_per_connection = 4096\n", "per_connection"),
+        ("[nbd]\nmax_bytes_in_flight = 1048576\n", "nbd.max_bytes_in_flight"),
+        ("[nbd]\nmax_requests_in_flight_per_connection = 0\n", "max_requests"),
+        ("[nbd]\nsend_stall_timeout_s = 0\n", "send_stall"),
         ("not toml = = 1\n", "store.toml"),
     ],
 )
@@ -57,6 +61,12 @@ def test_bad_files_name_the_key(tmp_path: Path, text: str, message: str) -> None
     with pytest.raises(C.ConfigError) as e:
         C.load(path, env={})
     assert message in str(e.value)
+
+
+def test_nbd_limits_come_from_the_environment() -> None:
+    config = C.load(env={"STORE_NBD_MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION": "8"})
+    assert config.nbd.max_requests_in_flight_per_connection == 8
+    assert config.nbd.max_bytes_in_flight == 1 << 30
 
 
 def test_bad_environment_is_refused() -> None:
