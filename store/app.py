@@ -21,13 +21,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
 import ssl
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from store.auth import users
 from store.auth.master_keys import ensure_master_keys
 from store.config import Config, nbd_tls_mode, with_listen
 from store.gateway.admin import AdminApi
-from store.gateway.http import Drain, serve_http
+from store.gateway.http import Drain, Limits, serve_http
 from store.gateway.nbd import NbdMetrics, NbdServer
 from store.gateway.s3 import S3Gateway, bad_request_response
 from store.nbd.budget import NbdLimits
@@ -223,6 +224,16 @@ def _announce(
     log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
 
 
+def _raise_open_file_limit(connections: int) -> None:
+    """Raise the soft limit on open files towards the hard one, so ``http.max_connections`` is
+    reached before EMFILE is (distributions default the soft limit to 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 1024  # drives, metadata, NBD and the rest
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 async def _run_gateway(
     config: Config,
     engine: ObjectEngine,
@@ -235,6 +246,7 @@ async def _run_gateway(
 ) -> None:
     """Serve S3 (and NBD, given its sockets) until drained (SIGTERM/SIGINT, or the
     supervisor's lifeline closing) or cancelled."""
+    _raise_open_file_limit(config.http.max_connections)
     jobs = Jobs(engine.kv)
     ctx = operations.Context(engine, local_volumes(engine), time.time())
     admin = AdminApi(ctx, jobs, config.s3.region)
@@ -262,6 +274,7 @@ async def _run_gateway(
                 listeners,
                 admin.in_front_of(gateway.handle),
                 bad_request_response,
+                Limits(**asdict(config.http)),
                 draining=draining,
                 task_status=task_status,
             )

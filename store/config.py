@@ -14,6 +14,8 @@ a copy of the command line. Credentials are not configuration: they live in the 
     [s3]       listen, region, domains, object_ownership, tls_cert, tls_key
     [nbd]      listen ("off" disables), tls, tls_client_ca, max_bytes_in_flight_per_connection,
                max_bytes_in_flight, max_requests_in_flight_per_connection, send_stall_timeout_s
+    [http]     idle_timeout_s, head_timeout_s, body_read_timeout_s, body_rate_grace_s,
+               body_min_rate_bytes_s, max_connections
     [storage]  drives (a count, or a list of paths), scheme
     [service]  workers, lifecycle_day_seconds
 """
@@ -62,6 +64,18 @@ class NbdConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The S3 port's limits (store/gateway/http.py explains each)."""
+
+    idle_timeout_s: float = 60.0
+    head_timeout_s: float = 20.0
+    body_read_timeout_s: float = 60.0
+    body_rate_grace_s: float = 20.0
+    body_min_rate_bytes_s: float = 1024.0  # 0: no minimum rate
+    max_connections: int = 4096
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     drives: int | tuple[str, ...] = 6  # directories under DATA/drives, or the drives' paths
     scheme: str = "auto"  # auto | replicas:N | ec:K+M
@@ -77,6 +91,7 @@ class Config:
     data: str = "./data"
     s3: S3Config = field(default_factory=S3Config)
     nbd: NbdConfig = field(default_factory=NbdConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
 
@@ -95,6 +110,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "s3": S3Config,
     "nbd": NbdConfig,
+    "http": HttpConfig,
     "storage": StorageConfig,
     "service": ServiceConfig,
 }
@@ -235,6 +251,16 @@ def check(config: Config) -> Config:
         raise ConfigError("nbd.max_requests_in_flight_per_connection must be at least 1")
     if nbd.send_stall_timeout_s <= 0:
         raise ConfigError("nbd.send_stall_timeout_s must be positive")
+    http = config.http
+    for key in ("idle_timeout_s", "head_timeout_s", "body_read_timeout_s"):
+        if getattr(http, key) <= 0:
+            raise ConfigError(f"http.{key} must be positive")
+    if http.body_rate_grace_s < 0 or http.body_min_rate_bytes_s < 0:
+        raise ConfigError(
+            "http.body_rate_grace_s and http.body_min_rate_bytes_s cannot be negative"
+        )
+    if http.max_connections < 1:
+        raise ConfigError("http.max_connections must be at least 1")
     if config.service.workers < 0:
         raise ConfigError("service.workers must not be negative")
     if isinstance(config.storage.drives, int) and config.storage.drives < 1:

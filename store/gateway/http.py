@@ -24,6 +24,12 @@ waiting for body bytes may reach ``body_rate_grace_s`` plus one second per
 reads (a slow disk is not the client's fault), and there is no cap on the total: a large upload
 at a steady rate never runs out of time, and a client that trickles bytes is cut after about
 ``body_rate_grace_s``. Each connection's socket has TCP_NODELAY.
+
+Connections: at most ``max_connections`` are served at once per process. One accepted past it
+has its request head read (for a few seconds at most), gets 503 (S3's SlowDown, which clients
+retry with backoff) and is closed; a flood beyond a sixteenth of that again is closed at once,
+unanswered. Hostile clients holding connections open are cut by the timeouts above, so a
+flood delays real clients for at most those timeouts, never indefinitely.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 16 << 10
 MAX_HEADERS = 100
 READ_BYTES = 256 << 10
+REFUSAL_TIMEOUT_S = 5.0  # to read the head of a request refused for want of connections
 COALESCE_BYTES = 64 << 10  # a response head goes out in one send with a body piece this small
 
 
@@ -67,6 +74,8 @@ class Limits:
     body_min_rate_bytes_s: float = 1024.0
     max_header_bytes: int = MAX_HEADER_BYTES
     max_headers: int = MAX_HEADERS
+    # Connections one process serves at once; past it, new ones get 503 SlowDown (see serve_http).
+    max_connections: int = 4096
 
 
 class ClientGone(Exception):
@@ -410,6 +419,29 @@ async def serve_connection(
             await stream.aclose()
 
 
+async def refuse_connection(
+    stream: trio.abc.Stream, on_bad_request: ErrorResponder, limits: Limits
+) -> None:
+    """Answer a connection the server has no room for: its first request gets 503, then the
+    connection closes (an HTTP server cannot answer before it has a request to answer)."""
+    conn = _Connection(stream, limits)
+    try:
+        with trio.move_on_after(REFUSAL_TIMEOUT_S):
+            try:
+                event = await _next_request(conn, Drain())
+            except BadRequest as e:
+                await _answer_bad_request(conn, on_bad_request(None, e))
+                return
+            if event is not None:
+                request = Request(conn, event, _peer(stream), isinstance(stream, trio.SSLStream))
+                error = BadRequest(503, "too many connections: retry later")
+                await _answer_bad_request(conn, on_bad_request(request, error))
+    except ClientGone:
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 async def _drain(request: Request, limit: int = 1 << 20) -> bool:
     """Read and drop the rest of an unread body (up to ``limit`` bytes): True if the connection
     can carry another request."""
@@ -520,9 +552,12 @@ async def serve_http(
     accepting, let requests in progress finish (up to ``drain_timeout_s``), close idle
     connections, and return."""
     draining = Drain() if draining is None else draining
+    served = refusing = 0
+    max_refusing = max(1, limits.max_connections // 16)
     async with trio.open_nursery() as connections:
 
         async def accept(listener: trio.abc.Listener[Any]) -> None:
+            nonlocal served, refusing
             while True:
                 try:
                     stream = await listener.accept()
@@ -530,16 +565,32 @@ async def serve_http(
                     log.warning("accept failed: %s", e)
                     await trio.sleep(0.1)
                     continue
-                connections.start_soon(guarded, stream)
+                if served < limits.max_connections:
+                    served += 1
+                    connections.start_soon(guarded, stream, False)
+                elif refusing < max_refusing:
+                    refusing += 1
+                    connections.start_soon(guarded, stream, True)
+                else:
+                    await trio.aclose_forcefully(stream)
 
-        async def guarded(stream: trio.abc.Stream) -> None:
+        async def guarded(stream: trio.abc.Stream, refuse: bool) -> None:
+            nonlocal served, refusing
             # One client's failure (a TLS error, a bug) must never take the server down.
             try:
-                await serve_connection(stream, handler, on_bad_request, limits, draining)
+                if refuse:
+                    await refuse_connection(stream, on_bad_request, limits)
+                else:
+                    await serve_connection(stream, handler, on_bad_request, limits, draining)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             except Exception:
                 log.exception("connection from %s failed", _peer(stream))
+            finally:
+                if refuse:
+                    refusing -= 1
+                else:
+                    served -= 1
 
         async with trio.open_nursery() as acceptors:
             for listener in listeners:

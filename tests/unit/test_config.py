@@ -52,6 +52,9 @@ def test_the_data_directory_file_is_read(tmp_path: Path) -> None:
         ("[nbd]\nmax_bytes_in_flight = 1048576\n", "nbd.max_bytes_in_flight"),
         ("[nbd]\nmax_requests_in_flight_per_connection = 0\n", "max_requests"),
         ("[nbd]\nsend_stall_timeout_s = 0\n", "send_stall"),
+        ("[http]\nmax_connections = 0\n", "http.max_connections"),
+        ("[http]\nhead_timeout_s = -1\n", "http.head_timeout_s"),
+        ("[http]\nbody_min_rate_bytes_s = -1\n", "http.body_min_rate_bytes_s"),
         ("not toml = = 1\n", "store.toml"),
     ],
 )
@@ -63,10 +66,11 @@ def test_bad_files_name_the_key(tmp_path: Path, text: str, message: str) -> None
     assert message in str(e.value)
 
 
-def test_nbd_limits_come_from_the_environment() -> None:
+def test_limits_come_from_the_environment() -> None:
     config = C.load(env={"STORE_NBD_MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION": "8"})
     assert config.nbd.max_requests_in_flight_per_connection == 8
     assert config.nbd.max_bytes_in_flight == 1 << 30
+    assert C.load(env={"STORE_HTTP_MAX_CONNECTIONS": "10"}).http.max_connections == 10
 
 
 def test_bad_environment_is_refused() -> None:

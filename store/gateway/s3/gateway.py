@@ -201,6 +201,7 @@ def bad_request_response(request: Request | None, error: BadRequest) -> Response
             431: "RequestHeaderSectionTooLarge",
             414: "RequestURITooLong",
             505: "HttpVersionNotSupported",
+            503: "SlowDown",
         }.get(error.status, "BadRequest")
     body = error_document(
         ErrorCode(code, error.status), str(error), request_id=secrets.token_hex(8).upper()
