@@ -393,8 +393,9 @@ class _Connection:
             out += shake.info_name(option, volume.name)
         if Info.DESCRIPTION in event.requests:
             out += shake.info_description(option, _describe(volume))
+        # Minimum 1: any offset and length is served (unaligned.py), whole blocks preferred.
         out += shake.info_block_size(
-            option, volume.block_bytes, max(volume.block_bytes, PREFERRED_BLOCK), MAX_PAYLOAD
+            option, 1, max(volume.block_bytes, PREFERRED_BLOCK), MAX_PAYLOAD
         )
         if event.go:  # acknowledged once the volume is open (see run)
             return out, volume.name
@@ -406,7 +407,7 @@ class _Connection:
         self.export = tx.ExportState(
             size=volume.size,
             flags=tx.export_flags(volume.volume.readonly or not volume.writable),
-            min_block=volume.geometry.block_bytes,
+            min_block=1,
             max_payload=MAX_PAYLOAD,
             structured=shake.structured,
             meta_contexts=bool(shake.meta_contexts),
@@ -594,7 +595,7 @@ class _Connection:
                 for at in range(request.offset, end, CACHE_PIECE_BYTES):
                     await volume.read(at, min(CACHE_PIECE_BYTES, end - at))
             case Command.BLOCK_STATUS:
-                runs = await volume.block_status(request.offset, request.length)
+                runs = await volume.block_status(request.offset, tx.status_length(request))
                 if request.flags & CommandFlag.REQ_ONE:
                     runs = runs[:1]
                 await self._send(

@@ -285,6 +285,17 @@ def error_chunk(cookie: int, error: int, message: str = "", *, done: bool = True
     return chunk(cookie, ReplyType.ERROR, len(payload), done=done) + payload
 
 
+# A BLOCK_STATUS answers for at most this much of its range (the spec lets a reply cover less
+# than asked; the client asks again from where it ends): a fragmented volume's descriptors for a
+# 4 GiB request would be a million, 8 MiB of reply per request.
+STATUS_MAX_BYTES = 256 << 20
+
+
+def status_length(request: Request) -> int:
+    """How much of a BLOCK_STATUS request's range the reply describes."""
+    return min(request.length, STATUS_MAX_BYTES)
+
+
 def block_status_chunk(
     cookie: int, context_id: int, extents: Sequence[tuple[int, int]], *, done: bool
 ) -> bytes:

@@ -35,6 +35,7 @@ from store.errors import (
 )
 from store.meta.api import MAX_TXN_OPS, Delete
 from store.volumes import records as V
+from store.volumes import unaligned
 from store.volumes.repair import VolumeHost, VolumeRepair
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ class Piece:
 
 
 class OpenVolume(VolumeRepair):
-    """A volume open for I/O. Offsets and lengths are bytes, multiples of the block size (the
-    NBD layer checks that, and bounds, before calling)."""
+    """A volume open for I/O. Offsets and lengths are bytes; those not multiples of the block
+    size are served through whole blocks (store/volumes/unaligned.py)."""
 
     def __init__(
         self,
@@ -112,6 +113,8 @@ class OpenVolume(VolumeRepair):
         self.name = volume.name
         self.size = volume.size
         self.geometry = ExtentGeometry(volume.extent_bytes, volume.block_bytes)
+        self.block_bytes = volume.block_bytes
+        self.patch_lock = trio.Lock()  # partial-block writes take turns (unaligned.py)
         self.layer = volume.layer
         self.chain = chain
         self.allocated = allocated  # extent index -> the layer holding it (active or ancestor)
@@ -208,6 +211,8 @@ class OpenVolume(VolumeRepair):
         """The bytes, if every block is in the page cache (or a hole) and every replica read
         goes well; else None."""
         self._check(offset, length)
+        if not unaligned.is_aligned(self.block_bytes, offset, length):
+            return None
         extent = self.geometry.extent_bytes
         index, within = divmod(offset, extent)
         if within + length > extent:
@@ -228,7 +233,8 @@ class OpenVolume(VolumeRepair):
         extent = self.geometry.extent_bytes
         index, within = divmod(offset, extent)
         if (
-            within + len(data) > extent
+            not unaligned.is_aligned(self.block_bytes, offset, len(data))
+            or within + len(data) > extent
             or self._paused is not None
             or len(data) > INLINE_WRITE_BYTES
             or self.allocated.get(index) != self.layer
@@ -246,6 +252,8 @@ class OpenVolume(VolumeRepair):
 
     async def read(self, offset: int, length: int) -> bytes | bytearray:
         self._check(offset, length)
+        if not unaligned.is_aligned(self.block_bytes, offset, length):
+            return await unaligned.read(self, offset, length)
         if length == 0:
             return b""
         index, within = divmod(offset, self.geometry.extent_bytes)
@@ -305,6 +313,8 @@ class OpenVolume(VolumeRepair):
 
     async def write(self, offset: int, data: bytes | memoryview, *, fua: bool = False) -> None:
         self._check(offset, len(data), write=True)
+        if not unaligned.is_aligned(self.block_bytes, offset, len(data)):
+            return await unaligned.write(self, offset, data, fua=fua)
         while self._paused is not None:
             await self._paused.wait()
         view = memoryview(data)
@@ -410,6 +420,8 @@ class OpenVolume(VolumeRepair):
     ) -> None:
         """Make the range read as zeros; ``punch`` lets the space be freed (NBD: no NO_HOLE)."""
         self._check(offset, length, write=True)
+        if not unaligned.is_aligned(self.block_bytes, offset, length):
+            return await unaligned.write_zeroes(self, offset, length, punch=punch, fua=fua)
         while self._paused is not None:
             await self._paused.wait()
         with self._write_call():
@@ -441,6 +453,8 @@ class OpenVolume(VolumeRepair):
         """Discard: only extents this volume's own layer holds give space back (a parent's data
         stays visible, which the NBD spec allows after a trim)."""
         self._check(offset, length, write=True)
+        if not unaligned.is_aligned(self.block_bytes, offset, length):
+            return await unaligned.trim(self, offset, length, fua=fua)
         for p in self.pieces(offset, length):
             if self.allocated.get(p.index) == self.layer:
                 await self.write_zeroes(
@@ -563,6 +577,8 @@ class OpenVolume(VolumeRepair):
         """(length, base:allocation flags) runs covering the range: HOLE|ZERO where nothing was
         written (or it was trimmed), ZERO where zeros are allocated, 0 for data."""
         self._check(offset, length)
+        if not unaligned.is_aligned(self.block_bytes, offset, length):
+            return await unaligned.block_status(self, offset, length)
         runs: list[tuple[int, int]] = []
 
         def add(n: int, flags: int) -> None:

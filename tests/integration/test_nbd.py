@@ -127,7 +127,8 @@ def test_nbdinfo_list_and_json(nbd_server: Server, volume: str) -> None:
     info = json.loads(run("nbdinfo", "--json", volume))["exports"][0]
     assert info["can_multi_conn"] and info["can_flush"] and info["can_fua"]
     assert info["can_trim"] and info["can_zero"] and not info["is_read_only"]
-    assert info["block_size_minimum"] == 4096
+    assert info["block_size_minimum"] == 1  # any alignment is served
+    assert info["block_size_preferred"] == 64 << 10
     assert "base:allocation" in info["contexts"]
 
 
@@ -161,14 +162,53 @@ def test_error_codes_and_replies(volume: str) -> None:
             fails(lambda: h2.pwrite(b"x" * 4096, size), errno.ENOSPC)
             fails(lambda: h2.pread(4096, size), errno.EINVAL)
             fails(lambda: h2.trim(4096, size), errno.EINVAL)
-            fails(lambda: h2.pread(100, 0), errno.EINVAL)
-            fails(lambda: h2.pwrite(b"x" * 4096, 1), errno.EINVAL)
+            fails(lambda: h2.pread(100, size - 99), errno.EINVAL)
+            fails(lambda: h2.pwrite(b"x" * 100, size - 99), errno.ENOSPC)
             fails(lambda: h2.zero(4096, size - 4096 + 8192), errno.ENOSPC)
             h2.pwrite(b"ok" * 2048, 0, nbd.CMD_FLAG_FUA)
             assert h2.pread(4096, 0) == b"ok" * 2048
             h2.shutdown()
             """,
         )
+
+
+def test_512_byte_and_odd_sized_io(volume: str, tmp_path: Path) -> None:
+    """Clients that ignore block sizes (the kernel's 512-byte I/O, odd-sized requests) are
+    served: partial blocks are read, patched and written back, across extents too."""
+    nbdsh(
+        volume,
+        f"""
+        import os, random
+        h2 = nbd.NBD()
+        h2.set_strict_mode(0)
+        h2.connect_uri({volume!r})
+        size = h2.get_size()
+        model = bytearray(size)
+        rng = random.Random(7)
+        spots = [(rng.randrange(0, size - 70000), rng.choice([1, 3, 511, 512, 1000, 4097, 70000]))
+                 for _ in range(60)]
+        spots += [((8 << 20) - 700, 1400), ((16 << 20) - 512, 1024)]  # across extents
+        for i, (at, n) in enumerate(spots):
+            if i % 5 == 4:
+                h2.zero(n, at)
+                model[at:at + n] = bytes(n)
+            else:
+                data = os.urandom(n)
+                h2.pwrite(data, at, nbd.CMD_FLAG_FUA if i % 3 == 0 else 0)
+                model[at:at + n] = data
+            assert h2.pread(n + 2, max(0, at - 1)) == model[max(0, at - 1):at + n + 1]
+        for at in range(0, 1 << 20, 512):  # kernel-style: 512-byte writes over 1 MiB
+            h2.pwrite(bytes([at // 512 % 256]) * 512, at)
+            model[at:at + 512] = bytes([at // 512 % 256]) * 512
+        h2.flush()
+        for at in range(0, size, 4 << 20):
+            assert h2.pread(4 << 20, at) == model[at:at + (4 << 20)], at
+        h2.shutdown()
+        """,
+    )
+    run("qemu-io", "-f", "raw", "-c", "write -P 0xab 512 512", volume)
+    out = run("qemu-io", "-f", "raw", "-c", "read -P 0xab 512 512", "-c", "read -v 1020 8", volume)
+    assert "read 512/512" in out and "ab ab ab ab" in out
 
 
 def test_multi_conn_flush_and_disconnect_with_requests_in_flight(volume: str) -> None:

@@ -32,7 +32,7 @@ from store.gateway.nbd import NbdLimits, NbdMetrics, NbdServer
 from store.node import local_volumes, open_local_engine
 from store.volumes.open_volume import OpenVolume
 from tests.integration.conftest import Server, start_server, stop_server
-from tests.integration.test_nbd import nbdsh, store
+from tests.integration.test_nbd import nbdsh, run, store
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -235,6 +235,30 @@ def test_pipelined_caches_at_the_maximum_read_ahead_in_pieces(
     growth = peak(pid) - before
     report(test="64 x 32 MiB caches", rss_before=before, peak_growth=growth)
     assert growth < GROWTH_LIMIT_BYTES
+
+
+def test_block_status_of_a_whole_volume_answers_a_bounded_part(
+    limits_server: Server, big_volume: str
+) -> None:
+    """One BLOCK_STATUS covers at most 256 MiB; nbdinfo --map asks again and maps it all."""
+    uri = f"{limits_server.nbd}/{big_volume}"
+    out = nbdsh(
+        uri,
+        f"""
+        h2 = nbd.NBD()
+        h2.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+        h2.connect_uri({uri!r})
+        seen = []
+        def cb(metacontext, offset, entries, err):
+            seen.extend(entries)
+        h2.block_status({VOLUME_BYTES - 4096}, 0, cb)
+        print(sum(seen[0::2]))
+        """,
+    )
+    assert 0 < int(out) <= 256 * MIB
+    mapped = json.loads(run("nbdinfo", "--map", "--json", uri))
+    assert sum(e["length"] for e in mapped) == VOLUME_BYTES
+    assert mapped[-1]["type"] & 1  # the unwritten end is a hole
 
 
 # -- clients that do not read their replies, or write faster than the server does -----------------
