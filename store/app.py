@@ -199,6 +199,7 @@ def _nbd_server(
             max_bytes_in_flight=config.nbd.max_bytes_in_flight,
             max_requests_in_flight_per_connection=config.nbd.max_requests_in_flight_per_connection,
             send_stall_timeout_s=config.nbd.send_stall_timeout_s,
+            max_connections=config.nbd.max_connections,
         ),
     )
 

@@ -13,7 +13,8 @@ a copy of the command line. Credentials are not configuration: they live in the 
     data = "./data"
     [s3]       listen, region, domains, object_ownership, tls_cert, tls_key
     [nbd]      listen ("off" disables), tls, tls_client_ca, max_bytes_in_flight_per_connection,
-               max_bytes_in_flight, max_requests_in_flight_per_connection, send_stall_timeout_s
+               max_bytes_in_flight, max_requests_in_flight_per_connection, send_stall_timeout_s,
+               max_connections
     [http]     idle_timeout_s, head_timeout_s, body_read_timeout_s, body_rate_grace_s,
                body_min_rate_bytes_s, max_connections
     [storage]  drives (a count, or a list of paths), scheme
@@ -61,6 +62,7 @@ class NbdConfig:
     max_bytes_in_flight: int = 1 << 30
     max_requests_in_flight_per_connection: int = 128
     send_stall_timeout_s: float = 60.0
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ def check(config: Config) -> Config:
         raise ConfigError("nbd.max_requests_in_flight_per_connection must be at least 1")
     if nbd.send_stall_timeout_s <= 0:
         raise ConfigError("nbd.send_stall_timeout_s must be positive")
+    if nbd.max_connections < 1:
+        raise ConfigError("nbd.max_connections must be at least 1")
     http = config.http
     for key in ("idle_timeout_s", "head_timeout_s", "body_read_timeout_s"):
         if getattr(http, key) <= 0:

@@ -54,6 +54,8 @@ from typing import Any
 import h11
 import trio
 
+from store.gateway.admission import Admission
+
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16 << 10
@@ -552,12 +554,11 @@ async def serve_http(
     accepting, let requests in progress finish (up to ``drain_timeout_s``), close idle
     connections, and return."""
     draining = Drain() if draining is None else draining
-    served = refusing = 0
-    max_refusing = max(1, limits.max_connections // 16)
+    served = Admission(limits.max_connections)
+    refusing = Admission(max(1, limits.max_connections // 16))
     async with trio.open_nursery() as connections:
 
         async def accept(listener: trio.abc.Listener[Any]) -> None:
-            nonlocal served, refusing
             while True:
                 try:
                     stream = await listener.accept()
@@ -565,17 +566,14 @@ async def serve_http(
                     log.warning("accept failed: %s", e)
                     await trio.sleep(0.1)
                     continue
-                if served < limits.max_connections:
-                    served += 1
+                if served.enter():
                     connections.start_soon(guarded, stream, False)
-                elif refusing < max_refusing:
-                    refusing += 1
+                elif refusing.enter():
                     connections.start_soon(guarded, stream, True)
                 else:
                     await trio.aclose_forcefully(stream)
 
         async def guarded(stream: trio.abc.Stream, refuse: bool) -> None:
-            nonlocal served, refusing
             # One client's failure (a TLS error, a bug) must never take the server down.
             try:
                 if refuse:
@@ -587,10 +585,7 @@ async def serve_http(
             except Exception:
                 log.exception("connection from %s failed", _peer(stream))
             finally:
-                if refuse:
-                    refusing -= 1
-                else:
-                    served -= 1
+                (refusing if refuse else served).leave()
 
         async with trio.open_nursery() as acceptors:
             for listener in listeners:

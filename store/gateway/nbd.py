@@ -34,19 +34,12 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from store.errors import NotFound, StoreError
+from store.gateway.admission import Admission
 from store.gateway.http import Drain
 from store.nbd import handshake as hs
 from store.nbd import transmission as tx
 from store.nbd.budget import ByteBudget, NbdLimits, held_bytes
-from store.nbd.constants import (
-    BASE_ALLOCATION,
-    Command,
-    CommandFlag,
-    Errno,
-    Info,
-    Option,
-    Reply,
-)
+from store.nbd.constants import BASE_ALLOCATION, Command, CommandFlag, Errno, Info, Option, Reply
 from store.nbd.errors import errno_for
 from store.volumes.admin import Volumes
 from store.volumes.open_volume import OpenVolume
@@ -216,6 +209,7 @@ class NbdServer:
         self.tls_required = tls_required
         self.limits = limits = limits or NbdLimits()
         self.budget: ByteBudget[trio.Event] = ByteBudget(limits.max_bytes_in_flight)
+        self.admission = Admission(limits.max_connections)
         self.hub: VolumeHub | None = None
 
     async def serve(
@@ -246,6 +240,9 @@ class NbdServer:
                 log.warning("NBD accept failed: %s", e)
                 await trio.sleep(0.1)
                 continue
+            if not self.admission.enter():  # NBD has no refusal before the handshake
+                await trio.aclose_forcefully(stream)
+                continue
             nursery.start_soon(self._guarded, stream)
 
     async def _guarded(self, stream: trio.SocketStream) -> None:
@@ -261,6 +258,7 @@ class NbdServer:
         except* Exception:
             log.exception("NBD connection failed")
         finally:
+            self.admission.leave()
             self.metrics.connections.dec()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()

@@ -38,6 +38,8 @@ class NbdLimits:
     # A reply's data goes out in slices; one that makes no progress this long (the client
     # stopped reading) closes the connection, and what it held is given back.
     send_stall_timeout_s: float = 60.0
+    # Connections served at once (handshakes included); more are closed as they are accepted.
+    max_connections: int = 1024
 
 
 def held_bytes(request: Request, max_payload: int, piece_bytes: int) -> int:

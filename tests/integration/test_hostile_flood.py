@@ -147,3 +147,38 @@ def test_hostile_heads_are_cut_and_give_their_places_back(small_server: Server) 
     finally:
         for sock in hostile:
             sock.close()
+
+
+def greeting(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    try:
+        return sock.recv(8)
+    except ConnectionResetError:
+        return b""
+
+
+def test_past_nbd_max_connections_new_ones_are_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORE_NBD_MAX_CONNECTIONS", "4")
+    server = start_server(tmp_path, ["--workers", "1"])
+    try:
+        address = server.nbd.removeprefix("nbd://")
+        held = [connect(address) for _ in range(4)]
+        assert all(greeting(sock) == b"NBDMAGIC" for sock in held)
+        extra = connect(address)
+        assert greeting(extra) == b""  # closed unanswered
+        extra.close()
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while True:  # their places are given back
+            sock = connect(address)
+            got = greeting(sock)
+            sock.close()
+            if got == b"NBDMAGIC":
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        stop_server(server)

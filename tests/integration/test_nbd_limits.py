@@ -486,7 +486,8 @@ def test_the_service_takes_its_limits_from_the_configuration() -> None:
             max_bytes_in_flight=8 * MIB,
             max_requests_in_flight_per_connection=3,
             send_stall_timeout_s=5.0,
+            max_connections=7,
         ),
     )
     server = app._nbd_server(config, None, CollectorRegistry(), Drain())  # type: ignore[arg-type]
-    assert server.limits == NbdLimits(2 * MIB, 8 * MIB, 3, 5.0)
+    assert server.limits == NbdLimits(2 * MIB, 8 * MIB, 3, 5.0, 7)

@@ -53,6 +53,7 @@ def test_the_data_directory_file_is_read(tmp_path: Path) -> None:
         ("[nbd]\nmax_requests_in_flight_per_connection = 0\n", "max_requests"),
         ("[nbd]\nsend_stall_timeout_s = 0\n", "send_stall"),
         ("[http]\nmax_connections = 0\n", "http.max_connections"),
+        ("[nbd]\nmax_connections = 0\n", "nbd.max_connections"),
         ("[http]\nhead_timeout_s = -1\n", "http.head_timeout_s"),
         ("[http]\nbody_min_rate_bytes_s = -1\n", "http.body_min_rate_bytes_s"),
         ("not toml = = 1\n", "store.toml"),
