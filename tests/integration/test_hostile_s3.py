@@ -119,3 +119,24 @@ def test_keys_and_xml(server: Server, s3: Any, bucket: str) -> None:
     keys = [e.text for e in root.iter() if e.tag.endswith("Key")]
     assert awkward in keys  # byte for byte: CR and tab survive as character references
     assert s3.get_object(Bucket=bucket, Key=awkward)["Body"].read() == b"x"
+
+
+def test_documents_that_list_a_lot_are_not_too_large(s3: Any, bucket: str) -> None:
+    """The largest legitimate bodies fit: a Complete of 10,000 parts with CRC32 checksums (over
+    1 MiB of XML, refused before) and a DeleteObjects of 1,000 keys of 1,000 bytes."""
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="big", ChecksumAlgorithm="CRC32")
+    parts = [
+        {"PartNumber": n, "ETag": f'"{n:032x}"', "ChecksumCRC32": "AAAAAA=="}
+        for n in range(1, 10_001)
+    ]
+    with pytest.raises(ClientError) as e:  # listed, so parsed: the parts were never uploaded
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="big",
+            UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": parts},
+        )
+    assert code_of(e.value) == "InvalidPart"
+    keys = [{"Key": f"{n:04d}" + "k" * 996} for n in range(1000)]
+    result = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": False})
+    assert len(result["Deleted"]) == 1000 and not result.get("Errors")

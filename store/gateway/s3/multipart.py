@@ -106,7 +106,8 @@ class MultipartHandlers(HandlerGroup):
 
     async def complete_multipart(self, call: Call) -> Response:
         await self._bucket(call)
-        entries = xml.parse_complete_multipart(await m.read_small(call))
+        body = await m.read_small(call, xml.max_bytes("CompleteMultipartUpload"))
+        entries = xml.parse_complete_multipart(body)
         req = call.request
         expected = None
         for algorithm in checksums.ALGORITHMS:

@@ -360,7 +360,7 @@ class ObjectHandlers(HandlerGroup):
         """Each key is authorized as its own DeleteObject; refused ones are reported as
         AccessDenied errors in the result, as S3 does."""
         bucket = await self.engine.get_bucket(call.route.bucket)
-        body = await m.read_small(call)
+        body = await m.read_small(call, xml.max_bytes("Delete"))
         _check_body_integrity(call, body)
         objects, quiet = xml.parse_delete(body)
         bypass = self.bypass_governance(call, bucket)
