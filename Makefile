@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 NATIVE_SRC := $(wildcard native/src/*.c native/include/*.h) native/build.py
 ASAN_DIR := build/asan
 
-.PHONY: serve test tools lint typecheck layers unit native asan bench clean
+.PHONY: serve test tools lint typecheck layers unit native asan bench clean fuzz
 
 # Install the package (which compiles native/ through cffi) whenever the C sources or the
 # dependencies change.
@@ -41,7 +41,7 @@ test: $(VENV)/.installed tools lint layers typecheck asan
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check store tests bench native/build.py
+	$(VENV)/bin/ruff check store tests bench fuzz native/build.py
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
@@ -71,6 +71,19 @@ bench: $(VENV)/.installed
 	    (apt-get install -y -qq libisal2 >/dev/null 2>&1 || \
 	     (apt-get update -qq && apt-get install -y -qq libisal2 >/dev/null))
 	$(PY) bench/ec.py --out bench/out
+
+# Coverage-guided fuzzing of the sans-IO parsers (fuzz/README in fuzz/__init__.py): each target for
+# FUZZ_SECONDS on a copy of its seeds in build/fuzz/<target>, where new inputs and crash files land;
+# the committed corpus is never written. `make fuzz FUZZ_SECONDS=60` for a short round.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS = s3_router s3_sigv4 s3_chunked s3_xml s3_policy s3_postform nbd_handshake nbd_transmission
+fuzz: $(VENV)/.installed
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/$$t && cp fuzz/corpus/$$t/* build/fuzz/$$t/ && \
+	    $(PY) fuzz/$$t.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/$$t- build/fuzz/$$t || failed="$$failed $$t"; \
+	done; \
+	test -z "$$failed" || { echo "make fuzz: crashes in$$failed (inputs in build/fuzz/)" >&2; exit 1; }
 
 clean:
 	rm -rf build $(VENV) store/_native*.so store/_native.c *.egg-info

@@ -102,11 +102,11 @@ class ChunkedDecoder:
                 if self._buf.startswith(b"\r\n"):
                     raw = b""
                     del self._buf[:2]
-                elif end >= 0:
+                elif 0 <= end <= MAX_TRAILER_BYTES:  # however the body was split into reads
                     raw = bytes(self._buf[:end])
                     del self._buf[: end + 4]
                 else:
-                    if len(self._buf) > MAX_TRAILER_BYTES:
+                    if end >= 0 or len(self._buf) > MAX_TRAILER_BYTES + 4:
                         raise _bad("trailers too large")
                     return out
                 out.append(self._trailers(raw))

@@ -8,6 +8,7 @@ every requested header.
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 
 from store.s3 import xml
@@ -56,7 +57,7 @@ def parse(body: bytes) -> list[Rule]:
                 methods,
                 tuple(h.text or "" for h in node.findall("AllowedHeader")),
                 tuple(h.text or "" for h in node.findall("ExposeHeader")),
-                int(max_age) if max_age.isdigit() else None,
+                int(max_age) if re.fullmatch(r"[0-9]{1,10}", max_age) else None,
                 xml.text(node, "ID"),
             )
         )

@@ -174,7 +174,7 @@ def _text(node: Element) -> str:
 
 def _integer(node: Element, limit: int = INT32_MAX) -> int:
     text = _text(node).strip()
-    if not re.fullmatch(r"[+-]?\d+", text) or abs(int(text)) > limit:
+    if not re.fullmatch(r"[+-]?\d{1,64}", text) or abs(int(text)) > limit:  # int(): <4300 digits
         raise _malformed(f"<{node.tag}> must be an integer")
     return int(text)
 

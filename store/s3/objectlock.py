@@ -233,7 +233,7 @@ def _leaf(node: Element) -> str:
 
 def _period(node: Element) -> int:
     text = _leaf(node)
-    if not re.fullmatch(r"[+-]?\d+", text) or abs(int(text)) > INT32_MAX:
+    if not re.fullmatch(r"[+-]?\d{1,64}", text) or abs(int(text)) > INT32_MAX:  # <4300 digits
         raise _malformed(f"<{node.tag}> must be an integer")
     value = int(text)
     if value <= 0:

@@ -268,7 +268,7 @@ def parse(raw: bytes, bucket: str) -> list[Statement]:
         raise _malformed("the policy is larger than 20 KB")
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deeper than json's stack
         raise _malformed("the policy is not valid JSON") from None
     if not isinstance(doc, dict) or "Statement" not in doc:
         raise _malformed("the policy has no Statement")

@@ -26,6 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from store.s3.errors import S3Error
 
 MAX_FIELD_BYTES = 64 << 10
+MAX_BOUNDARY_BYTES = 256  # python-multipart's own limit, which its constructor raises on
 # Fields no policy condition needs to cover (the signature's own, and the file).
 EXEMPT = {"x-amz-signature", "file", "policy", "awsaccesskeyid", "signature"}
 
@@ -39,6 +40,8 @@ def boundary_of(content_type: str | None) -> bytes:
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
         raise S3Error("PreconditionFailed", 412, "POST needs multipart/form-data with a boundary")
+    if len(boundary) > MAX_BOUNDARY_BYTES:
+        raise S3Error("MalformedPOSTRequest", 400, "the multipart boundary is over 256 bytes")
     return bytes(boundary)
 
 
@@ -154,7 +157,7 @@ def decode_policy(b64: str) -> Policy:
         when = calendar.timegm(
             time.strptime(expiration.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S")
         )
-    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise _bad("the policy is not valid base64 JSON with expiration and conditions") from None
     if not isinstance(conditions, list):
         raise _bad("the policy's conditions must be a list")

@@ -33,6 +33,7 @@ MALFORMED = {
     "NUL in the size line": b"3\x00\r\nabc\r\n",
     "trailer line without a colon": b"0\r\nx-amz-checksum-crc32\r\n\r\n",
     "trailers over 16 KiB": b"0\r\nx-amz-meta: " + b"v" * (17 << 10),
+    "trailers over 16 KiB, ended": b"0\r\nx-amz-meta: " + b"v" * (17 << 10) + b"\r\n\r\n",
     "bytes after the end": b"3\r\nabc\r\n0\r\n\r\nextra",
 }
 
