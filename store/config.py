@@ -11,14 +11,15 @@ a copy of the command line. Credentials are not configuration: they live in the 
 ``STORE_SSE_MASTER_KEY``, and are never part of this tree or its logs.
 
     data = "./data"
-    [s3]       listen, region, domains, object_ownership, tls_cert, tls_key
+    [s3]       listen, region, domains, object_ownership, tls_cert, tls_key,
+               lifecycle_day_seconds, max_xml_bytes, max_list_xml_bytes
     [nbd]      listen ("off" disables), tls, tls_client_ca, max_bytes_in_flight_per_connection,
                max_bytes_in_flight, max_requests_in_flight_per_connection, send_stall_timeout_s,
                max_connections
     [http]     idle_timeout_s, head_timeout_s, body_read_timeout_s, body_rate_grace_s,
                body_min_rate_bytes_s, max_connections
     [storage]  drives (a count, or a list of paths), scheme
-    [service]  workers, lifecycle_day_seconds
+    [service]  workers
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class S3Config:
     tls_key: str = ""
     # The length of a day for lifecycle rules and default retention periods (tests shorten it).
     lifecycle_day_seconds: float = 86400.0
+    # Request documents (store/s3/xml.py): configuration XML, and those that list parts or keys.
+    max_xml_bytes: int = 1 << 20
+    max_list_xml_bytes: int = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,9 @@ def check(config: Config) -> Config:
         raise ConfigError(f"nbd.tls = {config.nbd.tls} needs s3.tls_cert")
     if config.nbd.tls_client_ca and config.nbd.tls == "off":
         raise ConfigError("nbd.tls_client_ca needs NBD TLS")
+    for key in ("max_xml_bytes", "max_list_xml_bytes"):
+        if not 4096 <= getattr(config.s3, key) <= 16 << 20:
+            raise ConfigError(f"s3.{key} must be 4096 to 16777216 (16 MiB)")
     if config.s3.lifecycle_day_seconds <= 0:
         raise ConfigError("s3.lifecycle_day_seconds must be positive")
     nbd = config.nbd

@@ -22,25 +22,23 @@ from defusedxml import DefusedXmlException
 from store.s3.errors import S3Error
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
-MAX_XML_BYTES = 1 << 20
-# Documents that grow with what they list get more room: a CompleteMultipartUpload of 10,000
-# parts with checksums is about 2 MB, a DeleteObjects of 1,000 keys of 1,024 bytes over 1 MB (and
-# escaping multiplies that).
-MAX_XML_BYTES_OF = {"CompleteMultipartUpload": 8 << 20, "Delete": 8 << 20}
+MAX_XML_BYTES = 1 << 20  # the default of s3.max_xml_bytes, which bounds request documents
+# The default of s3.max_list_xml_bytes, for the documents that grow with what they list: a
+# CompleteMultipartUpload of 10,000 parts with checksums is about 2 MB, a DeleteObjects of 1,000
+# keys of 1,024 bytes over 1 MB (and escaping multiplies that).
+MAX_LIST_XML_BYTES = 8 << 20
+# What parse() takes at most, whatever the configuration (the gateway reads bodies within the
+# configured limits; this is the sans-IO layer's own bound).
+PARSE_LIMIT_BYTES = 16 << 20
 HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 # -- parsing -------------------------------------------------------------------------------------
 
 
-def max_bytes(root: str) -> int:
-    """The largest request document with this root element."""
-    return MAX_XML_BYTES_OF.get(root, MAX_XML_BYTES)
-
-
 def parse(body: bytes, root: str) -> Element:
     """The document's root element (namespace stripped), which must be ``root``."""
-    if len(body) > max_bytes(root):
+    if len(body) > PARSE_LIMIT_BYTES:
         raise S3Error("MalformedXML", 400, "the XML body is too large")
     try:
         element = SafeET.fromstring(body, forbid_dtd=True)

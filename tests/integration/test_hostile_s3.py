@@ -10,12 +10,13 @@ import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, make_client, start_server, stop_server
 from tests.integration.test_acl import code_of
 from tests.integration.test_bad_input import signed
 
@@ -140,3 +141,21 @@ def test_documents_that_list_a_lot_are_not_too_large(s3: Any, bucket: str) -> No
     keys = [{"Key": f"{n:04d}" + "k" * 996} for n in range(1000)]
     result = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": False})
     assert len(result["Deleted"]) == 1000 and not result.get("Errors")
+
+
+def test_the_document_limit_is_configuration(
+    s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tags = {"TagSet": [{"Key": f"k{n:03d}" + "k" * 100, "Value": "v" * 200} for n in range(40)]}
+    s3.put_bucket_tagging(Bucket=bucket, Tagging=tags)  # about 14 KB: within the default
+    monkeypatch.setenv("STORE_S3_MAX_XML_BYTES", "8192")
+    small = start_server(tmp_path, ["--workers", "1", "--nbd", "off"])
+    try:
+        client = make_client(small.endpoint)
+        client.create_bucket(Bucket="tags")
+        with pytest.raises(ClientError) as e:
+            client.put_bucket_tagging(Bucket="tags", Tagging=tags)
+        assert code_of(e.value) == "MaxMessageLengthExceeded"
+        client.put_bucket_tagging(Bucket="tags", Tagging={"TagSet": tags["TagSet"][:5]})
+    finally:
+        stop_server(small)

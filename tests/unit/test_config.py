@@ -54,6 +54,8 @@ def test_the_data_directory_file_is_read(tmp_path: Path) -> None:
         ("[nbd]\nsend_stall_timeout_s = 0\n", "send_stall"),
         ("[http]\nmax_connections = 0\n", "http.max_connections"),
         ("[nbd]\nmax_connections = 0\n", "nbd.max_connections"),
+        ("[s3]\nmax_xml_bytes = 100\n", "s3.max_xml_bytes"),
+        ("[s3]\nmax_list_xml_bytes = 99999999999\n", "s3.max_list_xml_bytes"),
         ("[http]\nhead_timeout_s = -1\n", "http.head_timeout_s"),
         ("[http]\nbody_min_rate_bytes_s = -1\n", "http.body_min_rate_bytes_s"),
         ("not toml = = 1\n", "store.toml"),

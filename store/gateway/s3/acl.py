@@ -53,7 +53,7 @@ class AclHandlers(HandlerGroup):
             for_bucket=for_bucket,
             user_exists=exists,
         )
-        body = await m.read_small(call)
+        body = await self.read_document(call)
         if from_headers is not None:
             if body.strip():
                 raise S3Error(
@@ -124,7 +124,7 @@ class AclHandlers(HandlerGroup):
 
     async def put_ownership(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
-        value = access.parse_ownership(await m.read_small(call))
+        value = access.parse_ownership(await self.read_document(call))
         if value == access.BUCKET_OWNER_ENFORCED:
             grants = acl.from_json(bucket.settings.get("acl"), bucket.owner)
             if grants != acl.private(bucket.owner):
@@ -157,7 +157,7 @@ class AclHandlers(HandlerGroup):
 
     async def put_public_access_block(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
-        block = access.parse_public_access_block(await m.read_small(call))
+        block = access.parse_public_access_block(await self.read_document(call))
         await self.engine.update_settings(
             bucket.name, lambda b: {**b.settings, "pab": block.to_json()}
         )

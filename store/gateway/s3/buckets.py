@@ -92,7 +92,7 @@ class BucketHandlers(HandlerGroup):
                 )
             grants = None
         lock = (req.header("x-amz-bucket-object-lock-enabled") or "").strip().lower() == "true"
-        location = xml.parse_create_bucket(await m.read_small(call))
+        location = xml.parse_create_bucket(await self.read_document(call))
         if location and location != self.config.region:
             raise S3Error(
                 "InvalidLocationConstraint",
@@ -148,7 +148,7 @@ class BucketHandlers(HandlerGroup):
 
     async def put_bucket_versioning(self, call: Call) -> Response:
         bucket = await self._bucket(call)
-        status = xml.parse_versioning(await m.read_small(call))
+        status = xml.parse_versioning(await self.read_document(call))
         if status != "Enabled" and s3_lock.configuration(bucket) is not None:
             raise S3Error(
                 "InvalidBucketState",
@@ -170,7 +170,9 @@ class BucketHandlers(HandlerGroup):
         """PutBucketTagging, and DeleteBucketTagging (no tag set)."""
         bucket = await self._bucket(call)
         put = call.route.operation == "PutBucketTagging"
-        tags = xml.parse_tagging(await m.read_small(call), xml.BUCKET_TAG_LIMIT) if put else {}
+        tags = (
+            xml.parse_tagging(await self.read_document(call), xml.BUCKET_TAG_LIMIT) if put else {}
+        )
 
         def change(b: Bucket) -> dict[str, Any]:
             settings = {k: v for k, v in b.settings.items() if k != "tags"}
@@ -188,7 +190,7 @@ class BucketHandlers(HandlerGroup):
 
     async def put_bucket_cors(self, call: Call) -> Response:
         bucket = await self._bucket(call)
-        rendered = cors.render(cors.parse(await m.read_small(call))).decode()
+        rendered = cors.render(cors.parse(await self.read_document(call))).decode()
         await self.engine.update_settings(bucket.name, lambda b: {**b.settings, "cors": rendered})
         return Response(200)
 

@@ -41,6 +41,12 @@ class HandlerGroup:
         self.config = services.config
         self.keys = services.keys
 
+    async def read_document(self, call: Call, *, listing: bool = False) -> bytes:
+        """A request's XML document, within s3.max_xml_bytes (``listing``: a document that
+        lists parts or keys, within s3.max_list_xml_bytes)."""
+        limit = self.config.max_list_xml_bytes if listing else self.config.max_xml_bytes
+        return await m.read_small(call, limit)
+
     def handlers(self) -> dict[str, Callable[[Call], Awaitable[Response]]]:
         return {op: getattr(self, name) for op, name in self.OPERATIONS.items()}
 

@@ -54,7 +54,7 @@ class LifecycleHandlers(HandlerGroup):
 
     async def put_configuration(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
-        rules = lifecycle.parse(await m.read_small(call))
+        rules = lifecycle.parse(await self.read_document(call))
         # S3 names a rule that has no ID (the ID is what x-amz-expiration reports)
         rules = [r if r.rule_id else replace(r, rule_id=secrets.token_hex(12)) for r in rules]
         value = lifecycle.to_setting(rules)

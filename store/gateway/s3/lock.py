@@ -40,7 +40,7 @@ class LockHandlers(HandlerGroup):
 
     async def put_configuration(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
-        config = objectlock.parse_configuration(await m.read_small(call))
+        config = objectlock.parse_configuration(await self.read_document(call))
         if bucket.versioning != "Enabled":
             raise S3Error(
                 "InvalidBucketState",
@@ -70,7 +70,7 @@ class LockHandlers(HandlerGroup):
 
     async def put_retention(self, call: Call) -> Response:
         bucket, v = await self._locked_version(call)
-        new = objectlock.parse_retention(await m.read_small(call))
+        new = objectlock.parse_retention(await self.read_document(call))
         bypass = objectlock.bypass_from_headers(call.request.header_map)
         if bypass:
             self.authz.check(call, bucket, operation="BypassGovernanceRetention")
@@ -88,7 +88,7 @@ class LockHandlers(HandlerGroup):
 
     async def put_legal_hold(self, call: Call) -> Response:
         bucket, v = await self._locked_version(call)
-        on = objectlock.parse_legal_hold(await m.read_small(call))
+        on = objectlock.parse_legal_hold(await self.read_document(call))
         done = await self.engine.update_version(
             bucket.name, call.route.key, v.public_id, lambda rec: rec.with_(legal_hold=on)
         )

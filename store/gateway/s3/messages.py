@@ -302,7 +302,7 @@ def body_of(
     return sha256_checked(req, payload), size, state
 
 
-async def read_small(call: Call, limit: int = s3xml.MAX_XML_BYTES) -> bytes:
+async def read_small(call: Call, limit: int) -> bytes:
     """A whole (small: an XML or JSON document) request body; MaxMessageLengthExceeded past
     ``limit`` bytes."""
     body, _, _ = body_of(call)

@@ -106,7 +106,7 @@ class MultipartHandlers(HandlerGroup):
 
     async def complete_multipart(self, call: Call) -> Response:
         await self._bucket(call)
-        body = await m.read_small(call, xml.max_bytes("CompleteMultipartUpload"))
+        body = await self.read_document(call, listing=True)
         entries = xml.parse_complete_multipart(body)
         req = call.request
         expected = None

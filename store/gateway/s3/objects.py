@@ -155,7 +155,7 @@ class ObjectHandlers(HandlerGroup):
         bucket = await self.engine.get_bucket(call.route.bucket)
         await self.authz.object(call, bucket, version_id=call.route.query.get("versionId"))
         put = call.route.operation == "PutObjectTagging"
-        tags = xml.parse_tagging(await m.read_small(call)) if put else {}
+        tags = xml.parse_tagging(await self.read_document(call)) if put else {}
         v = await self.engine.set_object_tags(
             call.route.bucket, call.route.key, tags, call.route.query.get("versionId")
         )
@@ -360,7 +360,7 @@ class ObjectHandlers(HandlerGroup):
         """Each key is authorized as its own DeleteObject; refused ones are reported as
         AccessDenied errors in the result, as S3 does."""
         bucket = await self.engine.get_bucket(call.route.bucket)
-        body = await m.read_small(call, xml.max_bytes("Delete"))
+        body = await self.read_document(call, listing=True)
         _check_body_integrity(call, body)
         objects, quiet = xml.parse_delete(body)
         bypass = self.bypass_governance(call, bucket)

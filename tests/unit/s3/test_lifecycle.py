@@ -328,7 +328,7 @@ REFUSALS: list[tuple[str, bytes, tuple[str, int], str]] = [
     # structure
     ("bomb", BOMB, MALFORMED, ""),
     ("external entity", EXTERNAL, MALFORMED, ""),
-    ("too large", padded(xml.MAX_XML_BYTES + 1), MALFORMED, "too large"),
+    ("too large", padded(xml.PARSE_LIMIT_BYTES + 1), MALFORMED, "too large"),
     ("not xml", b"<LifecycleConfiguration><Rule>", MALFORMED, ""),
     ("empty body", b"", MALFORMED, ""),
     ("wrong root", b"<CORSConfiguration/>", MALFORMED, ""),

@@ -138,7 +138,7 @@ BOMB = b"""<?xml version="1.0"?>
 
 CONFIG_REFUSALS = [
     ("bomb", BOMB, MALFORMED, ""),
-    ("oversized", b" " * (xml.MAX_XML_BYTES + 1), MALFORMED, "too large"),
+    ("oversized", b" " * (xml.PARSE_LIMIT_BYTES + 1), MALFORMED, "too large"),
     ("wrong root", b"<Retention/>", MALFORMED, ""),
     ("disabled", lock_config("", "<ObjectLockEnabled>Disabled</ObjectLockEnabled>"), MALFORMED, ""),
     ("not enabled", lock_config("", ""), MALFORMED, "Enabled"),
