@@ -43,7 +43,8 @@ from store.auth.master_keys import ensure_master_keys
 from store.config import Config, nbd_tls_mode, with_listen
 from store.gateway.admin import AdminApi
 from store.gateway.http import Drain, Limits, serve_http
-from store.gateway.nbd import NbdMetrics, NbdServer
+from store.gateway.metrics import NbdMetrics
+from store.gateway.nbd import NbdServer
 from store.gateway.s3 import S3Gateway, bad_request_response
 from store.nbd.budget import NbdLimits
 from store.node import local_volumes, open_local_engine

@@ -24,24 +24,22 @@ import contextlib
 import logging
 import socket
 import time
-from bisect import bisect_left
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from store.errors import NotFound, StoreError
 from store.gateway.admission import Admission
 from store.gateway.http import Drain
+from store.gateway.metrics import NbdMetrics
 from store.nbd import handshake as hs
 from store.nbd import transmission as tx
 from store.nbd.budget import ByteBudget, NbdLimits, held_bytes
 from store.nbd.constants import BASE_ALLOCATION, Command, CommandFlag, Errno, Info, Option, Reply
 from store.nbd.errors import errno_for
 from store.volumes.admin import Volumes
+from store.volumes.hub import VolumeHub
 from store.volumes.open_volume import OpenVolume
 
 log = logging.getLogger(__name__)
@@ -56,139 +54,7 @@ SMALL_BATCH_BYTES = 1 << 20  # inline batches with less read data go uncounted (
 NOT_SENDING = float("inf")
 HANDSHAKE_TIMEOUT_S = 30.0
 DRAIN_GRACE_S = 5.0
-LINGER_S = 2.0  # a volume stays open this long after its last connection
 ALLOCATION_CONTEXT_ID = 1
-
-
-class NbdMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "nbd_requests", "NBD requests", ["command", "status"], registry=registry
-        )
-        self.latency = Histogram(
-            "nbd_request_seconds",
-            "NBD request latency",
-            ["command"],
-            registry=registry,
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5),
-        )
-        self.bytes_read = Counter("nbd_bytes_read", "bytes read by NBD clients", registry=registry)
-        self.bytes_written = Counter(
-            "nbd_bytes_written", "bytes written by NBD clients", registry=registry
-        )
-        self.inflight = Gauge(
-            "nbd_requests_in_flight",
-            "NBD requests being served",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.connections = Gauge(
-            "nbd_connections",
-            "open NBD connections",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self._children: dict[tuple[int, int], tuple[Any, Any]] = {}
-
-    def _child(self, command: int, error: int) -> tuple[Any, Any]:
-        found = self._children.get((command, error))
-        if found is None:
-            name = Command(command).name if command in Command._value2member_map_ else "UNKNOWN"
-            status = Errno(error).name if error in Errno._value2member_map_ else str(error)
-            found = self.requests.labels(name, status), self.latency.labels(name)
-            self._children[(command, error)] = found
-        return found
-
-    def observe(self, command: int, error: int, seconds: float) -> None:
-        counter, histogram = self._child(command, error)
-        counter.inc()
-        histogram.observe(seconds)
-
-    def observe_inline(self, counts: list[int], sizes: list[int], seconds: float) -> None:
-        """A batch answered inline: ``counts`` and ``sizes`` (bytes) of [reads, writes], all
-        taking ``seconds``. Once per batch, not per request: every prometheus update costs a
-        microsecond or more (a lock, and an mmap write in multiprocess mode)."""
-        for command, bytes_metric in (
-            (Command.READ, self.bytes_read),
-            (Command.WRITE, self.bytes_written),
-        ):
-            count = counts[command]
-            if not count:
-                continue
-            bytes_metric.inc(sizes[command])
-            counter, histogram = self._child(command, Errno.OK)
-            counter.inc(count)
-            # Histogram has no bulk observe: add to the bucket and the sum as observe() does
-            # (its _upper_bounds, _buckets and _sum)
-            histogram._buckets[bisect_left(histogram._upper_bounds, seconds)].inc(count)
-            histogram._sum.inc(seconds * count)
-
-
-@dataclass
-class _Shared:
-    volume: OpenVolume
-    users: int = 0
-    changed: trio.Event = field(default_factory=trio.Event)  # users went to 0, or back up
-
-
-class VolumeHub:
-    """One OpenVolume per volume in this process, shared by its connections. Opened on first
-    use (taking the volume's lease); kept open ``LINGER_S`` after the last connection goes (tools
-    such as nbdcopy and qemu-img connect, probe, disconnect and connect again), then closed
-    (flushed, lease released). A connection arriving while it closes waits for the close, so
-    the lease is never contended within one process."""
-
-    def __init__(self, volumes: Volumes, nursery: trio.Nursery) -> None:
-        self.volumes = volumes
-        self._nursery = nursery
-        self._open: dict[str, _Shared] = {}
-        self._busy: dict[str, trio.Event] = {}  # opening or closing
-
-    @asynccontextmanager
-    async def use(self, name: str) -> AsyncIterator[OpenVolume]:
-        while name in self._busy:
-            await self._busy[name].wait()
-        shared = self._open.get(name)
-        if shared is None:
-            self._busy[name] = opening = trio.Event()
-            try:
-                shared = await self._nursery.start(self._hold, name)
-            finally:
-                del self._busy[name]
-                opening.set()
-        shared.users += 1
-        shared.changed.set()
-        try:
-            yield shared.volume
-        finally:
-            shared.users -= 1
-            shared.changed.set()
-
-    async def _hold(self, name: str, task_status: trio.TaskStatus[_Shared]) -> None:
-        volume = await self.volumes.get(name)
-        closing = None
-        try:
-            async with self.volumes.open(name, writable=not volume.readonly) as opened:
-                shared = _Shared(opened)
-                self._open[name] = shared
-                task_status.started(shared)
-                while True:
-                    await shared.changed.wait()
-                    shared.changed = trio.Event()
-                    if shared.users:
-                        continue
-                    with trio.move_on_after(LINGER_S):
-                        await shared.changed.wait()
-                    if not shared.users:
-                        break
-                self._busy[name] = closing = trio.Event()
-                del self._open[name]
-        finally:  # the volume is closed (flushed, its lease released)
-            if closing is not None:
-                del self._busy[name]
-                closing.set()
-            else:
-                self._open.pop(name, None)
 
 
 class NbdServer:

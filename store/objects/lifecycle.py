@@ -26,7 +26,7 @@ from store.meta.api import prefix_end
 from store.objects import records as R
 from store.objects.engine import ObjectEngine
 from store.objects.records import Bucket, Version
-from store.s3 import lifecycle
+from store.s3 import lifecycle, lifecycle_due
 from store.s3.lifecycle import Rule
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class LifecycleRunner:
             return
         current = versions[0]
         if not current.delete_marker:
-            due = lifecycle.expiration_due(
+            due = lifecycle_due.expiration_due(
                 rules, key, current.size, current.tags, current.mtime, now, self.day_s
             )
             if due is not None:
@@ -112,14 +112,14 @@ class LifecycleRunner:
                 await self.engine.delete_object(bucket.name, key)  # a delete marker
                 self.stats.lifecycle_expired += 1
                 versions = await self._versions(bucket.name, key)
-        elif lifecycle.delete_marker_expired(
+        elif lifecycle_due.delete_marker_expired(
             rules, key, len(versions) == 1, mtime=current.mtime, now=now, day_s=self.day_s
         ):
             if await self._remove(bucket.name, key, current.public_id):
                 self.stats.lifecycle_markers_removed += 1
             return
         for i, v in enumerate(versions[1:], 1):
-            due = lifecycle.noncurrent_due(
+            due = lifecycle_due.noncurrent_due(
                 rules, key, v.size, v.tags, versions[i - 1].mtime, i - 1, now, self.day_s
             )
             if due is not None and await self._remove(bucket.name, key, v.public_id):
@@ -135,7 +135,7 @@ class LifecycleRunner:
                 bucket.name, key_marker=marker[0], upload_marker=marker[1], max_uploads=1000
             )
             for upload in page.uploads:
-                if lifecycle.abort_due(rules, upload.key, upload.initiated, when, self.day_s):
+                if lifecycle_due.abort_due(rules, upload.key, upload.initiated, when, self.day_s):
                     try:
                         await self.engine.multipart.abort(bucket.name, upload.key, upload.upload_id)
                         self.stats.lifecycle_uploads_aborted += 1

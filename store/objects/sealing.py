@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
-from store.codec import encryption as enc
-from store.codec.encryption import Envelope, SegmentEncryptor
+from store.codec.encryption import Envelope
+from store.codec.segment_cipher import SegmentDecryptor, SegmentEncryptor
 from store.errors import Corrupt
 
 BINDING_BYTES = 16
@@ -162,7 +162,7 @@ class Unsealer:
         they are damaged, short or long)."""
 
         def run() -> bytearray:
-            decryptor = enc.SegmentDecryptor(
+            decryptor = SegmentDecryptor(
                 self.key, span.envelope, span.binding, span.plain_size, span.offset, span.length
             )
             out = bytearray()

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -36,6 +36,7 @@ from store.errors import (
 from store.meta.api import MAX_TXN_OPS, Delete
 from store.volumes import records as V
 from store.volumes import unaligned
+from store.volumes.pieces import Piece, each_piece, on_drives, split
 from store.volumes.repair import VolumeHost, VolumeRepair
 
 log = logging.getLogger(__name__)
@@ -46,53 +47,8 @@ INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the ev
 _STATUS = {HOLE: 3, ZERO: 2}
 
 
-async def _on_drives(
-    drives: list[str], work: Callable[[str], Awaitable[None]]
-) -> dict[str, Exception]:
-    """``work`` for every drive at once; the drives it failed on (OSError, StoreError), and why."""
-    failed: dict[str, Exception] = {}
-
-    async def one(drive_id: str) -> None:
-        try:
-            await work(drive_id)
-        except (OSError, StoreError) as e:
-            failed[drive_id] = e
-
-    async with trio.open_nursery() as nursery:
-        for drive_id in drives:
-            nursery.start_soon(one, drive_id)
-    return failed
-
-
-async def _each(work: Callable[[Piece], Awaitable[None]], pieces: Iterable[Piece]) -> None:
-    """``work`` on every piece at once; the first StoreError raised as it is (not in a group)."""
-    errors: list[StoreError] = []
-
-    async def one(piece: Piece) -> None:
-        try:
-            await work(piece)
-        except StoreError as e:
-            errors.append(e)
-
-    async with trio.open_nursery() as nursery:
-        for piece in pieces:
-            nursery.start_soon(one, piece)
-    if errors:
-        raise errors[0]
-
-
 def _zero(f: ExtentFile, *, offset: int, length: int, punch: bool) -> None:
     f.zero(offset, length, punch=punch)
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """The part of a request that falls in one extent."""
-
-    index: int  # extent number
-    offset: int  # within the extent
-    length: int
-    at: int  # within the request
 
 
 class OpenVolume(VolumeRepair):
@@ -145,13 +101,7 @@ class OpenVolume(VolumeRepair):
     # -- geometry -------------------------------------------------------------------------------
 
     def pieces(self, offset: int, length: int) -> Iterator[Piece]:
-        extent = self.geometry.extent_bytes
-        at = 0
-        while at < length:
-            index, within = divmod(offset + at, extent)
-            n = min(extent - within, length - at)
-            yield Piece(index, within, n, at)
-            at += n
+        return split(offset, length, self.geometry.extent_bytes)
 
     def _check(self, offset: int, length: int, *, write: bool = False) -> None:
         if self.lost:
@@ -271,7 +221,7 @@ class OpenVolume(VolumeRepair):
                     layer, p.index, p.offset, p.length
                 )
 
-        await _each(read_piece, self.pieces(offset, length))  # the extents in parallel
+        await each_piece(read_piece, self.pieces(offset, length))  # the extents in parallel
         return out
 
     async def _read_extent(
@@ -328,7 +278,7 @@ class OpenVolume(VolumeRepair):
                 await self._write_replicas(p.index, p.offset, view[p.at : p.at + p.length])
 
         with self._write_call():
-            await _each(write_piece, self.pieces(offset, len(data)))  # the extents in parallel
+            await each_piece(write_piece, self.pieces(offset, len(data)))  # the extents in parallel
             if fua:
                 await self._sync_extents(touched)
 
@@ -388,7 +338,7 @@ class OpenVolume(VolumeRepair):
         async def one(drive_id: str) -> None:
             await self.volumes.drives[drive_id].run(work, self._file(layer, index, drive_id))
 
-        failed = await _on_drives(drives, one)
+        failed = await on_drives(drives, one)
         if failed:
             await self._degrade(layer, index, drives, failed)
 
@@ -496,7 +446,7 @@ class OpenVolume(VolumeRepair):
             drive = self.volumes.drives[drive_id]
             await drive.run(extentfile.create, drive.extent_path(eid), self.geometry, source)
 
-        failed = await _on_drives(drives, create)
+        failed = await on_drives(drives, create)
         for drive_id in drives:
             self._forget(self.layer, index, drive_id)  # a handle of a file just replaced
         if failed:

@@ -97,7 +97,10 @@ def test_volumes_users_and_maintenance_from_elsewhere(server: Server, tmp_path: 
     assert "no-such-volume" in missing.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another account needs root")
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="setpriv to the nobody account needs root; CI and make test as root run it",
+)
 def test_another_account_with_only_endpoint_and_credentials(server: Server) -> None:
     """As `nobody`, in `/`: no access to the data directory, its files or the test's."""
     status = cli(server, "status", "--json", cwd="/", user=65534)

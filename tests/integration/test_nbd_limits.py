@@ -28,7 +28,8 @@ from prometheus_client import CollectorRegistry
 from store import app
 from store.config import Config
 from store.gateway.http import Drain
-from store.gateway.nbd import NbdLimits, NbdMetrics, NbdServer
+from store.gateway.metrics import NbdMetrics
+from store.gateway.nbd import NbdLimits, NbdServer
 from store.node import local_volumes, open_local_engine
 from store.volumes.open_volume import OpenVolume
 from tests.integration.conftest import Server, start_server, stop_server

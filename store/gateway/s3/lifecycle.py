@@ -15,7 +15,7 @@ from store.gateway.s3.call import Call
 from store.gateway.s3.handlers import HandlerGroup
 from store.objects.lifecycle import SETTING, rules_of
 from store.objects.records import Bucket, Upload, Version
-from store.s3 import lifecycle
+from store.s3 import lifecycle, lifecycle_due
 from store.s3.errors import S3Error
 
 OPERATIONS: dict[str, str] = {
@@ -30,14 +30,14 @@ def expiration_headers(bucket: Bucket, v: Version, day_s: float) -> list[tuple[s
     rules = rules_of(bucket)
     if not rules or v.delete_marker:
         return []
-    value = lifecycle.expiration_header(rules, v.key, v.size, v.tags, v.mtime, day_s)
+    value = lifecycle_due.expiration_header(rules, v.key, v.size, v.tags, v.mtime, day_s)
     return [("x-amz-expiration", value)] if value else []
 
 
 def abort_headers(bucket: Bucket, upload: Upload, day_s: float) -> list[tuple[str, str]]:
     """x-amz-abort-date and -rule-id of an upload a rule will abort."""
     rules = rules_of(bucket)
-    return lifecycle.abort_headers(rules, upload.key, upload.initiated, day_s) if rules else []
+    return lifecycle_due.abort_headers(rules, upload.key, upload.initiated, day_s) if rules else []
 
 
 class LifecycleHandlers(HandlerGroup):

@@ -24,27 +24,24 @@ from store.codec.encryption import (
     NOT_APPLICABLE,
     PARAMETERS_REQUIRED,
     SEGMENT_BYTES,
-    TAG_BYTES,
     DecryptionFailed,
     EncryptionMismatch,
     Envelope,
     InvalidEncryptionAlgorithm,
     MasterKeyUnavailable,
-    SegmentDecryptor,
-    SegmentEncryptor,
     WrongCustomerKey,
     customer_data_key,
     data_key_for,
-    decrypt_range,
     managed_data_key,
     new_customer_envelope,
     new_managed_envelope,
     parse_customer_key,
     plain_size_of,
-    segment_count,
     stored_range,
     stored_size_of,
 )
+from store.codec.segment_cipher import SegmentDecryptor, SegmentEncryptor, decrypt_range
+from store.codec.segments import TAG_BYTES, segment_count
 from store.errors import Corrupt, InvalidArgument, OutOfRange, PermissionDenied, Unavailable
 
 MASTER_KEYS = {"k1": bytes(range(32)), "k2": bytes(range(32, 64))}

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from store.s3 import lifecycle as lc
+from store.s3 import lifecycle_due as lcd
 from store.s3 import xml
 from store.s3.errors import S3Error
 from store.s3.lifecycle import DISABLED, ENABLED, Expiration, Filter, NoncurrentExpiration, Rule
@@ -661,8 +662,8 @@ def expiring(selector: Filter, *, days: int = 1, rule_id: str = "r", status: str
 def test_filters(
     selector: Filter, key: str, size: int, tags: dict[str, str], expected: bool
 ) -> None:
-    assert lc.matches(expiring(selector), key, size, tags) is expected
-    assert lc.matches(expiring(selector, status=DISABLED), key, size, tags) is False
+    assert lcd.matches(expiring(selector), key, size, tags) is expected
+    assert lcd.matches(expiring(selector, status=DISABLED), key, size, tags) is False
 
 
 @pytest.mark.parametrize(
@@ -677,30 +678,30 @@ def test_filters(
 )
 def test_days_round_up_to_the_next_midnight(mtime: float, days: int, due: float) -> None:
     rules = [expiring(Filter(), days=days)]
-    assert lc.expiration_due(rules, "k", 1, {}, mtime, due - 0.001, day_s=1.0) is None
-    assert lc.expiration_due(rules, "k", 1, {}, mtime, due, day_s=1.0) == rules[0]
-    assert lc.expiration_due(rules, "k", 1, {}, mtime, due + 100, day_s=1.0) == rules[0]
+    assert lcd.expiration_due(rules, "k", 1, {}, mtime, due - 0.001, day_s=1.0) is None
+    assert lcd.expiration_due(rules, "k", 1, {}, mtime, due, day_s=1.0) == rules[0]
+    assert lcd.expiration_due(rules, "k", 1, {}, mtime, due + 100, day_s=1.0) == rules[0]
 
 
 def test_days_with_real_days_match_aws_example() -> None:
     # "an object created 1/15/2014 10:30 AM UTC, 3 days: 1/19/2014 00:00 UTC"
     rules = [expiring(Filter(), days=3)]
     created = ts("2014-01-15T10:30:00Z")
-    assert lc.expiration_due(rules, "k", 1, {}, created, ts("2014-01-18T23:59:59Z")) is None
-    assert lc.expiration_due(rules, "k", 1, {}, created, ts("2014-01-19T00:00:00Z")) == rules[0]
-    header = lc.expiration_header(rules, "k", 1, {}, created)
+    assert lcd.expiration_due(rules, "k", 1, {}, created, ts("2014-01-18T23:59:59Z")) is None
+    assert lcd.expiration_due(rules, "k", 1, {}, created, ts("2014-01-19T00:00:00Z")) == rules[0]
+    header = lcd.expiration_header(rules, "k", 1, {}, created)
     assert header == 'expiry-date="Sun, 19 Jan 2014 00:00:00 GMT", rule-id="r"'
 
 
 def test_date_rules_expire_everything_matching_from_the_date() -> None:
     date = ts("2030-01-01")
     rules = [Rule(ENABLED, Filter("old/"), "d", Expiration(date=date))]
-    assert lc.expiration_due(rules, "old/a", 1, {}, 0.0, date - 1) is None
-    assert lc.expiration_due(rules, "old/a", 1, {}, 0.0, date) == rules[0]
+    assert lcd.expiration_due(rules, "old/a", 1, {}, 0.0, date - 1) is None
+    assert lcd.expiration_due(rules, "old/a", 1, {}, 0.0, date) == rules[0]
     # Created after the date: due at once; the day length does not move a Date.
-    assert lc.expiration_due(rules, "old/a", 1, {}, date + 50, date + 60, day_s=1.0) == rules[0]
-    assert lc.expiration_due(rules, "new/a", 1, {}, 0.0, date + 1) is None
-    header = lc.expiration_header(rules, "old/a", 1, {}, date + 50)
+    assert lcd.expiration_due(rules, "old/a", 1, {}, date + 50, date + 60, day_s=1.0) == rules[0]
+    assert lcd.expiration_due(rules, "new/a", 1, {}, 0.0, date + 1) is None
+    header = lcd.expiration_header(rules, "old/a", 1, {}, date + 50)
     assert header == 'expiry-date="Tue, 01 Jan 2030 00:00:00 GMT", rule-id="d"'
 
 
@@ -711,13 +712,13 @@ def test_the_rule_due_first_wins() -> None:
         Rule(ENABLED, Filter("tmp/"), "marker", Expiration(expired_object_delete_marker=True)),
         expiring(Filter("tmp/"), days=1, rule_id="off", status=DISABLED),
     ]
-    assert lc.expiration_due(rules, "tmp/a", 1, {}, 0.5, 3.0, day_s=1.0) == rules[1]
-    assert lc.expiration_due(rules, "doc", 1, {}, 0.5, 3.0, day_s=1.0) is None
-    assert lc.expiration_due(rules, "doc", 1, {}, 0.5, 31.0, day_s=1.0) == rules[0]
-    assert lc.expiration_header(rules, "tmp/a", 1, {}, 0.5, day_s=1.0) == (
+    assert lcd.expiration_due(rules, "tmp/a", 1, {}, 0.5, 3.0, day_s=1.0) == rules[1]
+    assert lcd.expiration_due(rules, "doc", 1, {}, 0.5, 3.0, day_s=1.0) is None
+    assert lcd.expiration_due(rules, "doc", 1, {}, 0.5, 31.0, day_s=1.0) == rules[0]
+    assert lcd.expiration_header(rules, "tmp/a", 1, {}, 0.5, day_s=1.0) == (
         'expiry-date="Thu, 01 Jan 1970 00:00:03 GMT", rule-id="tmp"'
     )
-    assert lc.expiration_header(rules[2:], "tmp/a", 1, {}, 0.5) is None
+    assert lcd.expiration_header(rules[2:], "tmp/a", 1, {}, 0.5) is None
 
 
 @pytest.mark.parametrize(
@@ -735,17 +736,17 @@ def test_the_rule_due_first_wins() -> None:
 )
 def test_noncurrent_versions(keep: int | None, newer: int, now: float, due: bool) -> None:
     rules = [Rule(ENABLED, Filter("v/"), "nc", noncurrent=NoncurrentExpiration(2, keep))]
-    found = lc.noncurrent_due(rules, "v/a", 5, {}, 10.2, newer, now, day_s=1.0)
+    found = lcd.noncurrent_due(rules, "v/a", 5, {}, 10.2, newer, now, day_s=1.0)
     assert found == (rules[0] if due else None)
-    assert lc.noncurrent_due(rules, "w/a", 5, {}, 10.2, newer, now, day_s=1.0) is None
+    assert lcd.noncurrent_due(rules, "w/a", 5, {}, 10.2, newer, now, day_s=1.0) is None
 
 
 def test_noncurrent_rules_do_not_expire_current_versions_and_vice_versa() -> None:
     current = [expiring(Filter(), days=1)]
     noncurrent = [Rule(ENABLED, noncurrent=NoncurrentExpiration(1))]
-    assert lc.noncurrent_due(current, "k", 1, {}, 0.0, 5, 1e9) is None
-    assert lc.expiration_due(noncurrent, "k", 1, {}, 0.0, 1e9) is None
-    assert lc.expiration_header(noncurrent, "k", 1, {}, 0.0) is None
+    assert lcd.noncurrent_due(current, "k", 1, {}, 0.0, 5, 1e9) is None
+    assert lcd.expiration_due(noncurrent, "k", 1, {}, 0.0, 1e9) is None
+    assert lcd.expiration_header(noncurrent, "k", 1, {}, 0.0) is None
 
 
 def test_abort_incomplete_uploads() -> None:
@@ -754,33 +755,33 @@ def test_abort_incomplete_uploads() -> None:
         Rule(ENABLED, Filter(""), "abort-all", abort_days=7),
         Rule(DISABLED, Filter("big/"), "off", abort_days=1),
     ]
-    assert lc.abort_due(rules, "big/a", 10.5, 13.999, day_s=1.0) is None
-    assert lc.abort_due(rules, "big/a", 10.5, 14.0, day_s=1.0) == rules[0]
-    assert lc.abort_due(rules, "small", 10.5, 14.0, day_s=1.0) is None
-    assert lc.abort_due(rules, "small", 10.5, 18.0, day_s=1.0) == rules[1]
-    assert lc.abort_headers(rules, "big/a", ts("2022-12-19T10:00:00Z")) == [
+    assert lcd.abort_due(rules, "big/a", 10.5, 13.999, day_s=1.0) is None
+    assert lcd.abort_due(rules, "big/a", 10.5, 14.0, day_s=1.0) == rules[0]
+    assert lcd.abort_due(rules, "small", 10.5, 14.0, day_s=1.0) is None
+    assert lcd.abort_due(rules, "small", 10.5, 18.0, day_s=1.0) == rules[1]
+    assert lcd.abort_headers(rules, "big/a", ts("2022-12-19T10:00:00Z")) == [
         ("x-amz-abort-date", "Fri, 23 Dec 2022 00:00:00 GMT"),
         ("x-amz-abort-rule-id", "abort-big"),
     ]
-    assert lc.abort_headers(rules[2:], "big/a", 0.0) == []
+    assert lcd.abort_headers(rules[2:], "big/a", 0.0) == []
 
 
 def test_expired_object_delete_markers() -> None:
     marker = [Rule(ENABLED, Filter("logs/"), "m", Expiration(expired_object_delete_marker=True))]
-    assert lc.delete_marker_expired(marker, "logs/a", only_version_left=True)
-    assert not lc.delete_marker_expired(marker, "logs/a", only_version_left=False)
-    assert not lc.delete_marker_expired(marker, "other", only_version_left=True)
+    assert lcd.delete_marker_expired(marker, "logs/a", only_version_left=True)
+    assert not lcd.delete_marker_expired(marker, "logs/a", only_version_left=False)
+    assert not lcd.delete_marker_expired(marker, "other", only_version_left=True)
     off = [Rule(ENABLED, Filter(), "m", Expiration(expired_object_delete_marker=False))]
-    assert not lc.delete_marker_expired(off, "logs/a", only_version_left=True)
+    assert not lcd.delete_marker_expired(off, "logs/a", only_version_left=True)
     # Days rules clean up lone markers once they are old enough, given their age.
     days = [expiring(Filter("logs/"), days=2)]
-    assert not lc.delete_marker_expired(days, "logs/a", True)
-    assert not lc.delete_marker_expired(days, "logs/a", True, mtime=10.5, now=12.9, day_s=1.0)
-    assert lc.delete_marker_expired(days, "logs/a", True, mtime=10.5, now=13.0, day_s=1.0)
-    assert not lc.delete_marker_expired(days, "logs/a", False, mtime=10.5, now=99.0, day_s=1.0)
+    assert not lcd.delete_marker_expired(days, "logs/a", True)
+    assert not lcd.delete_marker_expired(days, "logs/a", True, mtime=10.5, now=12.9, day_s=1.0)
+    assert lcd.delete_marker_expired(days, "logs/a", True, mtime=10.5, now=13.0, day_s=1.0)
+    assert not lcd.delete_marker_expired(days, "logs/a", False, mtime=10.5, now=99.0, day_s=1.0)
     # A marker has no tags: tag rules never touch it.
     tagged = [expiring(Filter(tags=(("k", "v"),)))]
-    assert not lc.delete_marker_expired(tagged, "a", True, mtime=0.0, now=1e9)
+    assert not lcd.delete_marker_expired(tagged, "a", True, mtime=0.0, now=1e9)
 
 
 def test_disabled_rules_never_apply() -> None:
@@ -795,17 +796,17 @@ def test_disabled_rules_never_apply() -> None:
         ),
         Rule(DISABLED, Filter(), "off-marker", Expiration(expired_object_delete_marker=True)),
     ]
-    assert lc.expiration_due(rules, "k", 1, {}, 0.0, 1e12) is None
-    assert lc.noncurrent_due(rules, "k", 1, {}, 0.0, 50, 1e12) is None
-    assert lc.abort_due(rules, "k", 0.0, 1e12) is None
-    assert not lc.delete_marker_expired(rules, "k", True, mtime=0.0, now=1e12)
-    assert lc.expiration_header(rules, "k", 1, {}, 0.0) is None
-    assert lc.abort_headers(rules, "k", 0.0) == []
+    assert lcd.expiration_due(rules, "k", 1, {}, 0.0, 1e12) is None
+    assert lcd.noncurrent_due(rules, "k", 1, {}, 0.0, 50, 1e12) is None
+    assert lcd.abort_due(rules, "k", 0.0, 1e12) is None
+    assert not lcd.delete_marker_expired(rules, "k", True, mtime=0.0, now=1e12)
+    assert lcd.expiration_header(rules, "k", 1, {}, 0.0) is None
+    assert lcd.abort_headers(rules, "k", 0.0) == []
 
 
 def test_header_rule_ids_cannot_break_the_header() -> None:
     rules = [expiring(Filter(), rule_id='a "quoted"\r\nX-Evil: 1 ünï')]
-    header = lc.expiration_header(rules, "k", 1, {}, 0.0)
+    header = lcd.expiration_header(rules, "k", 1, {}, 0.0)
     assert header is not None and header.isascii() and "\r" not in header and "\n" not in header
     assert header.endswith('rule-id="a %22quoted%22%0D%0AX-Evil: 1 %C3%BCn%C3%AF"')
 
