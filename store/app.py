@@ -28,7 +28,7 @@ import socket
 import ssl
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -195,13 +195,8 @@ def _nbd_server(
         draining,
         tls_context=context,
         tls_required=mode == "required",
-        limits=NbdLimits(
-            max_bytes_in_flight_per_connection=config.nbd.max_bytes_in_flight_per_connection,
-            max_bytes_in_flight=config.nbd.max_bytes_in_flight,
-            max_requests_in_flight_per_connection=config.nbd.max_requests_in_flight_per_connection,
-            send_stall_timeout_s=config.nbd.send_stall_timeout_s,
-            max_connections=config.nbd.max_connections,
-        ),
+        # The [nbd] keys of the same names (config.py keeps them beside the listener's).
+        limits=NbdLimits(**{f.name: getattr(config.nbd, f.name) for f in fields(NbdLimits)}),
     )
 
 

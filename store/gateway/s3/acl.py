@@ -82,9 +82,7 @@ class AclHandlers(HandlerGroup):
         bucket = await self.authz.bucket(call)
         grants = await self._requested_grants(call, bucket.owner, bucket, for_bucket=True)
         access.check_new_acl(self.authz.controls(bucket), grants, explicit=True)
-        await self.engine.update_settings(
-            bucket.name, lambda b: {**b.settings, "acl": acl.to_json(grants)}
-        )
+        await self.put_setting(bucket.name, "acl", acl.to_json(grants))
         return Response(200)
 
     # -- objects ---------------------------------------------------------------------------------
@@ -134,7 +132,7 @@ class AclHandlers(HandlerGroup):
                     "bucket ACLs other than the owner's full control cannot be used with "
                     "BucketOwnerEnforced",
                 )
-        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, "ownership": value})
+        await self.put_setting(bucket.name, "ownership", value)
         return Response(200)
 
     async def delete_ownership(self, call: Call) -> Response:
@@ -158,9 +156,7 @@ class AclHandlers(HandlerGroup):
     async def put_public_access_block(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
         block = access.parse_public_access_block(await self.read_document(call))
-        await self.engine.update_settings(
-            bucket.name, lambda b: {**b.settings, "pab": block.to_json()}
-        )
+        await self.put_setting(bucket.name, "pab", block.to_json())
         return Response(200)
 
     async def delete_public_access_block(self, call: Call) -> Response:

@@ -191,7 +191,7 @@ class BucketHandlers(HandlerGroup):
     async def put_bucket_cors(self, call: Call) -> Response:
         bucket = await self._bucket(call)
         rendered = cors.render(cors.parse(await self.read_document(call))).decode()
-        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, "cors": rendered})
+        await self.put_setting(bucket.name, "cors", rendered)
         return Response(200)
 
     async def delete_bucket_cors(self, call: Call) -> Response:
@@ -238,7 +238,7 @@ class BucketHandlers(HandlerGroup):
         statements = policy.parse(raw, bucket.name)  # MalformedPolicy before anything is stored
         access.check_new_policy(self.authz.controls(bucket).block, statements)
         text = raw.decode()
-        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, "policy": text})
+        await self.put_setting(bucket.name, "policy", text)
         return Response(204)
 
     async def delete_bucket_policy(self, call: Call) -> Response:

@@ -54,6 +54,10 @@ class HandlerGroup:
         """The request's bucket, if the caller may do this operation on it (s3_access)."""
         return await self.authz.bucket(call, **kw)
 
+    async def put_setting(self, bucket: str, name: str, value: Any) -> None:
+        """The bucket's setting ``name`` set to ``value`` (the others as they are then)."""
+        await self.engine.update_settings(bucket, lambda b: {**b.settings, name: value})
+
     async def drop_setting(self, call: Call, name: str) -> Response:
         """Delete<Configuration>: the bucket's setting ``name`` removed (204)."""
         bucket = await self.authz.bucket(call)

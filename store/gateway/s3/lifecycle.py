@@ -58,7 +58,7 @@ class LifecycleHandlers(HandlerGroup):
         # S3 names a rule that has no ID (the ID is what x-amz-expiration reports)
         rules = [r if r.rule_id else replace(r, rule_id=secrets.token_hex(12)) for r in rules]
         value = lifecycle.to_setting(rules)
-        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, SETTING: value})
+        await self.put_setting(bucket.name, SETTING, value)
         return Response(200)
 
     async def delete_configuration(self, call: Call) -> Response:

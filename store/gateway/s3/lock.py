@@ -48,7 +48,7 @@ class LockHandlers(HandlerGroup):
                 "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
             )
         value = objectlock.to_setting(config)
-        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, SETTING: value})
+        await self.put_setting(bucket.name, SETTING, value)
         return Response(200)
 
     async def _locked_version(self, call: Call) -> tuple[Bucket, Version]:

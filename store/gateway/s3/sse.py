@@ -34,7 +34,7 @@ class EncryptionHandlers(HandlerGroup):
     async def put_configuration(self, call: Call) -> Response:
         bucket = await self.authz.bucket(call)
         config = parse_configuration(await self.read_document(call))
-        await self.engine.update_settings(bucket.name, lambda b: {**b.settings, SETTING: config})
+        await self.put_setting(bucket.name, SETTING, config)
         return Response(200)
 
     async def delete_configuration(self, call: Call) -> Response:
