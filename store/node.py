@@ -42,12 +42,8 @@ def local_drives(data_dir: Path, drives: int | Sequence[Path]) -> dict[str, Driv
 
 
 def local_volumes(engine: ObjectEngine) -> Volumes:
-    """The block volumes of a single node's engine (its drives are local directories)."""
-    drives = engine.chunks.drives
-    local = {name: d for name, d in drives.items() if isinstance(d, Drive)}
-    if len(local) != len(drives):
-        raise InvalidArgument("volumes need local drives")
-    return Volumes(engine.kv, local, engine.chunks.cmap)
+    """The block volumes of an engine: on the same drives and cluster map as its objects."""
+    return Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
 
 
 @asynccontextmanager

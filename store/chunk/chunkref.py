@@ -1,13 +1,12 @@
-"""What the chunk layer's modules share: chunk references, sizes, counters, the drive protocol."""
+"""What the chunk layer's modules share: chunk references, sizes, counters (the drive protocol is
+in api.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from store.chunk.drive import ShardWriter
-from store.chunk.shardfile import ShardGeometry
 from store.codec.stripe import ChunkLayout
 from store.placement.layout import ErasureCoded, Scheme, parse_scheme
 
@@ -17,26 +16,17 @@ CHUNK_BYTES = 64 << 20  # data bytes per chunk before a stream rolls over to a n
 READ_WINDOW_BYTES = 4 << 20  # per-shard bytes a single read call fetches (mapped, not copied)
 
 
-class DriveAPI(Protocol):
-    """What a chunk store needs from a drive (store.chunk.drive.Drive, or a remote one)."""
-
-    async def create(self, sid: str, block_bytes: int) -> ShardWriter: ...
-    async def read(self, sid: str, offset: int = 0, length: int | None = None) -> Any: ...
-    async def verify(self, sid: str) -> list[int]: ...
-    async def geometry(self, sid: str) -> ShardGeometry: ...
-    async def delete(self, sid: str) -> bool: ...
-    def list_shards(self) -> AsyncIterator[str]: ...
-    async def clean_tmp(self, older_than_s: float = 0.0) -> int: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ChunkRef:
-    """Everything needed to find and read a chunk; stored in object metadata."""
+    """Everything needed to find and read a chunk; stored in object metadata. ``epoch`` is the
+    cluster map's epoch the chunk was placed under (so a rebalance can tell which map put its
+    shards where they are; 0 in records older than the field)."""
 
     chunk_id: str
     scheme: Scheme
     block_bytes: int
     length: int
+    epoch: int = 0
 
     @property
     def k(self) -> int:
@@ -47,12 +37,20 @@ class ChunkRef:
         return ChunkLayout(self.k, self.block_bytes, self.length)
 
     def to_json(self) -> list[Any]:
-        return [self.chunk_id, str(self.scheme), self.block_bytes, self.length]
+        return [self.chunk_id, str(self.scheme), self.block_bytes, self.length, self.epoch]
 
     @classmethod
     def from_json(cls, value: Sequence[Any]) -> ChunkRef:
-        chunk_id, scheme, block_bytes, length = value
-        return cls(str(chunk_id), parse_scheme(scheme), int(block_bytes), int(length))
+        """The inverse of ``to_json`` (which older records wrote without the epoch).
+
+        >>> ChunkRef.from_json(["ab" * 16, "ec:4+2", 1048576, 10, 3]).epoch
+        3
+        >>> ChunkRef.from_json(["ab" * 16, "ec:4+2", 1048576, 10]).epoch
+        0
+        """
+        chunk_id, scheme, block_bytes, length, *rest = value
+        epoch = int(rest[0]) if rest else 0
+        return cls(str(chunk_id), parse_scheme(scheme), int(block_bytes), int(length), epoch)
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from store import native
+from store.chunk.api import DriveAPI
 from store.chunk.chunkref import (
     CHUNK_BYTES,
     CRC_BLOCK_BYTES,
@@ -36,10 +37,9 @@ from store.chunk.chunkref import (
     STRIPE_BLOCK_BYTES,
     ChunkRef,
     ChunkStats,
-    DriveAPI,
     ShardProblem,
 )
-from store.chunk.drive import shard_id
+from store.chunk.ids import shard_id
 from store.chunk.shardfile import ShardGeometry
 from store.chunk.writer import StreamWriter
 from store.errors import (

@@ -71,23 +71,37 @@ class ExtentGeometry:
             raise InvalidArgument(f"{offset}+{length} is outside the extent")
 
 
+@dataclass(frozen=True, slots=True)
+class ExtentImage:
+    """A whole extent as one replica held it, every block verified: the source of a
+    copy-on-write or of a repair. ``data`` is the full extent (holes read as zeros); ``crcs``
+    and ``states`` are its tables (4 and 1 bytes per block)."""
+
+    crcs: bytes
+    states: bytes
+    data: bytes | bytearray
+
+
 def footer(geometry: ExtentGeometry) -> bytes:
     head = FOOTER.pack(MAGIC, geometry.extent_bytes, geometry.block_bytes, geometry.blocks, 0)
     return head + struct.pack("<I", crc32c(head))
 
 
-def create(path: Path, geometry: ExtentGeometry, source: ExtentFile | None = None) -> None:
-    """Make an extent file at ``path`` (replacing any): all holes, or a copy of ``source``'s
-    data and table (copy-on-write); durable (file and directory synced) before returning."""
+def create(path: Path, geometry: ExtentGeometry, image: ExtentImage | None = None) -> None:
+    """Make an extent file at ``path`` (replacing any): all holes, or ``image``'s data and
+    tables (copy-on-write, repair); durable (file and directory synced) before returning."""
     if geometry.extent_bytes % geometry.block_bytes:
         raise InvalidArgument("the extent size must be a multiple of the block size")
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.new")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.ftruncate(fd, geometry.file_bytes)
-        if source is not None:
-            _copy_data(source, fd, geometry)
-            table = bytes(source._crcs) + bytes(source._states)
+        if image is not None:
+            sizes = (len(image.data), len(image.crcs), len(image.states))
+            if sizes != (geometry.extent_bytes, 4 * geometry.blocks, geometry.blocks):
+                raise InvalidArgument("the extent image does not match the geometry")
+            _copy_data(image, fd, geometry)
+            table = bytes(image.crcs) + bytes(image.states)
         else:
             table = struct.pack(
                 f"<{geometry.blocks}I", *[zero_crc(geometry.block_bytes)] * geometry.blocks
@@ -101,9 +115,10 @@ def create(path: Path, geometry: ExtentGeometry, source: ExtentFile | None = Non
     fsync_dir(path.parent)
 
 
-def _copy_data(source: ExtentFile, fd: int, geometry: ExtentGeometry) -> None:
+def _copy_data(image: ExtentImage, fd: int, geometry: ExtentGeometry) -> None:
     """Copy only the allocated blocks (holes stay holes)."""
-    states = bytes(source._states)
+    states = image.states
+    data = memoryview(image.data)
     block = geometry.block_bytes
     index = 0
     while index < geometry.blocks:
@@ -113,8 +128,7 @@ def _copy_data(source: ExtentFile, fd: int, geometry: ExtentGeometry) -> None:
         end = index
         while end < geometry.blocks and states[end] != HOLE and end - index < 256:
             end += 1
-        data = os.pread(source.fd, (end - index) * block, index * block)
-        os.pwrite(fd, data, index * block)
+        _pwrite_all(fd, data[index * block : end * block], index * block)
         index = end
 
 
@@ -156,6 +170,12 @@ class ExtentFile:
         raw = os.pread(self.fd, FOOTER_BYTES, g.extent_bytes + 5 * g.blocks)
         if len(raw) != FOOTER_BYTES or raw != footer(g):
             raise Corrupt(f"extent file {self.path.name}: bad footer or geometry")
+
+    def discard(self) -> None:
+        """Close without saving the tables (the file was replaced or removed)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -199,11 +219,16 @@ class ExtentFile:
     def verify(self) -> None:
         """Check the whole extent as the disk holds it: the tables read afresh (they must match
         the ones in memory) and every block against its CRC. Corrupt if anything is off."""
+        self.image()
+
+    def image(self) -> ExtentImage:
+        """The whole extent, checked as ``verify`` checks it."""
         self.save_table()
         crcs, states = self._read_tables()
         if crcs != self._crcs or states != self._states:
             raise Corrupt(f"extent file {self.path.name}: its checksum table changed on disk")
-        self.read(0, self.geometry.extent_bytes)
+        data = self.read(0, self.geometry.extent_bytes)
+        return ExtentImage(bytes(crcs), bytes(states), data)
 
     def states(self, offset: int, length: int) -> bytes:
         """HOLE/DATA/ZERO of each block of the range."""

@@ -13,15 +13,17 @@ import errno
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import trio
 
 from store import native
+from store.chunk.api import DriveAPI, ShardSink
 from store.chunk.chunkref import CRC_BLOCK_BYTES, ChunkRef, ChunkStats
-from store.chunk.drive import ShardWriter, new_chunk_id, shard_id
+from store.chunk.ids import new_chunk_id, shard_id
 from store.errors import NoSpace, StoreError, Unavailable
+from store.placement.hrw import ClusterMap
 from store.placement.layout import ErasureCoded, Scheme, write_quorum
 
 
@@ -29,8 +31,9 @@ class ChunkTarget(Protocol):
     """What the writers need of the chunk store (``ChunkStore``): where a chunk's shards go,
     the codec, the drives, the limits, and the bookkeeping of chunks being written."""
 
-    drives: Mapping[str, Any]
+    drives: Mapping[str, DriveAPI]
     stats: ChunkStats
+    cmap: ClusterMap
     block_bytes: int
     chunk_bytes: int
     cpu: trio.CapacityLimiter
@@ -159,7 +162,7 @@ class _ChunkWriter:
         self.length = 0
         self._nursery = nursery
         self._drive_ids = drive_ids
-        self._writers: dict[int, ShardWriter] = {}
+        self._writers: dict[int, ShardSink] = {}
         self._k = ref.k
         width = ref.scheme.width
         self._quorum = write_quorum(ref.scheme)
@@ -180,7 +183,7 @@ class _ChunkWriter:
 
     @classmethod
     async def start(cls, store: ChunkTarget, scheme: Scheme, nursery: trio.Nursery) -> _ChunkWriter:
-        ref = ChunkRef(new_chunk_id(), scheme, store.block_bytes, 0)
+        ref = ChunkRef(new_chunk_id(), scheme, store.block_bytes, 0, store.cmap.epoch)
         drive_ids = store.placement(ref)
         self = cls(store, ref, drive_ids, nursery)
         store.inflight.add(ref.chunk_id)
@@ -235,7 +238,7 @@ class _ChunkWriter:
             crcs = await trio.to_thread.run_sync(self._encode, stripe, size, limiter=self.store.cpu)
             per_shard = math.ceil(size / CRC_BLOCK_BYTES)
 
-            async def append(index: int, w: ShardWriter) -> None:
+            async def append(index: int, w: ShardSink) -> None:
                 source = stripe.views[index] if self._ec is not None else stripe.views[0]
                 mine = crcs[index * per_shard : (index + 1) * per_shard] if self._ec else crcs
                 await w.append(source[:size], mine)
@@ -267,13 +270,11 @@ class _ChunkWriter:
                 f"need {self._quorum}"
             )
 
-    async def _on_each_writer(
-        self, op: Callable[[int, ShardWriter], Awaitable[object]]
-    ) -> list[int]:
+    async def _on_each_writer(self, op: Callable[[int, ShardSink], Awaitable[object]]) -> list[int]:
         """Run ``op`` on every shard writer in parallel; the indices of those that failed."""
         failed: list[int] = []
 
-        async def one(index: int, w: ShardWriter) -> None:
+        async def one(index: int, w: ShardSink) -> None:
             try:
                 await op(index, w)
             except (StoreError, OSError) as e:
@@ -331,7 +332,7 @@ class _ChunkWriter:
         for index in await self._on_each_writer(lambda _, w: w.commit()):
             self.store.stats.shard_write_failures += 1
             self._writers.pop(index)
-        ref = ChunkRef(self.ref.chunk_id, self.ref.scheme, self.ref.block_bytes, self.length)
+        ref = replace(self.ref, length=self.length)
         if len(self._writers) < self._quorum:
             durable = len(self._writers)
             self._writers.clear()

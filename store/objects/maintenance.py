@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import trio
 
-from store.chunk.drive import chunk_created
+from store.chunk.ids import chunk_created
 from store.errors import StoreError
 from store.meta.api import Compare, Delete, prefix_end
 from store.objects import records as R

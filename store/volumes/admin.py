@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from store.chunk.drive import Drive
+from store.chunk.api import DriveAPI
 from store.errors import (
     AlreadyExists,
     Conflict,
@@ -56,7 +56,7 @@ class _Attached(Exception):
 class Volumes:
     """Volume admin (create, list, resize, delete) and ``open`` for I/O."""
 
-    def __init__(self, kv: KV, drives: Mapping[str, Drive], cmap: ClusterMap) -> None:
+    def __init__(self, kv: KV, drives: Mapping[str, DriveAPI], cmap: ClusterMap) -> None:
         self.kv = kv
         self.drives = drives
         self.cmap = cmap
@@ -296,8 +296,7 @@ class Volumes:
                 continue
             eid = V.extent_id(layer, index)
             for drive_id in self.replica_drives(eid, volume.replicas):
-                path = self.drives[drive_id].extent_path(eid)
-                await self.drives[drive_id].run(path.unlink, True)
+                await self.drives[drive_id].extent_delete(eid)
             await self.kv.txn(
                 [], [Delete(V.extent_key(layer, index)), Delete(V.stale_key(layer, index))]
             )
@@ -306,6 +305,11 @@ class Volumes:
         """The extents a layer holds."""
         keys = scan_prefix(self.kv, V.extents_prefix(layer), keys_only=True, page_size=10000)
         return [V.index_of(kv.key) async for kv in keys]
+
+    @property
+    def epoch(self) -> int:
+        """The cluster map's epoch: new extents record it."""
+        return self.cmap.epoch
 
     def replica_drives(self, eid: str, replicas: int) -> list[str]:
         return place(self.cmap, eid, replicas)
@@ -349,8 +353,8 @@ class Volumes:
                     nursery.start_soon(
                         volume_requests.serve_requests, self.kv, name, opened.handle_request
                     )
-                    nursery.start_soon(opened.heal_stale, STALE_RETRY_S)
-                opened.nursery = nursery
+                    nursery.start_soon(opened.repair.heal_stale, STALE_RETRY_S)
+                opened.repair.nursery = nursery
                 try:
                     yield opened
                 except Exception as e:
@@ -358,10 +362,10 @@ class Volumes:
                 finally:
                     with trio.CancelScope(shield=True):
                         with trio.move_on_after(REPAIR_WAIT_S):  # repairs found by reads
-                            await opened.repairs_idle.wait()
+                            await opened.repair.repairs_idle.wait()
                         if writable and not opened.lost:
                             await opened.flush()
-                        opened.close_files()
+                        await opened.release()
                     nursery.cancel_scope.cancel()
             if failed is not None:
                 raise failed

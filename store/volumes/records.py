@@ -56,6 +56,20 @@ def extent_key(layer: str, index: int) -> bytes:
     return f"VE/{layer}/{index:016x}".encode()
 
 
+def extent_value(epoch: int) -> bytes:
+    """An allocated extent's record: the cluster map epoch its replicas were placed under (a
+    rebalance tells from it which map put them where they are). Older records are empty.
+
+    >>> extent_epoch(extent_value(7)), extent_epoch(b"")
+    (7, 0)
+    """
+    return json.dumps({"epoch": epoch}).encode()
+
+
+def extent_epoch(value: bytes) -> int:
+    return int(json.loads(value)["epoch"]) if value else 0
+
+
 def extents_prefix(layer: str) -> bytes:
     return f"VE/{layer}/".encode()
 

@@ -55,6 +55,15 @@ async def test_roundtrip_and_ranges(tmp_path: Path, scheme: Scheme, size: int) -
     assert await store.check(ref) == []
 
 
+async def test_chunk_refs_record_the_placement_epoch(tmp_path: Path) -> None:
+    ds = {f"d{i}": Drive(tmp_path / f"d{i}") for i in range(6)}
+    cmap = ClusterMap(7, 64, tuple(DriveInfo(d, "local") for d in ds))
+    store = ChunkStore(ds, cmap, ErasureCoded(4, 2), block_bytes=128 << 10)
+    (ref,) = await store.write(b"placed under epoch 7")
+    assert ref.epoch == 7
+    assert ChunkRef.from_json(ref.to_json()) == ref
+
+
 async def test_stream_rolls_over_chunks(tmp_path: Path) -> None:
     store = make_store(tmp_path, ErasureCoded(4, 2))
     store.chunk_bytes = 300_000

@@ -103,12 +103,20 @@ def test_lost_table_update_is_rebuilt(tmp_path: Path) -> None:
 def test_copy_on_write_copies_data_and_table(tmp_path: Path) -> None:
     src = make(tmp_path, "src.ext")
     src.write(8192, b"z" * 4096)
-    extentfile.create(tmp_path / "dst.ext", G, source=src)
+    extentfile.create(tmp_path / "dst.ext", G, src.image())
     dst = ExtentFile(tmp_path / "dst.ext", G)
     assert dst.read(0, G.extent_bytes) == src.read(0, G.extent_bytes)
     assert dst.states(0, G.extent_bytes) == src.states(0, G.extent_bytes)
     dst.write(8192, b"w" * 4096)
     assert src.read(8192, 4096) == b"z" * 4096  # the source is untouched
+
+
+def test_an_image_of_another_geometry_is_refused(tmp_path: Path) -> None:
+    image = make(tmp_path, "src.ext").image()
+    short = extentfile.ExtentImage(image.crcs, image.states, image.data[:-4096])
+    with pytest.raises(InvalidArgument):
+        extentfile.create(tmp_path / "dst.ext", G, short)
+    assert not (tmp_path / "dst.ext").exists()
 
 
 def test_misaligned_or_outside_ranges_and_bad_files(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ async def test_a_failing_replica_is_marked_stale_and_never_read(
     async with volumes.open("deg") as vol:
         await vol.write(0, b"o" * EXTENT)  # old data, on both replicas
         await vol.flush()
-        first, second = vol._drives(vol.layer, 0)
+        first, second = vol.replicas.drives(vol.layer, 0)
         with failing(monkeypatch, volumes.drives[first].root):
             await vol.write(0, b"n" * BLOCK)  # small: the inline path
             await vol.write(BLOCK, b"m" * 2 * EXTENT, fua=True)  # large, across extents
@@ -111,10 +111,10 @@ async def test_no_replica_written_fails_the_write(
     await volumes.create("dead", SIZE, extent_bytes=EXTENT)
     async with volumes.open("dead") as vol:
         await vol.write(0, b"x" * BLOCK)
-        roots = [volumes.drives[d].root for d in vol._drives(vol.layer, 0)]
+        roots = [volumes.drives[d].root for d in vol.replicas.drives(vol.layer, 0)]
         with failing(monkeypatch, *roots), pytest.raises(Unavailable):
             await vol.write(0, b"y" * 32 * BLOCK)
-        roots = [volumes.drives[d].root for d in vol._drives(vol.layer, 2)]
+        roots = [volumes.drives[d].root for d in vol.replicas.drives(vol.layer, 2)]
         with failing(monkeypatch, *roots), pytest.raises(Unavailable):
             await vol.write(EXTENT * 2, b"z" * BLOCK)  # allocation fails on every drive
 
@@ -124,7 +124,7 @@ async def test_allocation_on_a_failing_drive_degrades(
 ) -> None:
     await volumes.create("alloc", SIZE, extent_bytes=EXTENT)
     async with volumes.open("alloc") as vol:
-        first = vol._drives(vol.layer, 3)[0]
+        first = vol.replicas.drives(vol.layer, 3)[0]
         with failing(monkeypatch, volumes.drives[first].root):
             await vol.write(3 * EXTENT, b"a" * BLOCK)
         assert vol.stale[(vol.layer, 3)] == {first}
@@ -141,7 +141,7 @@ async def test_crash_recovery_never_copies_from_a_stale_replica(
     async with volumes.open("crash") as vol:
         await vol.write(0, b"1" * EXTENT)
         await vol.flush()
-        first = vol._drives(vol.layer, 0)[0]
+        first = vol.replicas.drives(vol.layer, 0)[0]
         with failing(monkeypatch, volumes.drives[first].root):
             await vol.write(0, b"2" * BLOCK)
         layer = vol.layer
@@ -160,7 +160,7 @@ async def test_scrub_finds_and_repairs_every_kind_of_damage(
         for index in range(3):
             await vol.write(index * EXTENT, bytes([index + 1]) * EXTENT)
         layer = vol.layer
-        first = vol._drives(layer, 2)[0]
+        first = vol.replicas.drives(layer, 2)[0]
         with failing(monkeypatch, volumes.drives[first].root):
             await vol.write(2 * EXTENT, b"s" * BLOCK)  # extent 2: one stale replica
     corrupt_drive = volumes.drives[volumes.replica_drives(V.extent_id(layer, 0), 2)[1]]

@@ -54,6 +54,15 @@ async def test_unwritten_volume_costs_nothing_and_reads_zeros(
     assert files_of(tmp_path) == []
 
 
+async def test_allocated_extents_record_the_placement_epoch(volumes: Volumes) -> None:
+    await make(volumes)
+    async with volumes.open("vol") as vol:
+        await vol.write(EXTENT, b"e" * BLOCK)
+        layer = vol.layer
+    found = await volumes.kv.get(V.extent_key(layer, 1))
+    assert found is not None and V.extent_epoch(found.value) == volumes.cmap.epoch == 1
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -1,0 +1,198 @@
+"""I/O on the replicas of one extent, through the drive seam (store/chunk/api.py).
+
+Reads take the first good replica that reads back verified; a replica that fails is reported
+(``on_damage``: a repair is queued) and the next one tried. Writes, zeroing and syncs go to every
+good replica at once; a replica that fails is marked stale (``ReplicaSet.degrade``) before the
+call returns, and the call fails only when every replica did. Creating an extent copies the
+parent layer's extent (copy-on-write) from a replica whose whole image verifies.
+
+Drives that offer the inline capability (a local drive's page cache) serve small reads and
+writes without an await: ``read_now``/``write_now`` answer None/False when they cannot, and
+nothing was done.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+
+from store.chunk.api import Buffer, DriveAPI, ExtentGeometry, ExtentImage, InlineExtents
+from store.errors import Corrupt, NotFound, StoreError, Unavailable
+from store.volumes.pieces import on_drives
+from store.volumes.replicas import ReplicaSet
+
+INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the event loop
+
+
+class ExtentIO:
+    def __init__(
+        self,
+        name: str,
+        drives: Mapping[str, DriveAPI],
+        replicas: ReplicaSet,
+        geometry: ExtentGeometry,
+        on_damage: Callable[[str, int], None],
+    ) -> None:
+        self._name = name
+        self.drives = drives
+        self.replicas = replicas
+        self.geometry = geometry
+        self._on_damage = on_damage
+        self._inline: dict[str, InlineExtents | None] = {
+            d: drive.inline_extents() for d, drive in drives.items()
+        }
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def read_now(self, layer: str, index: int, offset: int, length: int) -> bytearray | None:
+        """The bytes from the first good replica, if its drive can serve them inline and
+        they are cached; else None (the async path then reads, and copes with failures)."""
+        eid, good = self.replicas.target(layer, index)
+        inline = self._inline[good[0]] if good else None
+        if inline is None:
+            return None
+        try:
+            return inline.read_now(eid, self.geometry, offset, length)
+        except (StoreError, OSError):
+            return None
+
+    async def read(self, layer: str, index: int, offset: int, length: int) -> bytearray:
+        problems = []
+        eid = self.replicas.eid(layer, index)
+        for drive_id in self.replicas.good(layer, index):
+            try:
+                return await self.drives[drive_id].extent_read(eid, self.geometry, offset, length)
+            except (Corrupt, NotFound, OSError) as e:
+                problems.append(f"{drive_id}: {e}")
+                self._on_damage(layer, index)
+        raise Unavailable(
+            f"extent {index} of {self._name}: no good replica ({'; '.join(problems)})"
+        )
+
+    async def states(self, layer: str, index: int, offset: int, length: int) -> bytes | None:
+        """HOLE/DATA/ZERO of each block, from the first replica that answers; None if none."""
+        eid = self.replicas.eid(layer, index)
+        for drive_id in self.replicas.good(layer, index):
+            try:
+                return await self.drives[drive_id].extent_states(eid, self.geometry, offset, length)
+            except (Corrupt, NotFound, OSError):
+                continue
+        return None
+
+    async def image(self, layer: str, index: int) -> ExtentImage:
+        """The whole extent from a good replica whose every block verifies."""
+        eid = self.replicas.eid(layer, index)
+        for drive_id in self.replicas.good(layer, index):
+            try:
+                return await self.drives[drive_id].extent_image(eid, self.geometry)
+            except (Corrupt, NotFound, OSError):
+                self._on_damage(layer, index)
+        raise Unavailable(f"extent {index} of {self._name}: no replica is readable")
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def write_now(self, layer: str, index: int, offset: int, data: Buffer) -> bool:
+        """Write to the page cache of every good replica now, if every drive offers it and the
+        write is small; else False (then the async path writes it all again)."""
+        if len(data) > INLINE_WRITE_BYTES:
+            return False
+        eid, drives = self.replicas.target(layer, index)
+        inline = [self._inline[d] for d in drives]
+        if not drives or None in inline:
+            return False
+        try:
+            for one in inline:
+                assert one is not None
+                one.write_now(eid, self.geometry, offset, data)
+        except (OSError, StoreError):
+            return False
+        return True
+
+    async def write(self, layer: str, index: int, offset: int, data: Buffer) -> None:
+        eid, drives = self.replicas.target(layer, index)
+        if len(data) <= INLINE_WRITE_BYTES and all(self._inline[d] for d in drives):
+            failed: dict[str, Exception] = {}
+            for drive_id in drives:  # a page-cache copy: cheaper than a thread hop
+                try:
+                    inline = self._inline[drive_id]
+                    assert inline is not None
+                    inline.write_now(eid, self.geometry, offset, data)
+                except (OSError, StoreError) as e:
+                    failed[drive_id] = e
+            if failed:
+                await self.replicas.degrade(layer, index, drives, failed)
+            return
+        await self.each(
+            layer, index, lambda d: d.extent_write(eid, self.geometry, offset, data), drives
+        )
+
+    async def zero(self, layer: str, index: int, offset: int, length: int, *, punch: bool) -> None:
+        eid = self.replicas.eid(layer, index)
+        await self.each(
+            layer,
+            index,
+            lambda d: d.extent_zero(eid, self.geometry, offset, length, punch=punch),
+        )
+
+    async def sync(self, layer: str, index: int) -> None:
+        eid = self.replicas.eid(layer, index)
+        await self.each(layer, index, lambda d: d.extent_sync(eid, self.geometry))
+
+    async def create(self, layer: str, index: int, image: ExtentImage | None) -> None:
+        """The extent's file on every replica drive (stale or not: each is replaced), holes or
+        ``image``; a drive that fails marks its replica stale."""
+        eid = self.replicas.eid(layer, index)
+        create = functools.partial(self._create_on, eid, image)
+        drives = self.replicas.drives(layer, index)
+        failed = await on_drives(drives, create)
+        if failed:
+            await self.replicas.degrade(layer, index, drives, failed)
+
+    async def _create_on(self, eid: str, image: ExtentImage | None, drive_id: str) -> None:
+        await self.drives[drive_id].extent_create(eid, self.geometry, image)
+
+    # -- one replica (repair and scrub) -----------------------------------------------------------
+
+    async def create_replica(
+        self, layer: str, index: int, drive_id: str, image: ExtentImage
+    ) -> None:
+        await self._create_on(self.replicas.eid(layer, index), image, drive_id)
+
+    async def verify_replica(self, layer: str, index: int, drive_id: str) -> None:
+        """Every block of one replica against its checksum (Corrupt, NotFound, OSError)."""
+        eid = self.replicas.eid(layer, index)
+        await self.drives[drive_id].extent_verify(eid, self.geometry)
+
+    async def rebuild_replica(self, layer: str, index: int, drive_id: str) -> int:
+        """After a crash: one replica's checksums recomputed from its data."""
+        eid = self.replicas.eid(layer, index)
+        return await self.drives[drive_id].extent_rebuild(eid, self.geometry)
+
+    async def image_of(self, layer: str, index: int, drive_id: str) -> ExtentImage:
+        eid = self.replicas.eid(layer, index)
+        return await self.drives[drive_id].extent_image(eid, self.geometry)
+
+    async def each(
+        self,
+        layer: str,
+        index: int,
+        work: Callable[[DriveAPI], Awaitable[object]],
+        drives: list[str] | None = None,
+    ) -> None:
+        """``work`` on each good replica's drive, in parallel. A replica it fails on is marked
+        stale (the rest carry on); if it fails on all, Unavailable."""
+        if drives is None:
+            drives = self.replicas.good(layer, index)
+
+        async def one(drive_id: str) -> None:
+            await work(self.drives[drive_id])
+
+        failed = await on_drives(drives, one)
+        if failed:
+            await self.replicas.degrade(layer, index, drives, failed)
+
+    async def release(self, layers: list[str]) -> None:
+        """Close the open files of these layers' extents on every drive (the volume closes)."""
+        for drive in self.drives.values():
+            for layer in layers:
+                await drive.extent_release(layer + ".")
