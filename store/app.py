@@ -221,11 +221,12 @@ def _announce(
     log.info("ready: S3 on %s, data in %s", endpoint, config.data_dir)
 
 
-def _raise_open_file_limit(connections: int) -> None:
+def _raise_open_file_limit(connections: int, extent_files: int) -> None:
     """Raise the soft limit on open files towards the hard one, so ``http.max_connections`` is
-    reached before EMFILE is (distributions default the soft limit to 1024)."""
+    reached before EMFILE is, with room for the drives' open extent files (distributions
+    default the soft limit to 1024)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + 1024  # drives, metadata, NBD and the rest
+    wanted = connections + extent_files + 1024  # shard reads, metadata, NBD and the rest
     target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -243,7 +244,9 @@ async def _run_gateway(
 ) -> None:
     """Serve S3 (and NBD, given its sockets) until drained (SIGTERM/SIGINT, or the
     supervisor's lifeline closing) or cancelled."""
-    _raise_open_file_limit(config.http.max_connections)
+    # Local drives keep extent files open (a remote drive holds none here).
+    extent_files = sum(getattr(d, "open_limit", 0) for d in engine.chunks.drives.values())
+    _raise_open_file_limit(config.http.max_connections, extent_files)
     jobs = Jobs(engine.kv)
     ctx = operations.Context(engine, local_volumes(engine), time.time())
     admin = AdminApi(ctx, jobs, config.s3.region)

@@ -14,7 +14,8 @@ with their stored CRCs, so a caller across a network can check them again end to
 Extents are replicas of volume extents, overwritten in place (``store/chunk/extentfile.py``); the
 volume's owner (one gateway, under a lease) is their only writer. Reads verify every block;
 ``sync`` makes written blocks durable; ``image`` reads a whole extent verified, the source of a
-copy-on-write or of a repair, which ``create`` writes onto another drive.
+copy-on-write or of a repair, which ``create`` writes onto another drive. Block states are
+HOLE (never written or punched: reads as zeros), DATA, and ZERO (zeros allocated).
 
 A local drive can serve some calls synchronously from the page cache, cheaper than a thread hop
 per 4 KiB request. That is a capability (``inline_extents``), not part of the contract: a remote
@@ -27,10 +28,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from store.chunk.extentfile import ExtentGeometry, ExtentImage
+from store.chunk.extentfile import DATA, HOLE, ZERO, ExtentGeometry, ExtentImage
 from store.chunk.shardfile import ShardGeometry
 
 __all__ = [
+    "DATA",
+    "HOLE",
+    "ZERO",
     "Buffer",
     "DriveAPI",
     "DriveStat",
@@ -88,8 +92,9 @@ class InlineExtents(Protocol):
     ) -> bytearray | None:
         """The verified bytes, or None when serving them would wait for the device."""
 
-    def write_now(self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer) -> None:
-        """Write into the page cache now (durable at the next ``extent_sync``)."""
+    def write_now(self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer) -> bool:
+        """Write into the page cache now (durable at the next ``extent_sync``); False when it
+        cannot be done without waiting (nothing was written: use ``extent_write``)."""
 
 
 class DriveAPI(Protocol):
@@ -148,6 +153,6 @@ class DriveAPI(Protocol):
 
     async def extent_delete(self, eid: str) -> bool: ...
 
-    async def extent_release(self, prefix: str = "") -> None: ...
+    async def extent_release(self, prefix: str = "", *, save: bool = True) -> None: ...
 
     def inline_extents(self) -> InlineExtents | None: ...

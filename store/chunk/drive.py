@@ -30,7 +30,7 @@ from store.chunk import shardfile
 from store.chunk.api import DriveStat, ShardBlocks
 from store.chunk.fsio import Threads, fsync_dir, remove_durably
 from store.chunk.ids import _SHARD_ID, check_shard_id, new_chunk_id, shard_id
-from store.chunk.local_extents import LocalExtents
+from store.chunk.local_extents import OPEN_EXTENTS, LocalExtents
 from store.chunk.shardfile import CRC_BYTES, HEADER_BYTES, ShardGeometry
 from store.errors import InvalidArgument, NotFound
 from store.native import crc32c
@@ -49,14 +49,16 @@ class Drive(LocalExtents):
     """The local implementation of ``store.chunk.api.DriveAPI`` (the extent calls come from
     ``LocalExtents``)."""
 
-    def __init__(self, root: Path | str, *, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(
+        self, root: Path | str, *, threads: int = DEFAULT_THREADS, open_extents: int = OPEN_EXTENTS
+    ) -> None:
         self.root = Path(root)
         self._shards = self.root / "shards"
         self._tmp = self.root / "tmp"
         self._threads = Threads(threads)
         for d in (self._shards, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
-        super().__init__(self.root, self._threads)
+        super().__init__(self.root, self._threads, open_limit=open_extents)
 
     def _path(self, sid: str) -> Path:
         check_shard_id(sid)

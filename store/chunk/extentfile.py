@@ -89,29 +89,35 @@ def footer(geometry: ExtentGeometry) -> bytes:
 
 def create(path: Path, geometry: ExtentGeometry, image: ExtentImage | None = None) -> None:
     """Make an extent file at ``path`` (replacing any): all holes, or ``image``'s data and
-    tables (copy-on-write, repair); durable (file and directory synced) before returning."""
+    tables (copy-on-write, repair); durable (file and directory synced) before returning. A
+    failure leaves the old file as it was and no temporary file behind."""
     if geometry.extent_bytes % geometry.block_bytes:
         raise InvalidArgument("the extent size must be a multiple of the block size")
+    if image is not None:
+        sizes = (len(image.data), len(image.crcs), len(image.states))
+        if sizes != (geometry.extent_bytes, 4 * geometry.blocks, geometry.blocks):
+            raise InvalidArgument("the extent image does not match the geometry")
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.new")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(fd, geometry.file_bytes)
-        if image is not None:
-            sizes = (len(image.data), len(image.crcs), len(image.states))
-            if sizes != (geometry.extent_bytes, 4 * geometry.blocks, geometry.blocks):
-                raise InvalidArgument("the extent image does not match the geometry")
-            _copy_data(image, fd, geometry)
-            table = bytes(image.crcs) + bytes(image.states)
-        else:
-            table = struct.pack(
-                f"<{geometry.blocks}I", *[zero_crc(geometry.block_bytes)] * geometry.blocks
-            )
-            table += bytes(geometry.blocks)
-        os.pwrite(fd, table + footer(geometry), geometry.extent_bytes)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.ftruncate(fd, geometry.file_bytes)
+            if image is not None:
+                _copy_data(image, fd, geometry)
+                table = bytes(image.crcs) + bytes(image.states)
+            else:
+                table = struct.pack(
+                    f"<{geometry.blocks}I", *[zero_crc(geometry.block_bytes)] * geometry.blocks
+                )
+                table += bytes(geometry.blocks)
+            _pwrite_all(fd, table + footer(geometry), geometry.extent_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 

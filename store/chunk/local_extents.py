@@ -5,26 +5,32 @@ An open extent file holds its checksum and state tables in memory (extentfile.py
 are cached per drive: at most ``open_limit``, the least recently used closed first (tables
 saved). A file a call is using is never closed under it: eviction passes it by, and a release
 marks it for its last user to close. There is one handle per extent at any time, so two sets of
-tables never race for one file. Calls that may wait for the device run in the drive's threads;
-a read first tries the page cache inline (RWF_NOWAIT), and ``inline_extents`` offers that path,
-and small writes into the page cache, to callers that can use them without awaiting.
+tables never race for one file: while an extent's file is being replaced or removed
+(``extent_create``, ``extent_delete``), calls on it wait, and the inline calls decline, so no
+handle can open the file on its way out. Calls that may wait for the device run in the drive's
+threads; a read first tries the page cache inline (RWF_NOWAIT), and ``inline_extents`` offers
+that path, and small writes into the page cache, to callers that can use them without awaiting.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import trio
+
 from store.chunk import extentfile
 from store.chunk.extentfile import ExtentFile, ExtentGeometry, ExtentImage
-from store.chunk.fsio import Threads, remove_durably
+from store.chunk.fsio import Threads
 from store.chunk.ids import check_extent_id
 from store.errors import InvalidArgument
 
-OPEN_EXTENTS = 1024  # extent files kept open per drive
+OPEN_EXTENTS = 256  # extent files kept open per drive (the gateway sizes RLIMIT_NOFILE for them)
 
 Buffer = bytes | bytearray | memoryview
 T = TypeVar("T")
@@ -46,6 +52,11 @@ class LocalExtents:
         self._threads = threads
         self._open_limit = open_limit
         self._handles: OrderedDict[str, _Handle] = OrderedDict()
+        self._replacing: dict[str, trio.Event] = {}  # files being replaced or removed
+
+    @property
+    def open_limit(self) -> int:
+        return self._open_limit
 
     def extent_path(self, eid: str) -> Path:
         """Where extent ``eid``'s file lives on this drive (local only: tests and tools)."""
@@ -59,19 +70,38 @@ class LocalExtents:
 
     # -- handles --------------------------------------------------------------------------------
 
+    async def _settled(self, eid: str, geometry: ExtentGeometry) -> _Handle:
+        """``_acquire`` once the extent's file is not being replaced."""
+        while eid in self._replacing:
+            await self._replacing[eid].wait()
+        return self._acquire(eid, geometry)
+
     def _acquire(self, eid: str, geometry: ExtentGeometry) -> _Handle:
         handle = self._handles.get(eid)
         if handle is None:
-            opened = ExtentFile(self.extent_path(eid), geometry, memory_backed=self.memory_backed)
-            handle = self._handles[eid] = _Handle(opened)
+            if eid in self._replacing:
+                raise BlockingIOError(errno.EAGAIN, f"extent {eid} is being replaced")
+            handle = _Handle(self._open_extent(eid, geometry))
+            handle.users += 1  # before evicting, which must not pick the new handle
+            self._handles[eid] = handle
             self._evict()
-        else:
-            if handle.file.geometry is not geometry and handle.file.geometry != geometry:
-                raise InvalidArgument(f"extent {eid} has geometry {handle.file.geometry}")
-            self._handles.move_to_end(eid)
-            handle.closing = False
+            return handle
+        if handle.file.geometry is not geometry and handle.file.geometry != geometry:
+            raise InvalidArgument(f"extent {eid} has geometry {handle.file.geometry}")
+        self._handles.move_to_end(eid)
+        handle.closing = False
         handle.users += 1
         return handle
+
+    def _open_extent(self, eid: str, geometry: ExtentGeometry) -> ExtentFile:
+        path = self.extent_path(eid)
+        try:
+            return ExtentFile(path, geometry, memory_backed=self.memory_backed)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        self._evict(keep=0)  # out of descriptors: close every idle file, then try once more
+        return ExtentFile(path, geometry, memory_backed=self.memory_backed)
 
     def _done(self, eid: str, handle: _Handle) -> None:
         handle.users -= 1
@@ -86,23 +116,37 @@ class LocalExtents:
         else:
             handle.file.discard()
 
-    def _evict(self) -> None:
-        if len(self._handles) <= self._open_limit:
+    def _evict(self, keep: int | None = None) -> None:
+        limit = self._open_limit if keep is None else keep
+        if len(self._handles) <= limit:
             return
         for eid, handle in list(self._handles.items()):
-            if len(self._handles) <= self._open_limit:
+            if len(self._handles) <= limit:
                 break
             if not handle.users:
                 self._close(eid, handle)
 
-    def _drop(self, eid: str) -> None:
-        """Forget the handle of an extent whose file is being replaced or removed."""
+    def _drop(self, eid: str, *, save: bool) -> None:
+        """Forget the handle of an extent whose file is being replaced (``save``: its tables
+        go to the old file first, which stays whole if the replacement fails) or removed."""
         handle = self._handles.pop(eid, None)
         if handle is not None:
-            handle.keep_tables = False
+            handle.keep_tables = save
             handle.closing = True
             if not handle.users:
-                handle.file.discard()
+                self._close(eid, handle)
+
+    @contextlib.asynccontextmanager
+    async def _replacing_file(self, eid: str, *, save: bool) -> AsyncIterator[None]:
+        while eid in self._replacing:
+            await self._replacing[eid].wait()
+        self._replacing[eid] = done = trio.Event()
+        try:
+            self._drop(eid, save=save)
+            yield
+        finally:
+            del self._replacing[eid]
+            done.set()
 
     # -- the seam -------------------------------------------------------------------------------
 
@@ -111,18 +155,18 @@ class LocalExtents:
     ) -> None:
         """A new extent file (replacing any): all holes, or ``image``; durable on return."""
         path = self.extent_path(eid)
-        self._drop(eid)
 
         def make() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             extentfile.create(path, geometry, image)
 
-        await self._threads.run(make)
+        async with self._replacing_file(eid, save=True):
+            await self._threads.run(make)
 
     async def extent_read(
         self, eid: str, geometry: ExtentGeometry, offset: int, length: int
     ) -> bytearray:
-        handle = self._acquire(eid, geometry)
+        handle = await self._settled(eid, geometry)
         try:
             try:
                 return handle.file.read(offset, length, nowait=True)
@@ -134,7 +178,7 @@ class LocalExtents:
     async def _in_thread(
         self, eid: str, geometry: ExtentGeometry, work: Callable[[ExtentFile], T]
     ) -> T:
-        handle = self._acquire(eid, geometry)
+        handle = await self._settled(eid, geometry)
         try:
             return await self._threads.run(work, handle.file)
         finally:
@@ -165,24 +209,28 @@ class LocalExtents:
     async def extent_states(
         self, eid: str, geometry: ExtentGeometry, offset: int, length: int
     ) -> bytes:
-        handle = self._acquire(eid, geometry)  # the tables are in memory: no thread needed
+        handle = await self._settled(eid, geometry)  # the tables are in memory: no thread
         try:
             return handle.file.states(offset, length)
         finally:
             self._done(eid, handle)
 
     async def extent_delete(self, eid: str) -> bool:
-        """Remove an extent's file; False if it was not there. Durable when this returns."""
+        """Remove an extent's file; False if it was not there. Not synced: the caller removes
+        the extent's key after, and a file a crash left behind names no key (garbage)."""
         path = self.extent_path(eid)
-        self._drop(eid)
-        return await self._threads.run(remove_durably, path)
+        async with self._replacing_file(eid, save=False):
+            return await self._threads.run(_unlink, path)
 
-    async def extent_release(self, prefix: str = "") -> None:
-        """Close the open extent files whose ids start with ``prefix`` (tables saved), once
-        their calls in progress finish: a volume closing, so another process may open it."""
+    async def extent_release(self, prefix: str = "", *, save: bool = True) -> None:
+        """Close the open extent files whose ids start with ``prefix``, once their calls in
+        progress finish: a volume closing, so another process may open it. ``save`` false: the
+        tables in memory are dropped, not written (the volume's lease was lost, and a new owner
+        may have written the files since)."""
         for eid, handle in list(self._handles.items()):
             if eid.startswith(prefix):
                 handle.closing = True
+                handle.keep_tables = handle.keep_tables and save
                 if not handle.users:
                     self._close(eid, handle)
 
@@ -194,7 +242,10 @@ class LocalExtents:
     def read_now(
         self, eid: str, geometry: ExtentGeometry, offset: int, length: int
     ) -> bytearray | None:
-        handle = self._acquire(eid, geometry)
+        try:
+            handle = self._acquire(eid, geometry)
+        except BlockingIOError:
+            return None
         try:
             return handle.file.read(offset, length, nowait=True)
         except BlockingIOError:
@@ -202,9 +253,21 @@ class LocalExtents:
         finally:
             self._done(eid, handle)
 
-    def write_now(self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer) -> None:
-        handle = self._acquire(eid, geometry)
+    def write_now(self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer) -> bool:
+        try:
+            handle = self._acquire(eid, geometry)
+        except BlockingIOError:
+            return False
         try:
             handle.file.write(offset, data)
         finally:
             self._done(eid, handle)
+        return True
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

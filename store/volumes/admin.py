@@ -346,27 +346,31 @@ class Volumes:
                     stale[(layer, V.index_of(kv.key))] = frozenset(json.loads(kv.value))
             opened = OpenVolume(self, volume, chain, allocated, writable, stale)
             failed: Exception | None = None  # raised by the caller's block: re-raised as is,
-            async with trio.open_nursery() as nursery:  # not wrapped in an ExceptionGroup
-                if writable:
-                    nursery.start_soon(self._keep_lease, lease, opened)
-                    await opened.recover()
-                    nursery.start_soon(
-                        volume_requests.serve_requests, self.kv, name, opened.handle_request
-                    )
-                    nursery.start_soon(opened.repair.heal_stale, STALE_RETRY_S)
-                opened.repair.nursery = nursery
-                try:
-                    yield opened
-                except Exception as e:
-                    failed = e
-                finally:
-                    with trio.CancelScope(shield=True):
-                        with trio.move_on_after(REPAIR_WAIT_S):  # repairs found by reads
-                            await opened.repair.repairs_idle.wait()
-                        if writable and not opened.lost:
-                            await opened.flush()
-                        await opened.release()
-                    nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:  # not wrapped in an ExceptionGroup
+                    if writable:
+                        nursery.start_soon(self._keep_lease, lease, opened)
+                        await opened.recover()
+                        nursery.start_soon(
+                            volume_requests.serve_requests, self.kv, name, opened.handle_request
+                        )
+                        nursery.start_soon(opened.repair.heal_stale, STALE_RETRY_S)
+                    opened.repair.nursery = nursery
+                    try:
+                        yield opened
+                    except Exception as e:
+                        failed = e
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            with trio.move_on_after(REPAIR_WAIT_S):  # repairs found by reads
+                                await opened.repair.repairs_idle.wait()
+                            if writable and not opened.lost:
+                                await opened.flush()
+                        nursery.cancel_scope.cancel()
+            finally:
+                # After the nursery: nothing of this volume runs any more to reopen a file.
+                with trio.CancelScope(shield=True):
+                    await opened.release()
             if failed is not None:
                 raise failed
         finally:

@@ -103,28 +103,31 @@ class ExtentIO:
         try:
             for one in inline:
                 assert one is not None
-                one.write_now(eid, self.geometry, offset, data)
+                if not one.write_now(eid, self.geometry, offset, data):
+                    return False
         except (OSError, StoreError):
             return False
         return True
 
     async def write(self, layer: str, index: int, offset: int, data: Buffer) -> None:
         eid, drives = self.replicas.target(layer, index)
-        if len(data) <= INLINE_WRITE_BYTES and all(self._inline[d] for d in drives):
+        later = drives
+        if len(data) <= INLINE_WRITE_BYTES:
+            later = []
             failed: dict[str, Exception] = {}
             for drive_id in drives:  # a page-cache copy: cheaper than a thread hop
+                inline = self._inline[drive_id]
                 try:
-                    inline = self._inline[drive_id]
-                    assert inline is not None
-                    inline.write_now(eid, self.geometry, offset, data)
+                    if inline is None or not inline.write_now(eid, self.geometry, offset, data):
+                        later.append(drive_id)
                 except (OSError, StoreError) as e:
                     failed[drive_id] = e
             if failed:
                 await self.replicas.degrade(layer, index, drives, failed)
-            return
-        await self.each(
-            layer, index, lambda d: d.extent_write(eid, self.geometry, offset, data), drives
-        )
+        if later:
+            await self.each(
+                layer, index, lambda d: d.extent_write(eid, self.geometry, offset, data), later
+            )
 
     async def zero(self, layer: str, index: int, offset: int, length: int, *, punch: bool) -> None:
         eid = self.replicas.eid(layer, index)
@@ -191,8 +194,9 @@ class ExtentIO:
         if failed:
             await self.replicas.degrade(layer, index, drives, failed)
 
-    async def release(self, layers: list[str]) -> None:
-        """Close the open files of these layers' extents on every drive (the volume closes)."""
+    async def release(self, layers: list[str], *, save: bool = True) -> None:
+        """Close the open files of these layers' extents on every drive (the volume closes);
+        ``save`` false drops their tables unsaved (the lease was lost)."""
         for drive in self.drives.values():
             for layer in layers:
-                await drive.extent_release(layer + ".")
+                await drive.extent_release(layer + ".", save=save)

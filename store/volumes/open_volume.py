@@ -20,8 +20,7 @@ from typing import Protocol
 
 import trio
 
-from store.chunk.api import DriveAPI, ExtentGeometry
-from store.chunk.extentfile import HOLE, ZERO
+from store.chunk.api import HOLE, ZERO, DriveAPI, ExtentGeometry
 from store.errors import Conflict, InvalidArgument, OutOfRange, ReadOnly, Unavailable
 from store.meta.api import KV, MAX_TXN_OPS, Delete
 from store.volumes import records as V
@@ -161,8 +160,9 @@ class OpenVolume:
         return await self.repair.repair_extent(layer, index, rebuild=rebuild)
 
     async def release(self) -> None:
-        """Close the extent files this volume opened (their tables saved)."""
-        await self.io.release(self.chain)
+        """Close the extent files this volume opened: their tables saved, unless the lease was
+        lost (another gateway may own the volume now, and its tables are the right ones)."""
+        await self.io.release(self.chain, save=not self.state.lost)
 
     # -- reads ----------------------------------------------------------------------------------
 
