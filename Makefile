@@ -22,9 +22,10 @@ serve: $(VENV)/.installed
 
 # The real clients the integration tests drive, from Debian (installed when running as root and
 # missing; the aws CLI comes with the test extra): rclone and s3cmd for S3; qemu-img/qemu-io,
-# libnbd's nbdinfo/nbdcopy/nbdsh (and its Python binding), nbdkit and fio for NBD.
-TOOLS_PKGS = rclone s3cmd qemu-utils libnbd-bin python3-libnbd nbdkit fio
-TOOLS_CMDS = rclone s3cmd qemu-img qemu-io nbdinfo nbdcopy nbdsh nbdkit fio
+# libnbd's nbdinfo/nbdcopy/nbdsh (and its Python binding), nbdkit and fio for NBD; etcd for the
+# cluster's metadata.
+TOOLS_PKGS = rclone s3cmd qemu-utils libnbd-bin python3-libnbd nbdkit fio etcd-server
+TOOLS_CMDS = rclone s3cmd qemu-img qemu-io nbdinfo nbdcopy nbdsh nbdkit fio etcd
 tools:
 	@missing=""; for c in $(TOOLS_CMDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
