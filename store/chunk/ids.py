@@ -13,10 +13,41 @@ _SHARD_ID = re.compile(r"[0-9a-f]{32}\.[0-9]{1,2}")
 _EXTENT_ID = re.compile(r"[0-9a-f]{16}\.[0-9a-f]{1,16}")
 
 
+STREAM_ID_HEX = 24
+
+
+def new_stream_id() -> str:
+    """24 hex digits naming one written stream (an object's data, a part): the creation time in
+    seconds (8), then 64 random bits. Its chunks' ids extend it with their number, so the
+    metadata can keep one reference record per stream, found from any of its chunks' ids."""
+    return f"{int(time.time()) & 0xFFFFFFFF:08x}{secrets.token_hex(8)}"
+
+
+def chunk_id_in(stream_id: str, number: int) -> str:
+    """The id of chunk ``number`` of a stream: 32 hex digits.
+
+    >>> chunk_id_in("0123456789abcdef01234567", 10)
+    '0123456789abcdef012345670000000a'
+    >>> stream_of(chunk_id_in("0123456789abcdef01234567", 10))
+    '0123456789abcdef01234567'
+    """
+    if not 0 <= number <= 0xFFFFFFFF:
+        raise InvalidArgument(f"chunk number {number} out of range")
+    return f"{stream_id}{number:08x}"
+
+
+def stream_of(chunk_id: str) -> str:
+    return chunk_id[:STREAM_ID_HEX]
+
+
+def number_in_stream(chunk_id: str) -> int:
+    return int(chunk_id[STREAM_ID_HEX:], 16)
+
+
 def new_chunk_id() -> str:
-    """32 hex digits: the creation time in seconds (8), then 96 random bits. The time lets
-    garbage collection tell a fresh chunk (maybe still being written) from an old orphan."""
-    return f"{int(time.time()) & 0xFFFFFFFF:08x}{secrets.token_hex(12)}"
+    """A chunk of a stream of its own (32 hex digits, creation time first: garbage collection
+    tells a fresh chunk, maybe still being written, from an old orphan)."""
+    return chunk_id_in(new_stream_id(), 0)
 
 
 def chunk_created(chunk_id: str) -> float:

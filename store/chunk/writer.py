@@ -21,7 +21,7 @@ import trio
 from store import native
 from store.chunk.api import DriveAPI, ShardSink
 from store.chunk.chunkref import CRC_BLOCK_BYTES, ChunkRef, ChunkStats
-from store.chunk.ids import new_chunk_id, shard_id
+from store.chunk.ids import chunk_id_in, new_stream_id, shard_id
 from store.errors import NoSpace, StoreError, Unavailable
 from store.placement.hrw import ClusterMap
 from store.placement.layout import ErasureCoded, Scheme, write_quorum
@@ -70,6 +70,8 @@ class StreamWriter:
         self._committing.set()
         self._error: BaseException | None = None
         self._committed = False
+        self.stream_id = new_stream_id()  # its chunks are numbered within it (chunk/ids.py)
+        self._chunks_started = 0
 
     async def __aenter__(self) -> StreamWriter:
         self._cm = trio.open_nursery()
@@ -107,7 +109,11 @@ class StreamWriter:
                 raise self._error
             if self._chunk is None:
                 assert self._nursery is not None
-                self._chunk = await _ChunkWriter.start(self._store, self._scheme, self._nursery)
+                chunk_id = chunk_id_in(self.stream_id, self._chunks_started)
+                self._chunks_started += 1
+                self._chunk = await _ChunkWriter.start(
+                    self._store, self._scheme, self._nursery, chunk_id
+                )
             taken = await self._chunk.write(view[: self._store.chunk_bytes - self._chunk.length])
             view = view[taken:]
             if self._chunk.length == self._store.chunk_bytes:
@@ -182,8 +188,10 @@ class _ChunkWriter:
         return _Buffer(None, [memoryview(bytearray(self.ref.block_bytes))])
 
     @classmethod
-    async def start(cls, store: ChunkTarget, scheme: Scheme, nursery: trio.Nursery) -> _ChunkWriter:
-        ref = ChunkRef(new_chunk_id(), scheme, store.block_bytes, 0, store.cmap.epoch)
+    async def start(
+        cls, store: ChunkTarget, scheme: Scheme, nursery: trio.Nursery, chunk_id: str
+    ) -> _ChunkWriter:
+        ref = ChunkRef(chunk_id, scheme, store.block_bytes, 0, store.cmap.epoch)
         drive_ids = store.placement(ref)
         self = cls(store, ref, drive_ids, nursery)
         store.inflight.add(ref.chunk_id)

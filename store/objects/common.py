@@ -80,8 +80,20 @@ def b64(raw: bytes) -> str:
 
 
 def garbage_ops(chunks: Sequence[ChunkRef]) -> list[Op]:
+    """Queue chunks for collection (G/): one record per REFS_PER_RECORD of them, so a txn
+    dropping an object of many chunks stays within a few ops."""
     now = time.time_ns()
-    return [Put(R.garbage_key(c.chunk_id, now), R.ref_value(c, b"")) for c in chunks]
+    step = R.REFS_PER_RECORD
+    return [
+        Put(R.garbage_key(chunks[i].chunk_id, now), R.refs_value(chunks[i : i + step], b""))
+        for i in range(0, len(chunks), step)
+    ]
+
+
+def ref_ops(chunks: Sequence[ChunkRef], owner: bytes) -> list[Op]:
+    """Name new chunks in the reference index (R/), atomically with the record that uses them:
+    one op per stream page (records.REFS_PER_RECORD), not per chunk."""
+    return [Put(key, R.refs_value(refs, owner)) for key, refs in R.grouped_refs(chunks).items()]
 
 
 def chunk_spans(

@@ -46,6 +46,7 @@ from store.objects.common import (
     Stored,
     chunk_spans,
     garbage_ops,
+    ref_ops,
     verify_stored,
 )
 from store.objects.multipart import Multipart
@@ -226,6 +227,7 @@ class ObjectEngine(BucketMethods):
         if_match: str | None = None,
         if_none_match: str | None = None,
         bucket_read: tuple[Bucket, KeyValue] | None = None,
+        index_chunks: bool = True,
     ) -> Version:
         """Make ``version`` the newest version of its key (a delete marker too).
 
@@ -234,7 +236,8 @@ class ObjectEngine(BucketMethods):
         there, so a part uploaded meanwhile is never lost. The version id is drawn at commit
         time and always sorts before the key's newest version, so commit order is version order.
         ``bucket_read`` is the caller's read of the bucket, used by the first attempt (the
-        transaction compares its revision; a retry reads it again).
+        transaction compares its revision; a retry reads it again). ``index_chunks`` false: the
+        version's chunks are in the reference index already (a completed upload's parts).
         """
         for attempt in range(TXN_RETRIES):
             extra_ops: Sequence[Op] = ()
@@ -263,7 +266,8 @@ class ObjectEngine(BucketMethods):
             # O/ always names the newest version, delete markers included (listings skip those),
             # so every change to a key's versions changes O/ and the compare above serialises them.
             ops: list[Op] = [Put(vkey, new.encode()), Put(okey, new.index_entry()), *extra_ops]
-            ops += [Put(R.ref_key(c.chunk_id), R.ref_value(c, vkey)) for c in new.chunks]
+            if index_chunks:
+                ops += ref_ops(new.chunks, vkey)
             if null and current is not None:  # the new null version replaces the old one
                 old = await self._find_null(new.bucket, new.key)
                 if old is not None:

@@ -24,7 +24,7 @@ import trio
 
 from store.chunk.ids import chunk_created
 from store.errors import StoreError
-from store.meta.api import Compare, Delete, prefix_end
+from store.meta.api import KV, MAX_TXN_OPS, Compare, Delete, prefix_end, scan_prefix
 from store.objects import records as R
 from store.objects.engine import ObjectEngine
 from store.objects.lifecycle import LifecycleRunner
@@ -76,13 +76,20 @@ Progress = Callable[[int, int], None]
 
 async def count_chunks(engine: ObjectEngine) -> int:
     count = 0
-    start, end = R.REFS_PREFIX, prefix_end(R.REFS_PREFIX)
-    while True:
-        page = await engine.kv.range(start, end, limit=1000, keys_only=True)
-        count += len(page.kvs)
-        if not page.more:
-            return count
-        start = page.kvs[-1].key + b"\0"
+    async for kv in scan_prefix(engine.kv, R.REFS_PREFIX, page_size=100):
+        count += len(R.refs_from_value(kv.value))
+    return count
+
+
+async def find_ref(kv: KV, chunk_id: str) -> R.ChunkRef | None:
+    """The reference the metadata holds for a chunk, or None if nothing names it."""
+    found = await kv.get(R.ref_key(chunk_id))
+    if found is not None:
+        for ref in R.refs_from_value(found.value):
+            if ref.chunk_id == chunk_id:
+                return ref
+    legacy = await kv.get(R.legacy_ref_key(chunk_id))
+    return None if legacy is None else R.refs_from_value(legacy.value)[0]
 
 
 async def scrub(
@@ -97,17 +104,11 @@ async def scrub(
     began = time.monotonic()
     total = await count_chunks(engine) if progress else 0
     pace = Pacer(rate_bytes_s)
-    start, end = R.REFS_PREFIX, prefix_end(R.REFS_PREFIX)
-    while True:
-        page = await engine.kv.range(start, end, limit=200)
-        for kv in page.kvs:
-            ref = R.ref_from_value(kv.value)
+    async for kv in scan_prefix(engine.kv, R.REFS_PREFIX, page_size=20):
+        for ref in R.refs_from_value(kv.value):
             await _scrub_chunk(engine, ref, report, repair, pace)
             if progress:
                 progress(report.chunks, max(total, report.chunks))
-        if not page.more:
-            break
-        start = page.kvs[-1].key + b"\0"
     report.seconds = time.monotonic() - began
     return report
 
@@ -150,32 +151,40 @@ async def heal_damaged(engine: ObjectEngine, *, rate_bytes_s: float | None = Non
     pace = Pacer(rate_bytes_s)
     for chunk_id in list(engine.damaged):
         engine.damaged.discard(chunk_id)
-        kv = await engine.kv.get(R.ref_key(chunk_id))
-        if kv is None:
+        ref = await find_ref(engine.kv, chunk_id)
+        if ref is None:
             continue
         report = ScrubReport()
-        await _scrub_chunk(engine, R.ref_from_value(kv.value), report, True, pace)
+        await _scrub_chunk(engine, ref, report, True, pace)
         repaired += report.repaired
     return repaired
 
 
 async def collect_garbage(engine: ObjectEngine, *, limit: int | None = None) -> int:
-    """Remove the chunks queued in G/; returns how many were removed."""
+    """Remove the chunks queued in G/; returns how many were removed. A record goes once all
+    its chunks are gone: their reference records first, then the record itself, in
+    transactions of at most MAX_TXN_OPS (a crash in between leaves a record whose chunks are
+    gone already, which the next pass finishes)."""
     removed = 0
     start, end = R.GARBAGE_PREFIX, prefix_end(R.GARBAGE_PREFIX)
     while limit is None or removed < limit:
-        page = await engine.kv.range(start, end, limit=100)
+        page = await engine.kv.range(start, end, limit=20)
         for kv in page.kvs:
-            ref = R.ref_from_value(kv.value)
+            refs = R.refs_from_value(kv.value)
             try:
-                await engine.chunks.delete(ref)
+                for ref in refs:
+                    await engine.chunks.delete(ref)
             except StoreError as e:
-                log.warning("garbage chunk %s not removed yet: %s", ref.chunk_id, e)
+                log.warning("garbage chunks of %s not removed yet: %s", kv.key, e)
                 continue
-            await engine.kv.txn(
-                [Compare.exists(kv.key)], [Delete(kv.key), Delete(R.ref_key(ref.chunk_id))], []
-            )
-            removed += 1
+            if R.is_legacy_record(kv.value):
+                names = [R.legacy_ref_key(r.chunk_id) for r in refs]
+            else:
+                names = sorted(R.grouped_refs(refs))
+            for at in range(0, len(names), MAX_TXN_OPS):
+                await engine.kv.txn([], [Delete(k) for k in names[at : at + MAX_TXN_OPS]])
+            await engine.kv.txn([Compare.exists(kv.key)], [Delete(kv.key)], [])
+            removed += len(refs)
         if not page.more:
             break
         start = page.kvs[-1].key + b"\0"
@@ -207,7 +216,7 @@ async def sweep_orphans(
             if chunk_id in engine.chunks.inflight or chunk_created(chunk_id) > cutoff:
                 continue
             if chunk_id not in known:
-                known[chunk_id] = await engine.kv.get(R.ref_key(chunk_id)) is not None
+                known[chunk_id] = await find_ref(engine.kv, chunk_id) is not None
             if known[chunk_id]:
                 continue
             found += 1

@@ -44,6 +44,7 @@ from store.objects.common import (
     Stored,
     b64,
     garbage_ops,
+    ref_ops,
     verify_stored,
 )
 from store.objects.records import Bucket, Checksum, Part, PartInfo, Upload, Version
@@ -88,6 +89,7 @@ class UploadTarget(Protocol):
         if_match: str | None = None,
         if_none_match: str | None = None,
         bucket_read: tuple[Bucket, KeyValue] | None = None,
+        index_chunks: bool = True,
     ) -> Version: ...
 
 
@@ -256,7 +258,7 @@ class Multipart:
             # parts before this one fails its compare and re-reads them.
             compares = [Compare.mod_is(ukey, ukv.mod_revision)]
             ops: list[Op] = [Put(pkey, part.encode()), Put(ukey, ukv.value)]
-            ops += [Put(R.ref_key(c.chunk_id), R.ref_value(c, pkey)) for c in part.chunks]
+            ops += ref_ops(part.chunks, pkey)
             if old is None:
                 compares.append(Compare.absent(pkey))
             else:
@@ -335,9 +337,9 @@ class Multipart:
                 Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
                 Put(R.completed_key(upload_id), done),
             ]
-            for number, part in uploaded.items():
-                if number not in set(numbers):
-                    ops += garbage_ops(part.chunks)
+            keep = set(numbers)
+            unused = [c for n, p in uploaded.items() if n not in keep for c in p.chunks]
+            ops += garbage_ops(unused)  # a few records, however many parts went unused
             version = Version(
                 bucket=bucket,
                 key=key,
@@ -367,7 +369,10 @@ class Multipart:
 
         try:
             return await self.engine.commit_version(
-                prepare=prepare, if_match=if_match, if_none_match=if_none_match
+                prepare=prepare,
+                if_match=if_match,
+                if_none_match=if_none_match,
+                index_chunks=False,  # each part indexed its chunks when it was uploaded
             )
         except NoSuchUpload:
             done = await self._completed(bucket, key, upload_id, listed)
@@ -468,8 +473,7 @@ class Multipart:
                 Delete(ukey),
                 Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
             ]
-            for _, _, part in parts:
-                ops += garbage_ops(part.chunks)
+            ops += garbage_ops([c for _, _, part in parts for c in part.chunks])
             result = await self.kv.txn(compares, ops, [])
             if result.succeeded:
                 return

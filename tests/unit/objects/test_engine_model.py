@@ -364,14 +364,18 @@ async def scan_prefix(kv: KV, prefix: bytes) -> list[KeyValue]:
 
 async def chunk_references(engine: ObjectEngine) -> tuple[set[str], set[str]]:
     """(chunks with an R/ entry, chunks named by a version, an uploaded part or the G/ queue)."""
-    refs = {kv.key[len(R.REFS_PREFIX) :].decode() for kv in await scan_prefix(engine.kv, b"R/")}
+    refs = {
+        ref.chunk_id
+        for kv in await scan_prefix(engine.kv, b"R/")
+        for ref in R.refs_from_value(kv.value)
+    }
     named: set[str] = set()
     for kv in await scan_prefix(engine.kv, b"V/"):
         named |= {c.chunk_id for c in Version.decode("", "", kv.value).chunks}
     for kv in await scan_prefix(engine.kv, b"P/"):
         named |= {c.chunk_id for c in Part.decode(0, kv.value).chunks}
     for kv in await scan_prefix(engine.kv, R.GARBAGE_PREFIX):
-        named.add(R.ref_from_value(kv.value).chunk_id)
+        named |= {ref.chunk_id for ref in R.refs_from_value(kv.value)}
     return refs, named
 
 
