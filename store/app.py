@@ -294,7 +294,10 @@ async def serve(
     nbd_socks = _nbd_sockets(config)
     nbd_port = nbd_socks[0].getsockname()[1] if nbd_socks else None
     async with open_local_engine(
-        config.data_dir, drives=drives_of(config), scheme=config.storage.scheme
+        config.data_dir,
+        drives=drives_of(config),
+        scheme=config.storage.scheme,
+        meta=config.storage.meta,
     ) as engine:
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         async with trio.open_nursery() as nursery:
@@ -316,7 +319,11 @@ async def serve_worker(config: Config, fds: WorkerFds) -> None:
     socks = [socket.socket(fileno=fd) for fd in fds.s3]
     nbd_socks = [socket.socket(fileno=fd) for fd in fds.nbd]
     async with open_local_engine(
-        config.data_dir, drives=drives_of(config), scheme=config.storage.scheme, clean_tmp=False
+        config.data_dir,
+        drives=drives_of(config),
+        scheme=config.storage.scheme,
+        meta=config.storage.meta,
+        clean_tmp=False,
     ) as engine:
         await _run_gateway(
             config, engine, socks, nbd_socks, primary=fds.index == 0, lifeline_fd=fds.lifeline
@@ -372,7 +379,10 @@ async def _supervise(
     *s3_socks, nbd_socks = socks
     nbd_port = nbd_socks[0].getsockname()[1] if nbd_socks else None
     async with open_local_engine(
-        config.data_dir, drives=drives_of(config), scheme=config.storage.scheme
+        config.data_dir,
+        drives=drives_of(config),
+        scheme=config.storage.scheme,
+        meta=config.storage.meta,
     ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         await ensure_master_keys(config.data_dir)  # and the SSE master key, before workers read it

@@ -58,6 +58,12 @@ def _service_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drive", action="append", default=[], metavar="PATH", help="with --data: a drive"
     )
+    p.add_argument(
+        "--meta",
+        default="",
+        metavar="etcd://HOST:PORT,...",
+        help="with --data: the etcd cluster holding the metadata (default: SQLite in DATA)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -93,7 +99,9 @@ def _admin(args: argparse.Namespace, operation: str, op_args: dict[str, Any]) ->
         drives = [Path(d) for d in args.drive] or args.drives
 
         async def run() -> Any:
-            async with open_local_engine(Path(args.data), drives=drives, clean_tmp=False) as engine:
+            async with open_local_engine(
+                Path(args.data), drives=drives, clean_tmp=False, meta=args.meta
+            ) as engine:
                 ctx = operations.Context(engine, local_volumes(engine))
                 return await operations.run(ctx, operation, op_args, progress)
 
@@ -158,6 +166,7 @@ _SERVE_FLAGS = {
     "drives": "storage.drives",
     "drive": "storage.drives",
     "scheme": "storage.scheme",
+    "meta": "storage.meta",
     "workers": "service.workers",
 }
 
@@ -282,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--drive", action="append", metavar="PATH", help="a drive (repeatable; replaces --drives)"
     )
     serve.add_argument("--scheme", help="auto | replicas:N | ec:K+M (default auto)")
+    serve.add_argument(
+        "--meta",
+        metavar="etcd://HOST:PORT,...",
+        help="keep the metadata in etcd (default: SQLite in DATA; docs/cluster.md)",
+    )
     serve.add_argument("--tls-cert", help="PEM certificate (chain): serve S3 over TLS")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument(

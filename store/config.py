@@ -85,6 +85,7 @@ class HttpConfig:
 class StorageConfig:
     drives: int | tuple[str, ...] = 6  # directories under DATA/drives, or the drives' paths
     scheme: str = "auto"  # auto | replicas:N | ec:K+M
+    meta: str = ""  # the metadata store: "" (SQLite in DATA) or etcd://HOST:PORT,HOST:PORT,...
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,9 @@ def load(
 
 def check(config: Config) -> Config:
     """Values every source must respect (ConfigError naming the key)."""
+    meta = config.storage.meta
+    if meta and not meta.startswith("etcd://"):
+        raise ConfigError(f"storage.meta: {meta!r} is not empty (SQLite) or etcd://HOST:PORT,...")
     if config.s3.object_ownership not in OWNERSHIPS:
         raise ConfigError(f"s3.object_ownership must be one of {', '.join(OWNERSHIPS)}")
     if config.nbd.tls not in NBD_TLS:

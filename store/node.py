@@ -1,6 +1,6 @@
 """A single node's engine from a data directory: SQLite metadata and local drives.
 
-    DIR/meta.sqlite        the metadata KV
+    DIR/meta.sqlite        the metadata KV (or etcd, with ``meta="etcd://..."``)
     DIR/drives/d0 .. dN-1  one directory per drive (``--drives N``), or the paths given
 
 The drive ids are stable names ("d0", ...; or the basename of a given path), so placement does
@@ -16,6 +16,8 @@ from pathlib import Path
 from store.chunk.chunkstore import ChunkStore
 from store.chunk.drive import Drive
 from store.errors import InvalidArgument
+from store.meta.api import KV
+from store.meta.etcd import open_etcd_kv
 from store.meta.sqlite import open_sqlite_kv
 from store.objects.engine import ObjectEngine
 from store.placement.hrw import ClusterMap, DriveInfo
@@ -23,7 +25,6 @@ from store.placement.layout import scheme_from_spec
 from store.volumes.admin import Volumes
 
 DEFAULT_DRIVES = 6
-EMBEDDED_MAX_TXN_OPS = 1 << 16
 PG_COUNT = 256
 
 
@@ -47,15 +48,29 @@ def local_volumes(engine: ObjectEngine) -> Volumes:
 
 
 @asynccontextmanager
+async def open_metadata(data_dir: Path, meta: str = "") -> AsyncIterator[KV]:
+    """The metadata KV: SQLite in the data directory, or the etcd cluster ``meta`` names. Both
+    refuse transactions of more than 128 ops, so the engine's fit either."""
+    if meta:
+        async with open_etcd_kv(meta) as kv:
+            yield kv
+    else:
+        async with open_sqlite_kv(data_dir / "meta.sqlite") as kv:
+            yield kv
+
+
+@asynccontextmanager
 async def open_local_engine(
     data_dir: Path | str,
     *,
     drives: int | Sequence[Path] = DEFAULT_DRIVES,
     scheme: str = "auto",
     clean_tmp: bool = True,
+    meta: str = "",
     **engine_options: int,
 ) -> AsyncIterator[ObjectEngine]:
-    """The engine of a data directory. ``clean_tmp`` removes what interrupted writes left in the
+    """The engine of a data directory (its metadata there too, unless ``meta`` names an etcd
+    cluster). ``clean_tmp`` removes what interrupted writes left in the
     drives' tmp directories: only for the first process to open the directory (a gateway
     worker or a maintenance command beside a running service must not, it would remove the
     files others are writing)."""
@@ -64,10 +79,7 @@ async def open_local_engine(
     by_id = local_drives(data_dir, drives)
     cmap = ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))
     chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
-    # The embedded store takes the engine's large transactions (completing an upload of many
-    # parts, removing an object of many chunks); etcd's 128-op limit binds the cluster backend,
-    # for which the engine will split them (docs/design.md, metadata).
-    async with open_sqlite_kv(data_dir / "meta.sqlite", max_txn_ops=EMBEDDED_MAX_TXN_OPS) as kv:
+    async with open_metadata(data_dir, meta) as kv:
         engine = ObjectEngine(kv, chunks, **engine_options)
         if clean_tmp:
             for drive in by_id.values():
