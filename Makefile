@@ -77,7 +77,7 @@ bench: $(VENV)/.installed
 # FUZZ_SECONDS on a copy of its seeds in build/fuzz/<target>, where new inputs and crash files land;
 # the committed corpus is never written. `make fuzz FUZZ_SECONDS=60` for a short round.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS = s3_router s3_sigv4 s3_chunked s3_xml s3_policy s3_postform nbd_handshake nbd_transmission
+FUZZ_TARGETS = s3_router s3_sigv4 s3_chunked s3_xml s3_policy s3_postform nbd_handshake nbd_transmission rpc_wire
 fuzz: $(VENV)/.installed
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 	    mkdir -p build/fuzz/$$t && cp fuzz/corpus/$$t/* build/fuzz/$$t/ && \

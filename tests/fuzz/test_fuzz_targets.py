@@ -25,6 +25,7 @@ TARGETS = (
     "s3_postform",
     "nbd_handshake",
     "nbd_transmission",
+    "rpc_wire",
 )
 FUZZ_SECONDS = 3
 MAX_SEED_BYTES = 16 << 10  # per target: seeds are examples, not a grown corpus
