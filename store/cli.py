@@ -207,6 +207,30 @@ def _serve(args: argparse.Namespace) -> int:
     return run(config)
 
 
+def _chunkserver(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from store.app import parse_address
+    from store.chunkserver import ChunkServerConfig, run
+
+    try:
+        listen = parse_address(args.listen)
+    except ValueError as e:
+        print(f"store chunkserver: --listen: {e}", file=sys.stderr)
+        return 2
+    config = ChunkServerConfig(
+        listen=listen,
+        drives=tuple(Path(d) for d in args.drive),
+        secret_file=Path(args.secret_file),
+        meta=args.meta,
+        host=args.host,
+        rack=args.rack,
+        zone=args.zone,
+        lease_ttl_s=args.lease_ttl,
+    )
+    return run(config)
+
+
 def _volume(args: argparse.Namespace) -> int:
     """store volume ACTION: on the service (admin API), or on ``--data`` here (a volume
     attached over NBD refuses delete and shrink; snapshots of one go through its owner)."""
@@ -337,6 +361,24 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the supervisor when it starts a worker: its index and the descriptors it inherits.
     serve.add_argument("--worker", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
+    chunks = sub.add_parser(
+        "chunkserver", help="serve local drives to gateways over the chunk RPC (docs/cluster.md)"
+    )
+    chunks.add_argument(
+        "--listen", default="127.0.0.1:7480", help="HOST:PORT (default 127.0.0.1:7480)"
+    )
+    chunks.add_argument(
+        "--drive", action="append", required=True, metavar="PATH", help="a drive (repeatable)"
+    )
+    chunks.add_argument(
+        "--secret-file", required=True, metavar="FILE", help="the cluster secret (made if absent)"
+    )
+    chunks.add_argument("--meta", default="", metavar="etcd://H:P,...", help="register in etcd")
+    chunks.add_argument("--host", default="", help="this host's name in the cluster map")
+    chunks.add_argument("--rack", default="", help="this host's rack")
+    chunks.add_argument("--zone", default="", help="this host's zone")
+    chunks.add_argument("--lease-ttl", type=int, default=10, help="registration lease, seconds")
+    chunks.set_defaults(func=_chunkserver)
     user = sub.add_parser("user", help="manage users and access keys (add | remove | list)")
     user.add_argument("action", choices=["add", "remove", "list"])
     user.add_argument("name", nargs="?", default="", help="user name (add)")

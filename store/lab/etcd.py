@@ -25,10 +25,18 @@ READY_TIMEOUT_S = 30.0
 QUOTA_BYTES = 8 << 30  # docs/cluster.md: etcd's 2 GiB default is too small for object metadata
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports (all held open while choosing, so none repeats)."""
+    held = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            held.append(s)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 @dataclass
@@ -82,12 +90,13 @@ class EtcdCluster:
             raise Unavailable("no etcd binary (apt install etcd-server)")
         if self.size < 1:
             raise InvalidArgument("an etcd cluster has at least one member")
+        ports = free_ports(2 * self.size, self.host)
         self.members = [
             EtcdMember(
                 f"etcd-{i + 1}",
                 self.host,
-                free_port(self.host),
-                free_port(self.host),
+                ports[2 * i],
+                ports[2 * i + 1],
                 self.root / f"etcd-{i + 1}",
             )
             for i in range(self.size)

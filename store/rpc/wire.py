@@ -27,8 +27,9 @@ Frames (after AUTH), a 40-byte header and a body:
 A DATA body streams shard or extent bytes with their block CRC32Cs: u32 block bytes, u32 count,
 ``count`` CRCs, then the blocks (the last may be short). The MAC covers the header, so the
 frame's type, request, length and (through the body CRC) the CRC table; the table covers the
-blocks, which the receiver verifies before handing them over, and can store as they are: the
-fused encoder computed them once at the source. Every frame's MAC includes a per-direction
+blocks, which the receiver verifies before handing them over (a damaged block is reported in
+its event, spoiling that message only), and can store as they are: the fused encoder computed
+them once at the source. Every frame's MAC includes a per-direction
 sequence number, so a frame dropped, replayed or reordered fails. As in Ceph msgr2's crc mode,
 the MAC authenticates the sender and catches damage; it does not hide the data or stop an active
 attacker who rewrites payload bytes under a CRC (use TLS for that).
@@ -113,13 +114,16 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """Blocks of a request's or response's body, each with its CRC32C (verified on receipt)."""
+    """Blocks of a request's or response's body, each with its CRC32C, verified on receipt:
+    ``bad_block`` is the first block that does not match (-1: all do). A damaged block spoils
+    its message, not the connection: the framing around it is MACed and intact."""
 
     request_id: int
     block_bytes: int
     payload: bytes | bytearray | memoryview
     crcs: tuple[int, ...]
     end: bool = False
+    bad_block: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,9 +450,7 @@ def _decode_data(request_id: int, body: bytes, body_crc: int, end: bool, extra: 
     crcs = struct.unpack_from(f">{count}I", body, 8)
     table = struct.pack(f"<{count}I", *crcs)
     bad = crc32c_verify_blocks(payload, block_bytes, table) if count else -1
-    if bad >= 0:
-        raise ProtocolError(f"block {bad} of a DATA frame fails its CRC")
-    return Data(request_id, block_bytes, payload, crcs, end)
+    return Data(request_id, block_bytes, payload, crcs, end, bad)
 
 
 def block_crcs(payload: bytes | bytearray | memoryview, block_bytes: int) -> tuple[int, ...]:

@@ -69,8 +69,10 @@ async def shard_write_commit_read(drive: DriveAPI) -> None:
 
 @drive_check
 async def shard_append_keeps_the_callers_crcs(drive: DriveAPI) -> None:
-    """Blocks arrive with the CRCs the encoder computed; the drive stores those, so data that
-    changed on the way is caught on read and by verify (end to end)."""
+    """Blocks arrive with the CRCs the encoder computed. A block that no longer matches its CRC
+    (damaged on the way) is never served as good: the append is refused (Corrupt, a remote
+    drive checking on receipt), or reads and verify report the block (a local drive stores the
+    CRCs it was given)."""
     blocks = [os.urandom(BLOCK) for _ in range(3)]
     crcs = [crc32c(b) for b in blocks]
     sid = new_sid(1)
@@ -78,7 +80,12 @@ async def shard_append_keeps_the_callers_crcs(drive: DriveAPI) -> None:
     await sink.append(b"".join(blocks[:2]), crcs[:2])
     damaged = bytearray(blocks[2])
     damaged[7] ^= 1
-    await sink.append(bytes(damaged), crcs[2:])
+    try:
+        await sink.append(bytes(damaged), crcs[2:])
+    except Corrupt:
+        await sink.abort()
+        await raises(NotFound, drive.read(sid))
+        return
     await sink.commit()
     assert bytes(await drive.read(sid, 0, 2 * BLOCK)) == b"".join(blocks[:2])
     await raises(Corrupt, drive.read(sid, 2 * BLOCK, 10))

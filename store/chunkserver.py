@@ -1,0 +1,162 @@
+"""``store chunkserver``: local drives served over the chunk RPC, registered in etcd.
+
+    store chunkserver --listen HOST:PORT --drive PATH [--drive PATH ...] --secret-file FILE
+                      [--meta etcd://H:P,...] [--host NAME] [--rack NAME] [--zone NAME]
+
+Each drive is served under the id ``<host>.<directory name>`` (unique in the cluster as long as
+host names are). The cluster secret (``--secret-file``) authenticates every connection: the file
+is made on first start (32 random bytes as hex, mode 0600) and must be copied to every node of
+the cluster; it is never logged. With ``--meta``, each drive is registered in etcd under
+``CM/drives/<drive id>`` (address, host, rack, zone, weight, state "up") with a lease the server
+keeps alive, so a dead server's drives drop out of the map when the lease expires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from store.chunk.drive import Drive
+from store.chunk.drive_server import DriveServer
+from store.errors import InvalidArgument, StoreError
+from store.meta.api import KV
+from store.meta.etcd import open_etcd_kv
+from store.rpc.transport import serve_rpc
+
+log = logging.getLogger(__name__)
+
+DRIVES_PREFIX = b"CM/drives/"
+LEASE_TTL_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkServerConfig:
+    listen: tuple[str, int]
+    drives: tuple[Path, ...]
+    secret_file: Path
+    meta: str = ""
+    host: str = ""
+    rack: str = ""
+    zone: str = ""
+    lease_ttl_s: int = LEASE_TTL_S
+
+    @property
+    def host_name(self) -> str:
+        return self.host or socket.gethostname()
+
+    def drive_ids(self) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for path in self.drives:
+            drive_id = f"{self.host_name}.{path.name or 'drive'}"
+            if drive_id in out:
+                raise InvalidArgument(f"two drives would be {drive_id!r}: rename a directory")
+            out[drive_id] = path
+        return out
+
+
+def load_secret(path: Path) -> bytes:
+    """The cluster secret from ``path``, made (mode 0600) if absent; refused if others may
+    read it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        log.info("made a new cluster secret in %s (copy it to every node)", path)
+    if path.stat().st_mode & 0o077:
+        raise InvalidArgument(f"{path} may be read by others: chmod 600 it")
+    secret = path.read_text().strip().encode()
+    if len(secret) < 32:
+        raise InvalidArgument(f"{path} holds too short a secret (at least 32 characters)")
+    return secret
+
+
+async def register(kv: KV, config: ChunkServerConfig, port: int, drives: Sequence[str]) -> int:
+    """Put this server's drives in the cluster map under a new lease; the lease id."""
+    lease = await kv.lease_grant(config.lease_ttl_s)
+    for drive_id in drives:
+        record = {
+            "address": f"{config.listen[0]}:{port}",
+            "host": config.host_name,
+            "rack": config.rack,
+            "zone": config.zone,
+            "weight": 1.0,
+            "state": "up",
+        }
+        await kv.put(DRIVES_PREFIX + drive_id.encode(), json.dumps(record).encode(), lease=lease)
+    return lease
+
+
+async def keep_alive(kv: KV, lease: int, ttl_s: int) -> None:
+    while True:
+        await trio.sleep(ttl_s / 3)
+        try:
+            await kv.lease_keepalive(lease)
+        except StoreError as e:  # etcd unreachable: keep trying; the map drops us if it lasts
+            log.warning("chunk server: cannot renew its registration: %s", e)
+
+
+async def serve_chunks(
+    config: ChunkServerConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    secret = load_secret(config.secret_file)
+    by_id = config.drive_ids()
+    drives = {drive_id: Drive(path) for drive_id, path in by_id.items()}
+    server = DriveServer(drives)
+    host, port = config.listen
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    name = config.host_name
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_rpc, listeners, name, secret, server.handle))
+        nursery.start_soon(server.sweep_sinks)
+        if config.meta:
+            await nursery.start(_registered, config, bound, list(drives))
+        print(f"Chunk server: {host}:{bound}, drives {', '.join(sorted(drives))}", flush=True)
+        log.info("chunk server ready on %s:%d with %d drives", host, bound, len(drives))
+        task_status.started(bound)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+async def _registered(
+    config: ChunkServerConfig,
+    port: int,
+    drives: list[str],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with open_etcd_kv(config.meta) as kv:
+        lease = await register(kv, config, port, drives)
+        task_status.started()
+        try:
+            await keep_alive(kv, lease, config.lease_ttl_s)
+        finally:
+            with trio.move_on_after(2, shield=True):
+                await kv.lease_revoke(lease)  # a clean stop leaves the map at once
+
+
+def run(config: ChunkServerConfig) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        trio.run(serve_chunks, config)
+    except (InvalidArgument, OSError) as e:
+        log.error("chunk server: %s", e)
+        return 1
+    return 0

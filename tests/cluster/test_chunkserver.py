@@ -1,0 +1,114 @@
+"""`store chunkserver` as a real process: the drive conformance suite through the chunk RPC
+(one drive per check), its registration in a real etcd and its expiry after SIGKILL, a client
+without the cluster secret refused while the server goes on, and the secret file's mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from store.chunk.remote_drive import RemoteDrive
+from store.errors import Unavailable
+from store.lab.etcd import EtcdCluster
+from store.meta.api import prefix_end
+from store.meta.etcd import open_etcd_kv
+from store.rpc.transport import open_rpc_client
+from store.testing.drive_conformance import DRIVE_CHECKS
+
+HOST = "node-a"
+
+
+@dataclass
+class ChunkServer:
+    process: subprocess.Popen[str]
+    port: int
+    secret: bytes
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def chunkserver(tmp_path: Path, etcd: EtcdCluster) -> Iterator[ChunkServer]:
+    port = free_port()
+    drives = [str(tmp_path / f"d{i}") for i in range(len(DRIVE_CHECKS))]
+    argv = [sys.executable, "-m", "store", "chunkserver", "--listen", f"127.0.0.1:{port}"]
+    argv += [a for d in drives for a in ("--drive", d)]
+    argv += ["--secret-file", str(tmp_path / "cluster.secret"), "--meta", etcd.endpoints]
+    argv += ["--host", HOST, "--rack", "r1", "--lease-ttl", "2"]
+    log = tmp_path / "chunkserver.log"
+    process = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while "Chunk server:" not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    secret = (tmp_path / "cluster.secret").read_text().strip().encode()
+    try:
+        yield ChunkServer(process, port, secret, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(10)
+
+
+async def registered(endpoints: str) -> dict[str, dict[str, object]]:
+    async with open_etcd_kv(endpoints) as kv:
+        found = await kv.range(b"CM/drives/", prefix_end(b"CM/drives/"))
+    return {kv.key.decode().removeprefix("CM/drives/"): json.loads(kv.value) for kv in found.kvs}
+
+
+async def test_the_drive_suite_through_a_chunk_server(chunkserver: ChunkServer) -> None:
+    address = ("127.0.0.1", chunkserver.port)
+    async with open_rpc_client(address, "gateway-1", chunkserver.secret) as client:
+        for i, check in enumerate(DRIVE_CHECKS):
+            await check(RemoteDrive(client, f"{HOST}.d{i}"))
+
+
+def test_registration_and_its_expiry(chunkserver: ChunkServer, etcd: EtcdCluster) -> None:
+    found = trio.run(registered, etcd.endpoints)
+    assert sorted(found) == sorted(f"{HOST}.d{i}" for i in range(len(DRIVE_CHECKS)))
+    first = found[f"{HOST}.d0"]
+    assert first["address"] == f"127.0.0.1:{chunkserver.port}"
+    assert (first["host"], first["rack"], first["state"]) == (HOST, "r1", "up")
+    chunkserver.process.send_signal(signal.SIGKILL)  # no clean exit: only the lease tells
+    chunkserver.process.wait()
+    deadline = time.monotonic() + 15
+    while trio.run(registered, etcd.endpoints):
+        assert time.monotonic() < deadline, "the registration outlived its lease"
+        time.sleep(0.5)
+
+
+def test_a_node_without_the_secret_is_refused_and_logged(
+    chunkserver: ChunkServer, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        address = ("127.0.0.1", chunkserver.port)
+        async with open_rpc_client(address, "intruder", b"not the cluster's secret at all") as bad:
+            with pytest.raises(Unavailable):
+                await RemoteDrive(bad, f"{HOST}.d0").stat()
+        async with open_rpc_client(address, "gateway-1", chunkserver.secret) as good:
+            assert (await RemoteDrive(good, f"{HOST}.d0").stat()).total_bytes > 0
+
+    trio.run(main)
+    text = chunkserver.log.read_text()
+    assert "refused a connection" in text and "intruder" in text
+    mode = stat.S_IMODE(os.stat(tmp_path / "cluster.secret").st_mode)
+    assert mode == 0o600
+    assert chunkserver.secret.decode() not in text  # never logged

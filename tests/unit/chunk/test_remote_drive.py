@@ -1,0 +1,82 @@
+"""The drive seam through the chunk RPC: the drive conformance suite against a RemoteDrive whose
+chunk server (a DriveServer on local drives) listens on a real loopback socket; and the RPC's
+refusals: a client without the cluster secret, a call past its deadline, a server gone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from store.chunk.drive import Drive
+from store.chunk.drive_server import DriveServer
+from store.chunk.remote_drive import RemoteDrive
+from store.errors import NotFound, Unavailable
+from store.rpc.transport import Message, open_rpc_client, serve_rpc
+from store.testing.drive_conformance import DRIVE_CHECKS, DriveCheck
+
+SECRET = b"a cluster secret for the tests!"
+
+
+@asynccontextmanager
+async def chunk_server(root: Path, handler: object = None) -> AsyncIterator[int]:
+    """A chunk server with one drive "d0" under ``root``; yields its port."""
+    server = DriveServer({"d0": Drive(root / "d0")})
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        await nursery.start(
+            partial(serve_rpc, listeners, "chunk-1", SECRET, handler or server.handle)
+        )
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("check", DRIVE_CHECKS, ids=lambda c: c.__name__)
+async def test_remote_drive(check: DriveCheck, tmp_path: Path) -> None:
+    async with (
+        chunk_server(tmp_path) as port,
+        open_rpc_client(("127.0.0.1", port), "gw", SECRET) as client,
+    ):
+        drive = RemoteDrive(client, "d0")
+        await drive.stat()
+        assert client.peer == "chunk-1"  # the server proved its name in the handshake
+        await check(drive)
+
+
+async def test_a_client_without_the_secret_gets_nothing(tmp_path: Path) -> None:
+    async with chunk_server(tmp_path) as port:
+        async with open_rpc_client(("127.0.0.1", port), "gw", b"not the cluster secret!") as bad:
+            with pytest.raises(Unavailable, match="secret"):
+                await RemoteDrive(bad, "d0").stat()
+        assert not list((tmp_path / "d0" / "tmp").iterdir())
+
+
+async def test_an_unknown_drive_and_a_slow_call(tmp_path: Path) -> None:
+    async def slow(request: Message, peer: str) -> Message:
+        await trio.sleep(5)
+        return Message(0)
+
+    async with (
+        chunk_server(tmp_path) as port,
+        open_rpc_client(("127.0.0.1", port), "gw", SECRET) as client,
+    ):
+        with pytest.raises(NotFound, match="no drive"):
+            await RemoteDrive(client, "d9").stat()
+    async with (
+        chunk_server(tmp_path, slow) as port,
+        open_rpc_client(("127.0.0.1", port), "gw", SECRET, timeout_s=0.3) as client,
+    ):
+        with trio.fail_after(3), pytest.raises(Unavailable, match="deadline|no answer"):
+            await RemoteDrive(client, "d0").stat()
+
+
+async def test_a_server_that_is_gone_is_unavailable(tmp_path: Path) -> None:
+    async with chunk_server(tmp_path) as port:
+        pass
+    async with open_rpc_client(("127.0.0.1", port), "gw", SECRET, timeout_s=2) as client:
+        with pytest.raises(Unavailable):
+            await RemoteDrive(client, "d0").stat()
