@@ -40,7 +40,7 @@ from store.admin import operations
 from store.admin.jobs import Jobs
 from store.auth import users
 from store.auth.master_keys import ensure_master_keys
-from store.config import Config, nbd_tls_mode, with_listen
+from store.config import Config, nbd_tls_mode, parse_address, with_listen
 from store.gateway.admin import AdminApi
 from store.gateway.http import Drain, Limits, serve_http
 from store.gateway.metrics import NbdMetrics
@@ -110,19 +110,6 @@ class WorkerFds:
     @property
     def all(self) -> list[int]:
         return [*self.s3, *self.nbd, self.lifeline]
-
-
-def parse_address(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """HOST:PORT (or :PORT, or [v6]:PORT).
-
-    >>> parse_address("0.0.0.0:9000"), parse_address(":9001"), parse_address("[::1]:9")
-    (('0.0.0.0', 9000), ('127.0.0.1', 9001), ('::1', 9))
-    """
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or default_host
-    return host, int(port)
 
 
 def format_address(host: str, port: int) -> str:
@@ -298,6 +285,8 @@ async def serve(
         drives=drives_of(config),
         scheme=config.storage.scheme,
         meta=config.storage.meta,
+        cluster=config.storage.cluster,
+        secret_file=config.storage.secret_file,
     ) as engine:
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         async with trio.open_nursery() as nursery:
@@ -323,6 +312,8 @@ async def serve_worker(config: Config, fds: WorkerFds) -> None:
         drives=drives_of(config),
         scheme=config.storage.scheme,
         meta=config.storage.meta,
+        cluster=config.storage.cluster,
+        secret_file=config.storage.secret_file,
         clean_tmp=False,
     ) as engine:
         await _run_gateway(
@@ -383,6 +374,8 @@ async def _supervise(
         drives=drives_of(config),
         scheme=config.storage.scheme,
         meta=config.storage.meta,
+        cluster=config.storage.cluster,
+        secret_file=config.storage.secret_file,
     ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         await ensure_master_keys(config.data_dir)  # and the SSE master key, before workers read it

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 import signal
 import socket
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ import trio
 
 from store.chunk.drive import Drive
 from store.chunk.drive_server import DriveServer
+from store.cluster_drives import DRIVES_PREFIX, load_secret
 from store.errors import InvalidArgument, StoreError
 from store.meta.api import KV
 from store.meta.etcd import open_etcd_kv
@@ -35,7 +34,6 @@ from store.rpc.transport import serve_rpc
 
 log = logging.getLogger(__name__)
 
-DRIVES_PREFIX = b"CM/drives/"
 LEASE_TTL_S = 10
 
 
@@ -62,25 +60,6 @@ class ChunkServerConfig:
                 raise InvalidArgument(f"two drives would be {drive_id!r}: rename a directory")
             out[drive_id] = path
         return out
-
-
-def load_secret(path: Path) -> bytes:
-    """The cluster secret from ``path``, made (mode 0600) if absent; refused if others may
-    read it."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-        log.info("made a new cluster secret in %s (copy it to every node)", path)
-    if path.stat().st_mode & 0o077:
-        raise InvalidArgument(f"{path} may be read by others: chmod 600 it")
-    secret = path.read_text().strip().encode()
-    if len(secret) < 32:
-        raise InvalidArgument(f"{path} holds too short a secret (at least 32 characters)")
-    return secret
 
 
 async def register(kv: KV, config: ChunkServerConfig, port: int, drives: Sequence[str]) -> int:
@@ -114,6 +93,8 @@ async def serve_chunks(
     secret = load_secret(config.secret_file)
     by_id = config.drive_ids()
     drives = {drive_id: Drive(path) for drive_id, path in by_id.items()}
+    for drive in drives.values():  # writes a crash (or a kill) interrupted are dead
+        await drive.clean_tmp()
     server = DriveServer(drives)
     host, port = config.listen
     listeners = await trio.open_tcp_listeners(port, host=host)

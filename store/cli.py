@@ -167,6 +167,8 @@ _SERVE_FLAGS = {
     "drive": "storage.drives",
     "scheme": "storage.scheme",
     "meta": "storage.meta",
+    "cluster": "storage.cluster",
+    "secret_file": "storage.secret_file",
     "workers": "service.workers",
 }
 
@@ -210,8 +212,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _chunkserver(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from store.app import parse_address
     from store.chunkserver import ChunkServerConfig, run
+    from store.config import parse_address
 
     try:
         listen = parse_address(args.listen)
@@ -315,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--drive", action="append", metavar="PATH", help="a drive (repeatable; replaces --drives)"
     )
     serve.add_argument("--scheme", help="auto | replicas:N | ec:K+M (default auto)")
+    serve.add_argument(
+        "--cluster",
+        action="store_true",
+        default=None,
+        help="with --meta: store data on the chunk servers registered in etcd, not in DATA",
+    )
+    serve.add_argument(
+        "--secret-file", metavar="FILE", help="the cluster secret (default DATA/cluster.secret)"
+    )
     serve.add_argument(
         "--meta",
         metavar="etcd://HOST:PORT,...",

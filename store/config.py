@@ -86,6 +86,8 @@ class StorageConfig:
     drives: int | tuple[str, ...] = 6  # directories under DATA/drives, or the drives' paths
     scheme: str = "auto"  # auto | replicas:N | ec:K+M
     meta: str = ""  # the metadata store: "" (SQLite in DATA) or etcd://HOST:PORT,HOST:PORT,...
+    cluster: bool = False  # drives from the chunk servers registered in etcd (needs meta)
+    secret_file: str = ""  # the cluster secret shared by its nodes; "": DATA/cluster.secret
 
 
 @dataclass(frozen=True)
@@ -233,9 +235,24 @@ def load(
     return _build(_merge(tree, layered), str(path) if path else "")
 
 
+def parse_address(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """HOST:PORT (or :PORT, or [v6]:PORT).
+
+    >>> parse_address("0.0.0.0:9000"), parse_address(":9001"), parse_address("[::1]:9")
+    (('0.0.0.0', 9000), ('127.0.0.1', 9001), ('::1', 9))
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or default_host
+    return host, int(port)
+
+
 def check(config: Config) -> Config:
     """Values every source must respect (ConfigError naming the key)."""
     meta = config.storage.meta
+    if config.storage.cluster and not meta:
+        raise ConfigError("storage.cluster needs storage.meta (the etcd cluster holding the map)")
     if meta and not meta.startswith("etcd://"):
         raise ConfigError(f"storage.meta: {meta!r} is not empty (SQLite) or etcd://HOST:PORT,...")
     if config.s3.object_ownership not in OWNERSHIPS:

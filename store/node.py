@@ -9,12 +9,15 @@ not change when the service restarts; a replaced drive keeps its id and is refil
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from store.chunk.api import DriveAPI
 from store.chunk.chunkstore import ChunkStore
 from store.chunk.drive import Drive
+from store.cluster_drives import load_secret, open_cluster_drives
 from store.errors import InvalidArgument
 from store.meta.api import KV
 from store.meta.etcd import open_etcd_kv
@@ -60,6 +63,22 @@ async def open_metadata(data_dir: Path, meta: str = "") -> AsyncIterator[KV]:
 
 
 @asynccontextmanager
+async def open_drives(
+    data_dir: Path, drives: int | Sequence[Path], kv: KV, *, cluster: bool, secret_file: str
+) -> AsyncIterator[tuple[Mapping[str, DriveAPI], ClusterMap]]:
+    """The engine's drives and their placement map: local directories (``drives``), or with
+    ``cluster`` the chunk servers registered in the metadata's cluster map."""
+    if cluster:
+        secret = load_secret(Path(secret_file) if secret_file else data_dir / "cluster.secret")
+        name = f"{socket.gethostname()}-gateway"
+        async with open_cluster_drives(kv, secret, name) as (remote, cmap):
+            yield remote, cmap
+        return
+    by_id = local_drives(data_dir, drives)
+    yield by_id, ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))
+
+
+@asynccontextmanager
 async def open_local_engine(
     data_dir: Path | str,
     *,
@@ -67,21 +86,26 @@ async def open_local_engine(
     scheme: str = "auto",
     clean_tmp: bool = True,
     meta: str = "",
+    cluster: bool = False,
+    secret_file: str = "",
     **engine_options: int,
 ) -> AsyncIterator[ObjectEngine]:
-    """The engine of a data directory (its metadata there too, unless ``meta`` names an etcd
-    cluster). ``clean_tmp`` removes what interrupted writes left in the
-    drives' tmp directories: only for the first process to open the directory (a gateway
-    worker or a maintenance command beside a running service must not, it would remove the
-    files others are writing)."""
+    """The engine of a data directory: its metadata there too, unless ``meta`` names an etcd
+    cluster; its drives there too, unless ``cluster`` takes them from the chunk servers in the
+    cluster map (same engine, same code path). ``clean_tmp`` removes what interrupted writes
+    left in local drives' tmp directories: only for the first process to open the directory
+    (a gateway worker or a maintenance command beside a running service must not, it would
+    remove the files others are writing; chunk servers clean their own)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    by_id = local_drives(data_dir, drives)
-    cmap = ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))
-    chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
-    async with open_metadata(data_dir, meta) as kv:
+    async with (
+        open_metadata(data_dir, meta) as kv,
+        open_drives(data_dir, drives, kv, cluster=cluster, secret_file=secret_file) as placed,
+    ):
+        by_id, cmap = placed
+        chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
         engine = ObjectEngine(kv, chunks, **engine_options)
-        if clean_tmp:
+        if clean_tmp and not cluster:
             for drive in by_id.values():
                 await drive.clean_tmp()
         yield engine

@@ -1,0 +1,146 @@
+"""A gateway on six chunk servers: `store serve --meta etcd://... --cluster`, its data erasure
+coded (4+2) across chunk-server processes registered in a real etcd, driven by boto3 and nbdcopy.
+Kill one chunk server: reads and writes go on. Kill a second (m = 2 lost): reads still succeed
+from the four left, writes fail with 503 and leave nothing behind; bring them back: writes
+succeed again and everything reads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from store.lab.etcd import EtcdCluster, free_ports
+from tests.integration.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    Server,
+    make_client,
+    start_server,
+    stop_server,
+)
+
+SERVERS = 6
+
+
+@dataclass
+class Chunks:
+    """The chunk-server processes, started (again) and killed by index."""
+
+    argvs: list[list[str]]
+    logs: list[Path]
+    processes: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+    starts: dict[int, int] = field(default_factory=dict)
+
+    def start(self, i: int) -> None:
+        self.starts[i] = self.starts.get(i, 0) + 1
+        log = self.logs[i]
+        with log.open("a") as out:
+            self.processes[i] = subprocess.Popen(
+                self.argvs[i], stdout=out, stderr=subprocess.STDOUT, text=True
+            )
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Chunk server:") < self.starts[i]:
+            assert self.processes[i].poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+    def kill(self, i: int) -> None:
+        self.processes[i].send_signal(signal.SIGKILL)
+        self.processes[i].wait()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(10)
+
+
+@pytest.fixture
+def chunks(tmp_path: Path, etcd: EtcdCluster) -> Iterator[Chunks]:
+    secret = tmp_path / "cluster.secret"
+    ports = free_ports(SERVERS)
+    argvs, logs = [], []
+    for i, port in enumerate(ports):
+        argv = [sys.executable, "-m", "store", "chunkserver", "--listen", f"127.0.0.1:{port}"]
+        argv += ["--drive", str(tmp_path / f"node{i}" / "d0"), "--secret-file", str(secret)]
+        argv += ["--meta", etcd.endpoints, "--host", f"node{i}"]
+        argvs.append(argv)
+        logs.append(tmp_path / f"chunk{i}.log")
+    group = Chunks(argvs, logs)
+    try:
+        for i in range(SERVERS):
+            group.start(i)
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, etcd: EtcdCluster, chunks: Chunks) -> Iterator[Server]:
+    data = tmp_path / "gateway"
+    data.mkdir()
+    extra = [
+        "--meta",
+        etcd.endpoints,
+        "--cluster",
+        "--secret-file",
+        str(tmp_path / "cluster.secret"),
+    ]
+    server = start_server(data, [*extra, "--workers", "1"])
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def test_objects_and_a_volume_on_chunk_servers(
+    gateway: Server, chunks: Chunks, tmp_path: Path
+) -> None:
+    s3 = make_client(gateway.endpoint)
+    s3.create_bucket(Bucket="bkt")
+    big = os.urandom(9 << 20)
+    s3.put_object(Bucket="bkt", Key="big", Body=big)
+    s3.put_object(Bucket="bkt", Key="small", Body=b"tiny")
+    assert s3.get_object(Bucket="bkt", Key="big")["Body"].read() == big
+    shard_files = list(tmp_path.glob("node*/d0/shards/*/*"))
+    assert len({p.parts[-5] for p in shard_files}) == SERVERS  # every server holds shards
+    assert not (gateway.data / "drives").exists()  # and the gateway none
+
+    chunks.kill(0)
+    s3.put_object(Bucket="bkt", Key="one-down", Body=big[: 3 << 20])
+    assert s3.get_object(Bucket="bkt", Key="big")["Body"].read() == big
+
+    chunks.kill(1)  # m = 2 servers lost
+    assert s3.get_object(Bucket="bkt", Key="big")["Body"].read() == big
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket="bkt", Key="two-down", Body=big[: 3 << 20])
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"]]
+    assert keys == ["big", "one-down", "small"]  # nothing partial became visible
+
+    chunks.start(0)
+    chunks.start(1)
+    s3.put_object(Bucket="bkt", Key="back", Body=b"all six again")
+    assert s3.get_object(Bucket="bkt", Key="one-down")["Body"].read() == big[: 3 << 20]
+
+    source = tmp_path / "in.raw"
+    source.write_bytes(os.urandom(8 << 20))
+    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+    create = [sys.executable, "-m", "store", "volume", "create", "v", "--size", "8M"]
+    subprocess.run([*create, "--endpoint", gateway.endpoint], check=True, env=env, timeout=60)
+    for argv in (
+        ["nbdcopy", str(source), f"{gateway.nbd}/v"],
+        ["nbdcopy", f"{gateway.nbd}/v", str(tmp_path / "out.raw")],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.raw").read_bytes() == source.read_bytes()
