@@ -209,6 +209,14 @@ def _serve(args: argparse.Namespace) -> int:
     return run(config)
 
 
+def _lab(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from store.lab.run import LabConfig, run
+
+    return run(LabConfig(Path(args.data), args.hosts, args.s3, args.nbd))
+
+
 def _chunkserver(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -390,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     chunks.add_argument("--zone", default="", help="this host's zone")
     chunks.add_argument("--lease-ttl", type=int, default=10, help="registration lease, seconds")
     chunks.set_defaults(func=_chunkserver)
+    lab = sub.add_parser(
+        "lab", help="a cluster on this machine: etcd, chunk servers and a gateway (foreground)"
+    )
+    lab.add_argument("--hosts", type=int, default=6, help="chunk servers (default 6)")
+    lab.add_argument("--data", default="./lab", help="where everything lives (default ./lab)")
+    lab.add_argument("--s3", default="127.0.0.1:9000", help="the gateway's S3 address")
+    lab.add_argument("--nbd", default="127.0.0.1:10809", help="the gateway's NBD address")
+    lab.set_defaults(func=_lab)
     user = sub.add_parser("user", help="manage users and access keys (add | remove | list)")
     user.add_argument("action", choices=["add", "remove", "list"])
     user.add_argument("name", nargs="?", default="", help="user name (add)")
