@@ -2,13 +2,16 @@
 
     store chunkserver --listen HOST:PORT --drive PATH [--drive PATH ...] --secret-file FILE
                       [--meta etcd://H:P,...] [--host NAME] [--rack NAME] [--zone NAME]
+                      [--metrics HOST:PORT]
 
 Each drive is served under the id ``<host>.<directory name>`` (unique in the cluster as long as
 host names are). The cluster secret (``--secret-file``) authenticates every connection: the file
 is made on first start (32 random bytes as hex, mode 0600) and must be copied to every node of
 the cluster; it is never logged. With ``--meta``, each drive is registered in etcd under
 ``CM/drives/<drive id>`` (address, host, rack, zone, weight, state "up") with a lease the server
-keeps alive, so a dead server's drives drop out of the map when the lease expires.
+keeps alive, so a dead server's drives drop out of the map when the lease expires. With
+``--metrics``, Prometheus metrics (calls by drive, method and outcome, latencies, bytes) are
+served at ``http://HOST:PORT/metrics``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from functools import partial
 from pathlib import Path
 
 import trio
+from prometheus_client import start_http_server
 
 from store.chunk.drive import Drive
 from store.chunk.drive_server import DriveServer
+from store.chunk.server_metrics import DriveServerMetrics
 from store.cluster_drives import DRIVES_PREFIX, load_secret
 from store.errors import InvalidArgument, StoreError
 from store.meta.api import KV
@@ -47,6 +52,7 @@ class ChunkServerConfig:
     rack: str = ""
     zone: str = ""
     lease_ttl_s: int = LEASE_TTL_S
+    metrics: tuple[str, int] | None = None  # where /metrics is served (prometheus-client)
 
     @property
     def host_name(self) -> str:
@@ -95,7 +101,11 @@ async def serve_chunks(
     drives = {drive_id: Drive(path) for drive_id, path in by_id.items()}
     for drive in drives.values():  # writes a crash (or a kill) interrupted are dead
         await drive.clean_tmp()
-    server = DriveServer(drives)
+    metrics = DriveServerMetrics()
+    server = DriveServer(drives, metrics)
+    if config.metrics is not None:  # prometheus-client's own server, in a thread of its own
+        host_m, port_m = config.metrics
+        start_http_server(port_m, addr=host_m, registry=metrics.registry)
     host, port = config.listen
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]

@@ -225,8 +225,9 @@ def _chunkserver(args: argparse.Namespace) -> int:
 
     try:
         listen = parse_address(args.listen)
+        metrics = parse_address(args.metrics) if args.metrics else None
     except ValueError as e:
-        print(f"store chunkserver: --listen: {e}", file=sys.stderr)
+        print(f"store chunkserver: {e}", file=sys.stderr)
         return 2
     config = ChunkServerConfig(
         listen=listen,
@@ -237,6 +238,7 @@ def _chunkserver(args: argparse.Namespace) -> int:
         rack=args.rack,
         zone=args.zone,
         lease_ttl_s=args.lease_ttl,
+        metrics=metrics,
     )
     return run(config)
 
@@ -397,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     chunks.add_argument("--rack", default="", help="this host's rack")
     chunks.add_argument("--zone", default="", help="this host's zone")
     chunks.add_argument("--lease-ttl", type=int, default=10, help="registration lease, seconds")
+    chunks.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here")
     chunks.set_defaults(func=_chunkserver)
     lab = sub.add_parser(
         "lab", help="a cluster on this machine: etcd, chunk servers and a gateway (foreground)"

@@ -92,6 +92,25 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+def decode_drive(body: bytes) -> str:
+    """The drive a call names ("" if the body does not say)."""
+    try:
+        drive = decode(body).get("drive", "")
+    except InvalidArgument:
+        return ""
+    return drive if isinstance(drive, str) else ""
+
+
+def error_kind(status: int) -> str:
+    """A short name of an error status, for metrics (``not_found``, ``os_error``...)."""
+    for code, kind in _ERRORS:
+        if code == status:
+            return kind.__name__.lower()
+    return {STATUS_OS_ERROR: "os_error", STATUS_CORRUPT: "corrupt_in_transit"}.get(
+        status, "internal"
+    )
+
+
 def error_reply(error: BaseException) -> Message:
     """The status a domain error or an OSError travels as."""
     if isinstance(error, OSError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -22,10 +23,13 @@ from store.chunk.drive_rpc import (
     Method,
     b64,
     decode,
+    decode_drive,
     encode,
+    error_kind,
     error_reply,
     unb64,
 )
+from store.chunk.server_metrics import DriveServerMetrics
 from store.errors import InvalidArgument, NotFound, StoreError
 from store.rpc.transport import Message
 
@@ -57,8 +61,11 @@ def _str(args: dict[str, Any], name: str) -> str:
 
 
 class DriveServer:
-    def __init__(self, drives: Mapping[str, Drive]) -> None:
+    def __init__(
+        self, drives: Mapping[str, Drive], metrics: DriveServerMetrics | None = None
+    ) -> None:
         self.drives = drives
+        self.metrics = metrics
         self._sinks: dict[str, tuple[ShardWriter, float]] = {}
         self._handlers: dict[int, Callable[[Drive, dict[str, Any], Message], Awaitable[Message]]]
         self._handlers = {
@@ -89,7 +96,27 @@ class DriveServer:
         }
 
     async def handle(self, request: Message, peer: str) -> Message:
-        """One call (transport.Handler)."""
+        """One call (transport.Handler), counted in the metrics."""
+        began = time.monotonic()
+        reply = await self._handle(request, peer)
+        if self.metrics is not None:
+            try:
+                method = Method(request.code).name
+            except ValueError:
+                method = "unknown"
+            drive = decode_drive(request.body)
+            outcome = "ok" if reply.code == 0 else error_kind(reply.code)
+            self.metrics.record(
+                drive if drive in self.drives else "unknown",
+                method,
+                outcome,
+                time.monotonic() - began,
+                len(request.payload),
+                len(reply.payload),
+            )
+        return reply
+
+    async def _handle(self, request: Message, peer: str) -> Message:
         try:
             handler = self._handlers.get(request.code)
             if handler is None:

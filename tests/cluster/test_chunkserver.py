@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class ChunkServer:
     port: int
     secret: bytes
     log: Path
+    metrics_port: int
 
 
 def free_port() -> int:
@@ -46,12 +48,13 @@ def free_port() -> int:
 
 @pytest.fixture
 def chunkserver(tmp_path: Path, etcd: EtcdCluster) -> Iterator[ChunkServer]:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     drives = [str(tmp_path / f"d{i}") for i in range(len(DRIVE_CHECKS))]
     argv = [sys.executable, "-m", "store", "chunkserver", "--listen", f"127.0.0.1:{port}"]
     argv += [a for d in drives for a in ("--drive", d)]
     argv += ["--secret-file", str(tmp_path / "cluster.secret"), "--meta", etcd.endpoints]
     argv += ["--host", HOST, "--rack", "r1", "--lease-ttl", "2"]
+    argv += ["--metrics", f"127.0.0.1:{metrics_port}"]
     log = tmp_path / "chunkserver.log"
     process = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
@@ -61,7 +64,7 @@ def chunkserver(tmp_path: Path, etcd: EtcdCluster) -> Iterator[ChunkServer]:
         time.sleep(0.05)
     secret = (tmp_path / "cluster.secret").read_text().strip().encode()
     try:
-        yield ChunkServer(process, port, secret, log)
+        yield ChunkServer(process, port, secret, log, metrics_port)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -79,6 +82,15 @@ async def test_the_drive_suite_through_a_chunk_server(chunkserver: ChunkServer) 
     async with open_rpc_client(address, "gateway-1", chunkserver.secret) as client:
         for i, check in enumerate(DRIVE_CHECKS):
             await check(RemoteDrive(client, f"{HOST}.d{i}"))
+    url = f"http://127.0.0.1:{chunkserver.metrics_port}/metrics"
+    text = await trio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=5).read())
+    metrics = text.decode()
+    assert (
+        f'store_chunkserver_calls_total{{drive="{HOST}.d0",method="CREATE",outcome="ok"}}'
+        in metrics
+    )
+    assert 'outcome="notfound"' in metrics  # the checks' reads of missing shards
+    assert "store_chunkserver_bytes_received_total" in metrics
 
 
 def test_registration_and_its_expiry(chunkserver: ChunkServer, etcd: EtcdCluster) -> None:

@@ -25,6 +25,28 @@ class Server:
     process: subprocess.Popen[str]
     log: IO[str]
     nbd: str = ""  # nbd://127.0.0.1:PORT (add /VOLUME)
+    meta: str = ""  # etcd://...: a gateway on a cluster, its metadata there
+
+
+def drive_dirs(server: Server) -> list[Path]:
+    """The directories of the drives that hold the server's data: its own, or the cluster's
+    chunk servers' (beside its data directory, see tests/cluster/lab.py)."""
+    if server.meta:
+        return sorted(server.data.parent.glob("node*/d0"))
+    return sorted((server.data / "drives").glob("d*"))
+
+
+def metadata_dirs(server: Server) -> list[Path]:
+    """Where the server's metadata is on disk: SQLite's file, or the etcd members' data."""
+    if server.meta:
+        return sorted(server.data.parent.glob("etcd/etcd-*"))
+    return [server.data / "meta.sqlite"]
+
+
+def admin_args(server: Server) -> list[str]:
+    """Where an admin command reaches the server's metadata: its data directory (with the
+    etcd cluster, for a cluster gateway)."""
+    return ["--data", str(server.data)] + (["--meta", server.meta] if server.meta else [])
 
 
 def _free_port() -> int:
@@ -79,11 +101,21 @@ def stop_server(server: Server) -> None:
     server.log.close()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("serve"), [])
-    yield running
-    stop_server(running)
+@pytest.fixture(scope="session", params=["embedded", "cluster"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The service under test: the embedded single node, then a gateway on a cluster (three
+    etcd members, six chunk servers, EC 4+2 across them): the same tests, unchanged."""
+    if request.param == "embedded":
+        running = start_server(tmp_path_factory.mktemp("serve"), [])
+        yield running
+        stop_server(running)
+        return
+    from tests.cluster.lab import running_cluster
+
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
 
 
 def make_client(
@@ -108,7 +140,7 @@ def add_user(server: Server, name: str) -> dict[str, str]:
     import json
 
     added = subprocess.run(
-        [sys.executable, "-m", "store.cli", "user", "add", name, "--data", str(server.data)],
+        [sys.executable, "-m", "store.cli", "user", "add", name, *admin_args(server)],
         capture_output=True,
         text=True,
         check=True,

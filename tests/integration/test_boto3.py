@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import Server, add_user, make_client
+from tests.integration.conftest import Server, add_user, admin_args, make_client
 
 
 def code_of(error: ClientError) -> str:
@@ -303,8 +303,7 @@ def test_users_see_only_their_own_buckets(s3: Any, server: Server) -> None:
             "remove",
             "--access-key",
             bob_key["access_key"],
-            "--data",
-            str(server.data),
+            *admin_args(server),
         ],
         check=True,
         capture_output=True,

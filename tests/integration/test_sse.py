@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, drive_dirs, metadata_dirs
 from tests.integration.test_acl import code_of
 from tests.integration.test_clients import BIN, aws_env, run
 
@@ -36,10 +36,15 @@ def bucket(s3: Any) -> str:
 
 
 def drives_contain(server: Server, needle: bytes) -> bool:
-    for path in (server.data / "drives").rglob("*"):
-        if path.is_file() and needle in path.read_bytes():
+    """Whether ``needle`` is anywhere the service keeps bytes: its drives' files and its
+    metadata's (SQLite's file, or every etcd member's data directory for a cluster)."""
+    places = drive_dirs(server) + metadata_dirs(server)
+    assert places, "nowhere to look"
+    for place in places:
+        files = [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
+        if any(needle in f.read_bytes() for f in files):
             return True
-    return needle in (server.data / "meta.sqlite").read_bytes()
+    return False
 
 
 def test_sse_c_round_trip_ranges_and_key_checks(server: Server, s3: Any, bucket: str) -> None:
