@@ -31,6 +31,7 @@ from store.rpc.transport import open_rpc_client
 log = logging.getLogger(__name__)
 
 PG_COUNT = 256
+CALL_TIMEOUT_S = 5.0  # a chunk server that takes longer is suspect (rpc/transport.py)
 DRIVES_PREFIX = b"CM/drives/"  # one key per drive, put by its chunk server under a lease
 
 
@@ -92,7 +93,7 @@ async def open_cluster_drives(
         clients = {}
         for address in sorted({d.address for d in drives}):
             clients[address] = await stack.enter_async_context(
-                open_rpc_client(address, name, secret)
+                open_rpc_client(address, name, secret, timeout_s=CALL_TIMEOUT_S)
             )
         remote = {d.drive_id: RemoteDrive(clients[d.address], d.drive_id) for d in drives}
         epoch = max(d.revision for d in drives)

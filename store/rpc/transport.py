@@ -10,7 +10,10 @@ under one lock, so frames leave in the order their MACs' sequence numbers say.
 Client (``RpcClient``): one connection per peer, opened on first use and again after a failure;
 every call has a deadline, sent along as the milliseconds left; a call that gives up sends CANCEL.
 A connection that fails fails the calls waiting on it with Unavailable (the caller decides
-whether to retry: a write may or may not have been applied).
+whether to retry: a write may or may not have been applied). A peer that lets a call miss its
+deadline (paused, overloaded, cut off) is **suspect** for ``SUSPECT_S``: calls to it fail at once
+with Unavailable, so the quorum layer routes around it within one deadline instead of waiting
+out every call, long before its registration lease expires; then calls try it again.
 
 Server (``serve_rpc``): a handshake under a deadline, then every request handled in its own task
 (at most ``MAX_CALLS_PER_CONNECTION`` at once: the reader waits, and TCP pushes back), under the
@@ -44,6 +47,7 @@ READ_BYTES = 1 << 20
 STATUS_DEADLINE = 0xFFFE  # the server gave up: the call's deadline passed
 STATUS_CANCELLED = 0xFFFD
 STATUS_CORRUPT = 0xFFFC  # a request's payload arrived damaged (a block failed its CRC)
+SUSPECT_S = 10.0  # a peer that missed a deadline gets no calls for this long
 _BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 Buffer = bytes | bytearray | memoryview
@@ -177,6 +181,7 @@ class RpcClient:
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[trio.Event, list[Message | Exception]]] = {}
         self.peer = ""
+        self.suspect_until = 0.0  # trio clock: no calls before then
 
     async def _connected(self) -> _Channel:
         while self._channel is None:
@@ -247,7 +252,11 @@ class RpcClient:
         """Send ``request`` (its code is the method) and wait for the answer; Unavailable when
         the peer cannot be reached, the connection fails or the deadline passes."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        deadline = trio.current_time() + timeout
+        now = trio.current_time()
+        where = f"chunk server {self.address[0]}:{self.address[1]}"
+        if now < self.suspect_until:
+            raise Unavailable(f"{where}: suspect (it missed a deadline), routed around")
+        deadline = now + timeout
         with trio.move_on_at(deadline) as scope:
             channel = await self._connected()
             request_id = next(self._ids)
@@ -273,9 +282,10 @@ class RpcClient:
                 raise result
             return result
         assert scope.cancelled_caught
-        raise Unavailable(
-            f"chunk server {self.address[0]}:{self.address[1]}: no answer in {timeout} s"
-        )
+        if trio.current_time() >= self.suspect_until:
+            log.warning("%s missed a %.1f s deadline: suspect %.0f s", where, timeout, SUSPECT_S)
+        self.suspect_until = trio.current_time() + SUSPECT_S
+        raise Unavailable(f"{where}: no answer in {timeout} s")
 
     async def _cancel(self, channel: _Channel, request_id: int) -> None:
         try:

@@ -16,6 +16,7 @@ from store.chunk.drive import Drive
 from store.chunk.drive_server import DriveServer
 from store.chunk.remote_drive import RemoteDrive
 from store.errors import NotFound, Unavailable
+from store.rpc import transport
 from store.rpc.transport import Message, open_rpc_client, serve_rpc
 from store.testing.drive_conformance import DRIVE_CHECKS, DriveCheck
 
@@ -80,3 +81,28 @@ async def test_a_server_that_is_gone_is_unavailable(tmp_path: Path) -> None:
     async with open_rpc_client(("127.0.0.1", port), "gw", SECRET, timeout_s=2) as client:
         with pytest.raises(Unavailable):
             await RemoteDrive(client, "d0").stat()
+
+
+async def test_a_peer_that_misses_a_deadline_is_routed_around_then_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "SUSPECT_S", 0.5)
+    slow = trio.Event()
+
+    async def sometimes_slow(request: Message, peer: str) -> Message:
+        if not slow.is_set():
+            await trio.sleep(5)
+        return Message(0, b'{"total_bytes":1,"free_bytes":1}')
+
+    async with (
+        chunk_server(tmp_path, sometimes_slow) as port,
+        open_rpc_client(("127.0.0.1", port), "gw", SECRET, timeout_s=0.3) as client,
+    ):
+        drive = RemoteDrive(client, "d0")
+        with pytest.raises(Unavailable, match="no answer"):
+            await drive.stat()
+        slow.set()
+        with trio.fail_after(0.1), pytest.raises(Unavailable, match="suspect"):
+            await drive.stat()  # at once: no call goes to a suspect peer
+        await trio.sleep(0.6)
+        assert (await drive.stat()).total_bytes == 1  # tried again, and it answers
