@@ -72,7 +72,7 @@ async def open_drives(
         secret = load_secret(Path(secret_file) if secret_file else data_dir / "cluster.secret")
         name = f"{socket.gethostname()}-gateway"
         async with open_cluster_drives(kv, secret, name) as (remote, cmap):
-            yield remote, cmap
+            yield dict[str, DriveAPI](remote), cmap
         return
     by_id = local_drives(data_dir, drives)
     yield by_id, ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))

@@ -12,7 +12,12 @@ they touch: ``read`` returns the bytes asked for, ``read_blocks`` the whole bloc
 with their stored CRCs, so a caller across a network can check them again end to end.
 
 Extents are replicas of volume extents, overwritten in place (``store/chunk/extentfile.py``); the
-volume's owner (one gateway, under a lease) is their only writer. Reads verify every block;
+volume's owner (one gateway, under a lease) is their only writer. Every call that changes an
+extent carries the owner's **fencing token** (``fence``: its owner key's create revision, higher
+for every new owner); a drive remembers, per layer, the highest token it has seen (durably) and
+refuses a change carrying a lower one with Conflict, so a former owner that was paused or cut
+off can never write again once a newer one has. ``fence=0`` means unfenced (tools, tests).
+Reads verify every block;
 ``sync`` makes written blocks durable; ``image`` reads a whole extent verified, the source of a
 copy-on-write or of a repair, which ``create`` writes onto another drive. Block states are
 HOLE (never written or punched: reads as zeros), DATA, and ZERO (zeros allocated).
@@ -92,7 +97,9 @@ class InlineExtents(Protocol):
     ) -> bytearray | None:
         """The verified bytes, or None when serving them would wait for the device."""
 
-    def write_now(self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer) -> bool:
+    def write_now(
+        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer, *, fence: int = 0
+    ) -> bool:
         """Write into the page cache now (durable at the next ``extent_sync``); False when it
         cannot be done without waiting (nothing was written: use ``extent_write``)."""
 
@@ -124,7 +131,12 @@ class DriveAPI(Protocol):
     # -- extents --------------------------------------------------------------------------------
 
     async def extent_create(
-        self, eid: str, geometry: ExtentGeometry, image: ExtentImage | None = None
+        self,
+        eid: str,
+        geometry: ExtentGeometry,
+        image: ExtentImage | None = None,
+        *,
+        fence: int = 0,
     ) -> None: ...
 
     async def extent_read(
@@ -132,20 +144,29 @@ class DriveAPI(Protocol):
     ) -> bytearray: ...
 
     async def extent_write(
-        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer
+        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer, *, fence: int = 0
     ) -> None: ...
 
     async def extent_zero(
-        self, eid: str, geometry: ExtentGeometry, offset: int, length: int, *, punch: bool
+        self,
+        eid: str,
+        geometry: ExtentGeometry,
+        offset: int,
+        length: int,
+        *,
+        punch: bool,
+        fence: int = 0,
     ) -> None: ...
 
-    async def extent_sync(self, eid: str, geometry: ExtentGeometry) -> None: ...
+    async def extent_sync(self, eid: str, geometry: ExtentGeometry, *, fence: int = 0) -> None: ...
 
     async def extent_verify(self, eid: str, geometry: ExtentGeometry) -> None: ...
 
     async def extent_image(self, eid: str, geometry: ExtentGeometry) -> ExtentImage: ...
 
-    async def extent_rebuild(self, eid: str, geometry: ExtentGeometry) -> int: ...
+    async def extent_rebuild(
+        self, eid: str, geometry: ExtentGeometry, *, fence: int = 0
+    ) -> int: ...
 
     async def extent_states(
         self, eid: str, geometry: ExtentGeometry, offset: int, length: int

@@ -53,6 +53,13 @@ def _int(args: dict[str, Any], name: str) -> int:
     return value
 
 
+def _fence(args: dict[str, Any]) -> int:
+    value = args.get("fence", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidArgument("fence must be a token (a non-negative integer)")
+    return value
+
+
 def _str(args: dict[str, Any], name: str) -> str:
     value = args.get(name)
     if not isinstance(value, str):
@@ -238,7 +245,7 @@ class DriveServer:
         if args.get("image"):
             crcs, states = unb64(_str(args, "crcs")), unb64(_str(args, "states"))
             image = ExtentImage(crcs, states, bytes(req.payload))
-        await drive.extent_create(_str(args, "eid"), _geometry(args), image)
+        await drive.extent_create(_str(args, "eid"), _geometry(args), image, fence=_fence(args))
         return Message(0)
 
     async def _extent_read(self, drive: Drive, args: dict[str, Any], _: Message) -> Message:
@@ -248,9 +255,8 @@ class DriveServer:
         return Message(0, b"", data)
 
     async def _extent_write(self, drive: Drive, args: dict[str, Any], req: Message) -> Message:
-        await drive.extent_write(
-            _str(args, "eid"), _geometry(args), _int(args, "offset"), req.payload
-        )
+        eid, offset = _str(args, "eid"), _int(args, "offset")
+        await drive.extent_write(eid, _geometry(args), offset, req.payload, fence=_fence(args))
         return Message(0)
 
     async def _extent_zero(self, drive: Drive, args: dict[str, Any], _: Message) -> Message:
@@ -260,11 +266,12 @@ class DriveServer:
             _int(args, "offset"),
             _int(args, "length"),
             punch=bool(args.get("punch")),
+            fence=_fence(args),
         )
         return Message(0)
 
     async def _extent_sync(self, drive: Drive, args: dict[str, Any], _: Message) -> Message:
-        await drive.extent_sync(_str(args, "eid"), _geometry(args))
+        await drive.extent_sync(_str(args, "eid"), _geometry(args), fence=_fence(args))
         return Message(0)
 
     async def _extent_verify(self, drive: Drive, args: dict[str, Any], _: Message) -> Message:
@@ -276,7 +283,7 @@ class DriveServer:
         return Message(0, encode(crcs=b64(image.crcs), states=b64(image.states)), image.data)
 
     async def _extent_rebuild(self, drive: Drive, args: dict[str, Any], _: Message) -> Message:
-        fixed = await drive.extent_rebuild(_str(args, "eid"), _geometry(args))
+        fixed = await drive.extent_rebuild(_str(args, "eid"), _geometry(args), fence=_fence(args))
         return Message(0, encode(fixed=fixed))
 
     async def _extent_states(self, drive: Drive, args: dict[str, Any], _: Message) -> Message:

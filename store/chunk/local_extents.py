@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import os
+import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,9 +28,9 @@ import trio
 
 from store.chunk import extentfile
 from store.chunk.extentfile import ExtentFile, ExtentGeometry, ExtentImage
-from store.chunk.fsio import Threads
+from store.chunk.fsio import Threads, fsync_dir
 from store.chunk.ids import check_extent_id
-from store.errors import InvalidArgument
+from store.errors import Conflict, Corrupt, InvalidArgument
 
 OPEN_EXTENTS = 256  # extent files kept open per drive (the gateway sizes RLIMIT_NOFILE for them)
 
@@ -53,6 +55,8 @@ class LocalExtents:
         self._open_limit = open_limit
         self._handles: OrderedDict[str, _Handle] = OrderedDict()
         self._replacing: dict[str, trio.Event] = {}  # files being replaced or removed
+        self._fences: dict[str, int] = {}  # layer -> the highest owner token seen (fences.py)
+        self._fence_lock = trio.Lock()
 
     @property
     def open_limit(self) -> int:
@@ -150,11 +154,58 @@ class LocalExtents:
 
     # -- the seam -------------------------------------------------------------------------------
 
+    # -- fencing (store/chunk/api.py): per layer, the highest owner token seen, kept on disk --
+
+    def _fence_file(self, layer: str) -> Path:
+        return self._extent_root / "fences" / layer
+
+    def _known_fence(self, layer: str) -> int:
+        found = self._fences.get(layer)
+        if found is None:
+            found = self._fences[layer] = read_fence(self._fence_file(layer))
+        return found
+
+    async def _fenced(self, eid: str, fence: int) -> None:
+        """Refuse a change under an older owner's token; remember a newer one (durably, before
+        the change it comes with)."""
+        if not fence:
+            return
+        layer = eid.partition(".")[0]
+        if fence == self._fences.get(layer):
+            return
+        async with self._fence_lock:
+            known = await self._threads.run(self._known_fence, layer)
+            if fence < known:
+                raise Conflict(
+                    f"extent {eid}: fenced (a newer owner, token {known}, holds its volume)"
+                )
+            if fence > known:
+                await self._threads.run(write_fence, self._fence_file(layer), fence)
+                self._fences[layer] = fence
+
+    def _fenced_now(self, eid: str, fence: int) -> bool:
+        """The inline path's check: True to go on; Conflict if fenced; False to take the async
+        path (a token not yet recorded)."""
+        if not fence:
+            return True
+        known = self._fences.get(eid.partition(".")[0])
+        if known is None or fence > known:
+            return False
+        if fence < known:
+            raise Conflict(f"extent {eid}: fenced (a newer owner, token {known}, holds its volume)")
+        return True
+
     async def extent_create(
-        self, eid: str, geometry: ExtentGeometry, image: ExtentImage | None = None
+        self,
+        eid: str,
+        geometry: ExtentGeometry,
+        image: ExtentImage | None = None,
+        *,
+        fence: int = 0,
     ) -> None:
         """A new extent file (replacing any): all holes, or ``image``; durable on return."""
         path = self.extent_path(eid)
+        await self._fenced(eid, fence)
 
         def make() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,16 +236,29 @@ class LocalExtents:
             self._done(eid, handle)
 
     async def extent_write(
-        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer
+        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer, *, fence: int = 0
     ) -> None:
+        self.extent_path(eid)  # a bad id is refused before anything else
+        await self._fenced(eid, fence)
         await self._in_thread(eid, geometry, lambda f: f.write(offset, data))
 
     async def extent_zero(
-        self, eid: str, geometry: ExtentGeometry, offset: int, length: int, *, punch: bool
+        self,
+        eid: str,
+        geometry: ExtentGeometry,
+        offset: int,
+        length: int,
+        *,
+        punch: bool,
+        fence: int = 0,
     ) -> None:
+        self.extent_path(eid)
+        await self._fenced(eid, fence)
         await self._in_thread(eid, geometry, lambda f: f.zero(offset, length, punch=punch))
 
-    async def extent_sync(self, eid: str, geometry: ExtentGeometry) -> None:
+    async def extent_sync(self, eid: str, geometry: ExtentGeometry, *, fence: int = 0) -> None:
+        self.extent_path(eid)
+        await self._fenced(eid, fence)
         await self._in_thread(eid, geometry, ExtentFile.sync)
 
     async def extent_verify(self, eid: str, geometry: ExtentGeometry) -> None:
@@ -203,7 +267,9 @@ class LocalExtents:
     async def extent_image(self, eid: str, geometry: ExtentGeometry) -> ExtentImage:
         return await self._in_thread(eid, geometry, ExtentFile.image)
 
-    async def extent_rebuild(self, eid: str, geometry: ExtentGeometry) -> int:
+    async def extent_rebuild(self, eid: str, geometry: ExtentGeometry, *, fence: int = 0) -> int:
+        self.extent_path(eid)
+        await self._fenced(eid, fence)
         return await self._in_thread(eid, geometry, ExtentFile.rebuild_table)
 
     async def extent_states(
@@ -253,7 +319,11 @@ class LocalExtents:
         finally:
             self._done(eid, handle)
 
-    def write_now(self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer) -> bool:
+    def write_now(
+        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer, *, fence: int = 0
+    ) -> bool:
+        if not self._fenced_now(eid, fence):
+            return False
         try:
             handle = self._acquire(eid, geometry)
         except BlockingIOError:
@@ -263,6 +333,28 @@ class LocalExtents:
         finally:
             self._done(eid, handle)
         return True
+
+
+def read_fence(path: Path) -> int:
+    """A layer's recorded owner token (0 if none)."""
+    try:
+        return int(path.read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except ValueError:
+        raise Corrupt(f"fence file {path} is not a number") from None
+
+
+def write_fence(path: Path, fence: int) -> None:
+    """Record an owner token durably: a new file renamed over the old, both synced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.new")
+    with open(tmp, "w") as f:
+        f.write(f"{fence}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _unlink(path: Path) -> bool:

@@ -112,12 +112,19 @@ class RemoteDrive:
         return {"eid": eid, **g, **more}
 
     async def extent_create(
-        self, eid: str, geometry: ExtentGeometry, image: ExtentImage | None = None
+        self,
+        eid: str,
+        geometry: ExtentGeometry,
+        image: ExtentImage | None = None,
+        *,
+        fence: int = 0,
     ) -> None:
         if image is None:
-            await self._call(Method.EXTENT_CREATE, self._g(eid, geometry))
+            await self._call(Method.EXTENT_CREATE, self._g(eid, geometry, fence=fence))
             return
-        args = self._g(eid, geometry, image=True, crcs=b64(image.crcs), states=b64(image.states))
+        args = self._g(
+            eid, geometry, image=True, crcs=b64(image.crcs), states=b64(image.states), fence=fence
+        )
         await self._call(Method.EXTENT_CREATE, args, image.data)
 
     async def extent_read(
@@ -128,18 +135,26 @@ class RemoteDrive:
         return bytearray(reply.payload)
 
     async def extent_write(
-        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer
+        self, eid: str, geometry: ExtentGeometry, offset: int, data: Buffer, *, fence: int = 0
     ) -> None:
-        await self._call(Method.EXTENT_WRITE, self._g(eid, geometry, offset=offset), data)
+        args = self._g(eid, geometry, offset=offset, fence=fence)
+        await self._call(Method.EXTENT_WRITE, args, data)
 
     async def extent_zero(
-        self, eid: str, geometry: ExtentGeometry, offset: int, length: int, *, punch: bool
+        self,
+        eid: str,
+        geometry: ExtentGeometry,
+        offset: int,
+        length: int,
+        *,
+        punch: bool,
+        fence: int = 0,
     ) -> None:
-        args = self._g(eid, geometry, offset=offset, length=length, punch=punch)
+        args = self._g(eid, geometry, offset=offset, length=length, punch=punch, fence=fence)
         await self._call(Method.EXTENT_ZERO, args)
 
-    async def extent_sync(self, eid: str, geometry: ExtentGeometry) -> None:
-        await self._call(Method.EXTENT_SYNC, self._g(eid, geometry))
+    async def extent_sync(self, eid: str, geometry: ExtentGeometry, *, fence: int = 0) -> None:
+        await self._call(Method.EXTENT_SYNC, self._g(eid, geometry, fence=fence))
 
     async def extent_verify(self, eid: str, geometry: ExtentGeometry) -> None:
         await self._call(Method.EXTENT_VERIFY, self._g(eid, geometry))
@@ -149,8 +164,8 @@ class RemoteDrive:
         doc = decode(reply.body)
         return ExtentImage(unb64(doc["crcs"]), unb64(doc["states"]), bytearray(reply.payload))
 
-    async def extent_rebuild(self, eid: str, geometry: ExtentGeometry) -> int:
-        reply = await self._call(Method.EXTENT_REBUILD, self._g(eid, geometry))
+    async def extent_rebuild(self, eid: str, geometry: ExtentGeometry, *, fence: int = 0) -> int:
+        reply = await self._call(Method.EXTENT_REBUILD, self._g(eid, geometry, fence=fence))
         return int(decode(reply.body)["fixed"])
 
     async def extent_states(

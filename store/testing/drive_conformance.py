@@ -17,7 +17,7 @@ import trio
 
 from store.chunk.api import DATA, HOLE, ZERO, DriveAPI, ExtentGeometry, ShardGeometry
 from store.chunk.ids import new_chunk_id, shard_id
-from store.errors import Corrupt, InvalidArgument, NotFound
+from store.errors import Conflict, Corrupt, InvalidArgument, NotFound
 from store.native import crc32c
 
 DriveCheck = Callable[[DriveAPI], Awaitable[None]]
@@ -377,6 +377,38 @@ async def extent_hostile_ids_are_refused(drive: DriveAPI) -> None:
             drive.extent_delete(bad),
         ):
             await raises(InvalidArgument, call)
+
+
+@drive_check
+async def extent_changes_under_an_older_fence_are_refused(drive: DriveAPI) -> None:
+    """A newer owner's token fences the older one off, on every call that changes an extent
+    of that layer, and for good; reads are not fenced, other layers not touched."""
+    await drive.extent_create(eid(1), G, fence=5)
+    await drive.extent_write(eid(1), G, 0, b"a" * BLOCK, fence=5)
+    await drive.extent_write(eid(1), G, BLOCK, b"b" * BLOCK, fence=7)  # a new owner
+    for call in (
+        drive.extent_write(eid(1), G, 0, b"z" * BLOCK, fence=5),
+        drive.extent_zero(eid(1), G, 0, BLOCK, punch=True, fence=5),
+        drive.extent_sync(eid(1), G, fence=6),
+        drive.extent_rebuild(eid(1), G, fence=5),
+        drive.extent_create(eid(1), G, fence=5),
+    ):
+        await raises(Conflict, call)
+    assert bytes(await drive.extent_read(eid(1), G, 0, 2 * BLOCK)) == b"a" * BLOCK + b"b" * BLOCK
+    inline = drive.inline_extents()
+    if inline is not None:
+        try:
+            written = inline.write_now(eid(1), G, 0, b"z" * BLOCK, fence=5)
+        except Conflict:
+            written = False
+        assert not written
+    await drive.extent_sync(eid(1), G, fence=7)
+    await drive.extent_release()
+    await raises(Conflict, drive.extent_write(eid(1), G, 0, b"z" * BLOCK, fence=6))
+    assert bytes(await drive.extent_read(eid(1), G, 0, BLOCK)) == b"a" * BLOCK
+    other = "0000000000000002.1"  # another layer: its own owners
+    await drive.extent_create(other, G, fence=1)
+    await drive.extent_write(other, G, 0, b"o" * BLOCK, fence=1)
 
 
 @drive_check

@@ -44,6 +44,7 @@ from store.volumes.open_volume import OpenVolume
 log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 15
+LEASE_MARGIN_S = 3.0  # the owner stops this much before its lease could have expired
 SCRUB_TIMEOUT_S = 24 * 3600.0  # how long a scrub by the volume's gateway may take
 STALE_RETRY_S = 30.0  # an open volume retries rewriting its stale replicas this often
 REPAIR_WAIT_S = 30.0  # closing a volume waits this long for repairs in progress
@@ -325,11 +326,12 @@ class Volumes:
     async def open(self, name: str, *, writable: bool = True) -> AsyncIterator[OpenVolume]:
         volume = await self.get(name)
         writable = writable and not volume.readonly
-        lease = 0
+        lease = fence = 0
+        granted_at = time.monotonic()
         if writable:
             lease = await self.kv.lease_grant(LEASE_TTL_S)
             try:
-                await self._take_ownership(name, lease)
+                fence = await self._take_ownership(name, lease)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await self.kv.lease_revoke(lease)
@@ -344,7 +346,8 @@ class Volumes:
             for layer in chain:
                 async for kv in scan_prefix(self.kv, V.stale_prefix(layer)):
                     stale[(layer, V.index_of(kv.key))] = frozenset(json.loads(kv.value))
-            opened = OpenVolume(self, volume, chain, allocated, writable, stale)
+            opened = OpenVolume(self, volume, chain, allocated, writable, stale, fence=fence)
+            opened.state.lease_valid_until = granted_at + LEASE_TTL_S - LEASE_MARGIN_S
             failed: Exception | None = None  # raised by the caller's block: re-raised as is,
             try:
                 async with trio.open_nursery() as nursery:  # not wrapped in an ExceptionGroup
@@ -378,16 +381,19 @@ class Volumes:
                 with trio.CancelScope(shield=True):
                     await self.kv.lease_revoke(lease)
 
-    async def _take_ownership(self, name: str, lease: int) -> None:
+    async def _take_ownership(self, name: str, lease: int) -> int:
         """Put ``VO/<name>`` under our lease, unless another gateway holds it. An owner that was
         a process of this machine (same boot) and is dead left a lease that will expire by
-        itself; it is taken over at once, so a restart after a crash does not wait out the TTL."""
+        itself; it is taken over at once, so a restart after a crash does not wait out the TTL.
+        Returns the fencing token: the revision that created the key (its create_revision),
+        higher for every later owner."""
         key = V.owner_key(name)
         mine = V.owner_record()
         for _ in range(2):
             taken = await self.kv.txn([Compare.absent(key)], [Put(key, mine, lease=lease)])
             if taken.succeeded:
-                return
+                # The fencing token: the owner key's create revision, new for every owner.
+                return taken.revision
             found = await self.kv.get(key)
             if found is None or not V.owner_is_dead_here(found.value):
                 break
@@ -396,10 +402,16 @@ class Volumes:
         raise Conflict(f"volume {name} is open for writing on another gateway")
 
     async def _keep_lease(self, lease: int, opened: OpenVolume) -> None:
+        """Renew the owner's lease every third of its TTL. The volume serves I/O only while
+        the lease is surely alive: until TTL - margin after the *send* time of the last renewal
+        that succeeded (a gateway paused past that refuses the requests it wakes up to, as
+        another gateway may own the volume by then)."""
         while True:
             await trio.sleep(LEASE_TTL_S / 3)
+            sent = time.monotonic()
             try:
                 await self.kv.lease_keepalive(lease)
+                opened.state.lease_valid_until = sent + LEASE_TTL_S - LEASE_MARGIN_S
             except StoreError as e:
                 log.error("volume %s: lost its lease (%s); refusing further I/O", opened.name, e)
                 opened.lost = True

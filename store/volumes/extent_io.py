@@ -14,12 +14,16 @@ nothing was done.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from store.chunk.api import Buffer, DriveAPI, ExtentGeometry, ExtentImage, InlineExtents
-from store.errors import Corrupt, NotFound, StoreError, Unavailable
+from store.errors import Conflict, Corrupt, NotFound, StoreError, Unavailable
 from store.volumes.pieces import on_drives
 from store.volumes.replicas import ReplicaSet
+from store.volumes.state import VolumeState
+
+log = logging.getLogger(__name__)
 
 INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the event loop
 
@@ -32,8 +36,10 @@ class ExtentIO:
         replicas: ReplicaSet,
         geometry: ExtentGeometry,
         on_damage: Callable[[str, int], None],
+        state: VolumeState,
     ) -> None:
         self._name = name
+        self._state = state  # its fencing token goes with every change; a fenced one ends I/O
         self.drives = drives
         self.replicas = replicas
         self.geometry = geometry
@@ -103,7 +109,7 @@ class ExtentIO:
         try:
             for one in inline:
                 assert one is not None
-                if not one.write_now(eid, self.geometry, offset, data):
+                if not one.write_now(eid, self.geometry, offset, data, fence=self._state.fence):
                     return False
         except (OSError, StoreError):
             return False
@@ -118,15 +124,23 @@ class ExtentIO:
             for drive_id in drives:  # a page-cache copy: cheaper than a thread hop
                 inline = self._inline[drive_id]
                 try:
-                    if inline is None or not inline.write_now(eid, self.geometry, offset, data):
+                    if inline is None or not inline.write_now(
+                        eid, self.geometry, offset, data, fence=self._state.fence
+                    ):
                         later.append(drive_id)
+                except Conflict:
+                    self._fenced_off()
+                    raise
                 except (OSError, StoreError) as e:
                     failed[drive_id] = e
             if failed:
                 await self.replicas.degrade(layer, index, drives, failed)
         if later:
             await self.each(
-                layer, index, lambda d: d.extent_write(eid, self.geometry, offset, data), later
+                layer,
+                index,
+                lambda d: d.extent_write(eid, self.geometry, offset, data, fence=self._state.fence),
+                later,
             )
 
     async def zero(self, layer: str, index: int, offset: int, length: int, *, punch: bool) -> None:
@@ -134,12 +148,16 @@ class ExtentIO:
         await self.each(
             layer,
             index,
-            lambda d: d.extent_zero(eid, self.geometry, offset, length, punch=punch),
+            lambda d: d.extent_zero(
+                eid, self.geometry, offset, length, punch=punch, fence=self._state.fence
+            ),
         )
 
     async def sync(self, layer: str, index: int) -> None:
         eid = self.replicas.eid(layer, index)
-        await self.each(layer, index, lambda d: d.extent_sync(eid, self.geometry))
+        await self.each(
+            layer, index, lambda d: d.extent_sync(eid, self.geometry, fence=self._state.fence)
+        )
 
     async def create(self, layer: str, index: int, image: ExtentImage | None) -> None:
         """The extent's file on every replica drive (stale or not: each is replaced), holes or
@@ -147,12 +165,14 @@ class ExtentIO:
         eid = self.replicas.eid(layer, index)
         create = functools.partial(self._create_on, eid, image)
         drives = self.replicas.drives(layer, index)
-        failed = await on_drives(drives, create)
+        failed = await self._on_drives(drives, create)
         if failed:
             await self.replicas.degrade(layer, index, drives, failed)
 
     async def _create_on(self, eid: str, image: ExtentImage | None, drive_id: str) -> None:
-        await self.drives[drive_id].extent_create(eid, self.geometry, image)
+        await self.drives[drive_id].extent_create(
+            eid, self.geometry, image, fence=self._state.fence
+        )
 
     # -- one replica (repair and scrub) -----------------------------------------------------------
 
@@ -169,7 +189,9 @@ class ExtentIO:
     async def rebuild_replica(self, layer: str, index: int, drive_id: str) -> int:
         """After a crash: one replica's checksums recomputed from its data."""
         eid = self.replicas.eid(layer, index)
-        return await self.drives[drive_id].extent_rebuild(eid, self.geometry)
+        return await self.drives[drive_id].extent_rebuild(
+            eid, self.geometry, fence=self._state.fence
+        )
 
     async def image_of(self, layer: str, index: int, drive_id: str) -> ExtentImage:
         eid = self.replicas.eid(layer, index)
@@ -190,9 +212,25 @@ class ExtentIO:
         async def one(drive_id: str) -> None:
             await work(self.drives[drive_id])
 
-        failed = await on_drives(drives, one)
+        failed = await self._on_drives(drives, one)
         if failed:
             await self.replicas.degrade(layer, index, drives, failed)
+
+    async def _on_drives(
+        self, drives: list[str], work: Callable[[str], Awaitable[None]]
+    ) -> dict[str, Exception]:
+        try:
+            return await on_drives(drives, work)
+        except Conflict:
+            self._fenced_off()
+            raise
+
+    def _fenced_off(self) -> None:
+        """A drive refused a change under our token: a newer owner holds the volume. No more
+        I/O here (and no stale marks: the replicas are fine, we are the stale one)."""
+        if not self._state.lost:
+            log.error("volume %s: fenced off by a newer owner; refusing further I/O", self._name)
+        self._state.lost = True
 
     async def release(self, layers: list[str], *, save: bool = True) -> None:
         """Close the open files of these layers' extents on every drive (the volume closes);

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -72,10 +73,12 @@ class OpenVolume:
         allocated: dict[int, str],
         writable: bool,
         stale: dict[tuple[str, int], frozenset[str]] | None = None,
+        *,
+        fence: int = 0,
     ) -> None:
         self._host = volumes
         self._kv = volumes.kv
-        self.state = VolumeState(volume, chain, allocated, writable)
+        self.state = VolumeState(volume, chain, allocated, writable, fence=fence)
         self.name = volume.name
         self.geometry = ExtentGeometry(volume.extent_bytes, volume.block_bytes)
         self.block_bytes = volume.block_bytes
@@ -83,7 +86,9 @@ class OpenVolume:
         self.replicas = ReplicaSet(
             self._kv, self.name, lambda eid: volumes.replica_drives(eid, volume.replicas), stale
         )
-        self.io = ExtentIO(self.name, volumes.drives, self.replicas, self.geometry, self._damaged)
+        self.io = ExtentIO(
+            self.name, volumes.drives, self.replicas, self.geometry, self._damaged, self.state
+        )
         self.gate = WriteGate()
         self.guard = ExtentGuard()
         self.repair = VolumeRepair(self.state, self._kv, self.io, self.guard, volumes.allocated)
@@ -141,6 +146,10 @@ class OpenVolume:
         return split(offset, length, self.geometry.extent_bytes)
 
     def _check(self, offset: int, length: int, *, write: bool = False) -> None:
+        if not self.state.lost and time.monotonic() > self.state.lease_valid_until:
+            # Paused or cut off past the lease's safe end: another gateway may own the volume.
+            log.error("volume %s: its lease may have expired; refusing further I/O", self.name)
+            self.state.lost = True
         if self.state.lost:
             raise Conflict(f"volume {self.name} lost its lease")
         if write and not self.state.writable:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import trio
 
-from store.errors import StoreError
+from store.errors import Conflict, StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,18 +34,25 @@ def split(offset: int, length: int, extent_bytes: int) -> Iterator[Piece]:
 async def on_drives(
     drives: list[str], work: Callable[[str], Awaitable[None]]
 ) -> dict[str, Exception]:
-    """``work`` for every drive at once; the drives it failed on (OSError, StoreError), and why."""
+    """``work`` for every drive at once; the drives it failed on (OSError, StoreError), and why.
+    A Conflict (a drive fenced this writer off: a newer owner holds the volume) is no failure of
+    the drive: it is raised, once every drive has answered."""
     failed: dict[str, Exception] = {}
+    fenced: list[Conflict] = []
 
     async def one(drive_id: str) -> None:
         try:
             await work(drive_id)
+        except Conflict as e:
+            fenced.append(e)
         except (OSError, StoreError) as e:
             failed[drive_id] = e
 
     async with trio.open_nursery() as nursery:
         for drive_id in drives:
             nursery.start_soon(one, drive_id)
+    if fenced:
+        raise fenced[0]
     return failed
 
 

@@ -4,6 +4,7 @@ holds each extent."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from store.volumes import records as V
@@ -16,6 +17,8 @@ class VolumeState:
     allocated: dict[int, str]  # extent index -> the layer holding it (the top or an ancestor)
     writable: bool
     lost: bool = False  # the lease was lost: no more I/O
+    fence: int = 0  # the owner's fencing token (its owner key's create revision); 0: no owner
+    lease_valid_until: float = math.inf  # time.monotonic(): past it the lease may be gone
 
     @property
     def name(self) -> str:

@@ -13,7 +13,7 @@ import trio
 from store.chunk import extentfile
 from store.chunk.api import ExtentGeometry
 from store.chunk.drive import Drive
-from store.errors import Corrupt, InvalidArgument
+from store.errors import Conflict, Corrupt, InvalidArgument
 
 BLOCK = 4096
 G = ExtentGeometry(8 * BLOCK, BLOCK)
@@ -105,3 +105,14 @@ async def test_release_without_saving_leaves_the_disk_tables_alone(tmp_path: Pat
     with pytest.raises(Corrupt):  # the on-disk table never learnt of block 1's new data
         await drive.extent_read(eid(1), G, BLOCK, BLOCK)
     assert bytes(await drive.extent_read(eid(1), G, 0, BLOCK)) == b"a" * BLOCK
+
+
+async def test_a_fence_outlives_the_drive_process(tmp_path: Path) -> None:
+    """A chunk server restarted keeps refusing the fenced-off owner: the token is on disk."""
+    drive = Drive(tmp_path)
+    await drive.extent_create(eid(1), G, fence=3)
+    await drive.extent_write(eid(1), G, 0, b"n" * BLOCK, fence=9)
+    again = Drive(tmp_path)  # as after a restart: nothing in memory
+    with pytest.raises(Conflict):
+        await again.extent_write(eid(1), G, 0, b"o" * BLOCK, fence=3)
+    await again.extent_write(eid(1), G, 0, b"m" * BLOCK, fence=9)

@@ -4,6 +4,7 @@ leases, replica damage, crash recovery, resize and delete."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -351,3 +352,40 @@ async def test_snapshot_request_taken_back_when_the_owner_closes(volumes: Volume
         snap = await volumes.snapshot("leaving", "s")
     async with volumes.open(snap.name) as frozen:
         assert await frozen.read(0, BLOCK) == b"z" * BLOCK
+
+
+async def test_a_fenced_off_owner_can_never_write_again(volumes: Volumes) -> None:
+    """The owner's lease lapses (paused, cut off) and another gateway takes the volume: the
+    drives refuse every change the old owner still sends (its token is older), it stops, and
+    the volume holds the new owner's data. No stale mark is written by the fenced-off one."""
+    await make(volumes, "fenced")
+    async with volumes.open("fenced") as old:
+        await old.write(0, b"1" * BLOCK)
+        await old.flush()
+        # Its lease is gone (as etcd would expire it): another gateway takes the volume.
+        await volumes.kv.delete(V.owner_key("fenced"))
+        other = Volumes(volumes.kv, volumes.drives, volumes.cmap)
+        async with other.open("fenced") as new:
+            assert new.state.fence > old.state.fence > 0
+            await new.write(0, b"2" * BLOCK)
+            await new.flush()
+            with pytest.raises(Conflict):
+                await old.write(0, b"3" * BLOCK)  # inline or not: refused by every drive
+            assert old.lost and not old.stale
+            with pytest.raises(Conflict):
+                await old.read(0, BLOCK)  # and it serves nothing more
+            assert await new.read(0, BLOCK) == b"2" * BLOCK
+        stale = await volumes.kv.range(b"VS/", b"VS0")
+        assert not stale.kvs
+
+
+async def test_an_owner_past_its_lease_stops_serving(volumes: Volumes) -> None:
+    """Measured from the send time of the last renewal that worked, minus a margin: a gateway
+    waking from a long pause refuses what it wakes up to, before any renewal could fail."""
+    await make(volumes, "late")
+    async with volumes.open("late") as vol:
+        await vol.write(0, b"x" * BLOCK)
+        vol.state.lease_valid_until = time.monotonic() - 0.001
+        with pytest.raises(Conflict):
+            vol.try_write(0, b"y" * BLOCK)
+        assert vol.lost
