@@ -142,6 +142,16 @@ def _maintenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from store.admin.cluster_status import table
+
+    result = _admin_command(args, f"cluster.{args.action}", {})
+    if result is None:
+        return 1
+    print(json.dumps(result) if args.json else table(result))
+    return 0 if result["up"] == len(result["drives"]) else 1
+
+
 def _status(args: argparse.Namespace) -> int:
     result = _admin_command(args, "status", {})
     if result is None:
@@ -462,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     bucket.add_argument("--compression", choices=["zstd", "none"], help="set: compress new objects")
     _service_args(bucket)
     bucket.set_defaults(func=_bucket)
+    cluster = sub.add_parser(
+        "cluster", help="the drives data is placed on: where, up or down, how full (status)"
+    )
+    cluster.add_argument("action", choices=["status"])
+    _service_args(cluster)
+    cluster.set_defaults(func=_cluster)
     status = sub.add_parser(
         "status", help="the service's version, uptime, buckets, volumes, drives"
     )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from store import __version__
+from store.admin.cluster_status import cluster_status as status_of_cluster
 from store.auth import users
 from store.errors import InvalidArgument
 from store.objects import maintenance
@@ -227,6 +228,10 @@ async def status(ctx: Context, args: Mapping[str, Any], progress: Progress) -> o
     }
 
 
+async def cluster_status(ctx: Context, args: Mapping[str, Any], progress: Progress) -> object:
+    return await status_of_cluster(ctx.engine)
+
+
 Operation = Callable[[Context, Mapping[str, Any], Progress], Awaitable[object]]
 
 OPERATIONS: dict[str, Operation] = {
@@ -249,6 +254,7 @@ OPERATIONS: dict[str, Operation] = {
     "maintenance.heal": maintenance_heal,
     "maintenance.gc": maintenance_gc,
     "status": status,
+    "cluster.status": cluster_status,
 }
 # Long operations: the admin API runs them as jobs (started, then polled with progress).
 JOBS = frozenset(

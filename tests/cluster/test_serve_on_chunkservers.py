@@ -6,6 +6,7 @@ succeed again and everything reads."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -102,6 +103,16 @@ def gateway(tmp_path: Path, etcd: EtcdCluster, chunks: Chunks) -> Iterator[Serve
         stop_server(server)
 
 
+def cluster_status(server: Server) -> dict:
+    """`store cluster status --json` through the admin API (exit 1: some drive is not up)."""
+    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+    argv = [sys.executable, "-m", "store", "cluster", "status", "--json"]
+    argv += ["--endpoint", server.endpoint]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    return dict(json.loads(done.stdout))
+
+
 def test_objects_and_a_volume_on_chunk_servers(
     gateway: Server, chunks: Chunks, tmp_path: Path
 ) -> None:
@@ -116,6 +127,10 @@ def test_objects_and_a_volume_on_chunk_servers(
     assert not (gateway.data / "drives").exists()  # and the gateway none
 
     chunks.kill(0)
+    status = cluster_status(gateway)
+    states = {d["drive"]: d["state"] for d in status["drives"]}
+    assert states == {f"node{i}.d0": "down" if i == 0 else "up" for i in range(SERVERS)}
+    assert status["hosts"] == SERVERS and status["scheme"] == "ec:4+2"
     s3.put_object(Bucket="bkt", Key="one-down", Body=big[: 3 << 20])
     assert s3.get_object(Bucket="bkt", Key="big")["Body"].read() == big
 

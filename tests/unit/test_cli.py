@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,13 @@ def test_no_command_prints_help() -> None:
     out = run()
     assert out.returncode == 2
     assert "native-info" in out.stdout
+
+
+def test_cluster_status_of_a_data_directory(tmp_path: Path) -> None:
+    """The embedded node's drives, as `store cluster status` shows them: all up, local."""
+    done = run("cluster", "status", "--data", str(tmp_path / "data"), "--drives", "4")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "epoch 1, scheme ec:2+2, 1 hosts, 4 of 4 drives up"
+    assert [line.split()[0] for line in lines[3:]] == ["d0", "d1", "d2", "d3"]
+    assert all(" up " in line and " local " in line for line in lines[3:])
