@@ -31,10 +31,11 @@ from prometheus_client import start_http_server
 from store.chunk.drive import Drive
 from store.chunk.drive_server import DriveServer
 from store.chunk.server_metrics import DriveServerMetrics
-from store.cluster_drives import DRIVES_PREFIX, load_secret
+from store.cluster_drives import load_secret
 from store.errors import InvalidArgument, StoreError
 from store.meta.api import KV
 from store.meta.etcd import open_etcd_kv
+from store.placement.hrw import DRIVES_PREFIX
 from store.rpc.transport import serve_rpc
 
 log = logging.getLogger(__name__)

@@ -25,14 +25,13 @@ from store.chunk.remote_drive import RemoteDrive
 from store.config import parse_address
 from store.errors import InvalidArgument, Unavailable
 from store.meta.api import KV, prefix_end
-from store.placement.hrw import ClusterMap, DriveInfo
+from store.placement.hrw import DRIVES_PREFIX, ClusterMap, DriveInfo
 from store.rpc.transport import open_rpc_client
 
 log = logging.getLogger(__name__)
 
 PG_COUNT = 256
 CALL_TIMEOUT_S = 5.0  # a chunk server that takes longer is suspect (rpc/transport.py)
-DRIVES_PREFIX = b"CM/drives/"  # one key per drive, put by its chunk server under a lease
 
 
 def load_secret(path: Path) -> bytes:

@@ -13,9 +13,9 @@ import trio
 from store.errors import StoreError
 from store.meta.api import prefix_end
 from store.objects.engine import ObjectEngine
+from store.placement.hrw import DRIVES_PREFIX
 
 STAT_TIMEOUT_S = 3.0
-DRIVES_PREFIX = b"CM/drives/"  # the chunk servers' registrations (cluster_drives.py)
 
 
 async def cluster_status(engine: ObjectEngine) -> dict[str, Any]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 
 from store.chunk.chunkstore import ChunkRef
 from store.codec import checksums
 from store.errors import BadDigest, PayloadDigestMismatch
-from store.meta.api import Compare, Op, Put
-from store.objects import records as R
+from store.meta.api import Compare, Op
 from store.objects.records import Checksum, Version
 
 Body = AsyncIterable[bytes | bytearray | memoryview] | bytes | bytearray | memoryview
@@ -77,23 +75,6 @@ def verify_stored(
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
-
-
-def garbage_ops(chunks: Sequence[ChunkRef]) -> list[Op]:
-    """Queue chunks for collection (G/): one record per REFS_PER_RECORD of them, so a txn
-    dropping an object of many chunks stays within a few ops."""
-    now = time.time_ns()
-    step = R.REFS_PER_RECORD
-    return [
-        Put(R.garbage_key(chunks[i].chunk_id, now), R.refs_value(chunks[i : i + step], b""))
-        for i in range(0, len(chunks), step)
-    ]
-
-
-def ref_ops(chunks: Sequence[ChunkRef], owner: bytes) -> list[Op]:
-    """Name new chunks in the reference index (R/), atomically with the record that uses them:
-    one op per stream page (records.REFS_PER_RECORD), not per chunk."""
-    return [Put(key, R.refs_value(refs, owner)) for key, refs in R.grouped_refs(chunks).items()]
 
 
 def chunk_spans(

@@ -38,6 +38,7 @@ from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
 from store.objects import ingest, listing
 from store.objects import records as R
 from store.objects.buckets import BucketMethods
+from store.objects.chunk_refs import garbage_ops, ref_ops
 from store.objects.common import (
     Body,
     EngineStats,
@@ -45,8 +46,6 @@ from store.objects.common import (
     Prepared,
     Stored,
     chunk_spans,
-    garbage_ops,
-    ref_ops,
     verify_stored,
 )
 from store.objects.multipart import Multipart

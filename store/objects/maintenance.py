@@ -25,6 +25,7 @@ import trio
 from store.chunk.ids import chunk_created
 from store.errors import StoreError
 from store.meta.api import KV, MAX_TXN_OPS, Compare, Delete, prefix_end, scan_prefix
+from store.objects import chunk_refs as CR
 from store.objects import records as R
 from store.objects.engine import ObjectEngine
 from store.objects.lifecycle import LifecycleRunner
@@ -76,20 +77,20 @@ Progress = Callable[[int, int], None]
 
 async def count_chunks(engine: ObjectEngine) -> int:
     count = 0
-    async for kv in scan_prefix(engine.kv, R.REFS_PREFIX, page_size=100):
-        count += len(R.refs_from_value(kv.value))
+    async for kv in scan_prefix(engine.kv, CR.REFS_PREFIX, page_size=100):
+        count += len(CR.refs_from_value(kv.value))
     return count
 
 
 async def find_ref(kv: KV, chunk_id: str) -> R.ChunkRef | None:
     """The reference the metadata holds for a chunk, or None if nothing names it."""
-    found = await kv.get(R.ref_key(chunk_id))
+    found = await kv.get(CR.ref_key(chunk_id))
     if found is not None:
-        for ref in R.refs_from_value(found.value):
+        for ref in CR.refs_from_value(found.value):
             if ref.chunk_id == chunk_id:
                 return ref
-    legacy = await kv.get(R.legacy_ref_key(chunk_id))
-    return None if legacy is None else R.refs_from_value(legacy.value)[0]
+    legacy = await kv.get(CR.legacy_ref_key(chunk_id))
+    return None if legacy is None else CR.refs_from_value(legacy.value)[0]
 
 
 async def scrub(
@@ -104,8 +105,8 @@ async def scrub(
     began = time.monotonic()
     total = await count_chunks(engine) if progress else 0
     pace = Pacer(rate_bytes_s)
-    async for kv in scan_prefix(engine.kv, R.REFS_PREFIX, page_size=20):
-        for ref in R.refs_from_value(kv.value):
+    async for kv in scan_prefix(engine.kv, CR.REFS_PREFIX, page_size=20):
+        for ref in CR.refs_from_value(kv.value):
             await _scrub_chunk(engine, ref, report, repair, pace)
             if progress:
                 progress(report.chunks, max(total, report.chunks))
@@ -166,21 +167,21 @@ async def collect_garbage(engine: ObjectEngine, *, limit: int | None = None) -> 
     transactions of at most MAX_TXN_OPS (a crash in between leaves a record whose chunks are
     gone already, which the next pass finishes)."""
     removed = 0
-    start, end = R.GARBAGE_PREFIX, prefix_end(R.GARBAGE_PREFIX)
+    start, end = CR.GARBAGE_PREFIX, prefix_end(CR.GARBAGE_PREFIX)
     while limit is None or removed < limit:
         page = await engine.kv.range(start, end, limit=20)
         for kv in page.kvs:
-            refs = R.refs_from_value(kv.value)
+            refs = CR.refs_from_value(kv.value)
             try:
                 for ref in refs:
                     await engine.chunks.delete(ref)
             except StoreError as e:
                 log.warning("garbage chunks of %s not removed yet: %s", kv.key, e)
                 continue
-            if R.is_legacy_record(kv.value):
-                names = [R.legacy_ref_key(r.chunk_id) for r in refs]
+            if CR.is_legacy_record(kv.value):
+                names = [CR.legacy_ref_key(r.chunk_id) for r in refs]
             else:
-                names = sorted(R.grouped_refs(refs))
+                names = sorted(CR.grouped_refs(refs))
             for at in range(0, len(names), MAX_TXN_OPS):
                 await engine.kv.txn([], [Delete(k) for k in names[at : at + MAX_TXN_OPS]])
             await engine.kv.txn([Compare.exists(kv.key)], [Delete(kv.key)], [])

@@ -37,14 +37,13 @@ from store.errors import (
 )
 from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
 from store.objects import records as R
+from store.objects.chunk_refs import garbage_ops, ref_ops
 from store.objects.common import (
     Body,
     ExpectedChecksum,
     Prepared,
     Stored,
     b64,
-    garbage_ops,
-    ref_ops,
     verify_stored,
 )
 from store.objects.records import Bucket, Checksum, Part, PartInfo, Upload, Version

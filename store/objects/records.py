@@ -32,12 +32,10 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from store.chunk.chunkstore import ChunkRef
-from store.chunk.ids import number_in_stream, stream_of
 from store.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchUpload, OutOfRange
 from store.s3.xml import xml_text_ok
 
@@ -159,36 +157,6 @@ COMPLETED_PREFIX = b"M/"
 
 def completed_key(upload_id: str) -> bytes:
     return COMPLETED_PREFIX + upload_id.encode()
-
-
-# Reference records: which chunks the metadata names. One record per stream (an object's data,
-# a part: chunk/ids.py) and per REFS_PER_RECORD of its chunks, ``R/<stream id>.<page hex>``,
-# found from any chunk's id, so committing, replacing and collecting a stream take a few ops
-# however many chunks it has (etcd allows 128 per transaction). Records written before streams
-# named one chunk each: ``R/<chunk id>`` (legacy_ref_key), still read.
-REFS_PER_RECORD = 1024
-
-
-def ref_key(chunk_id: str) -> bytes:
-    """The reference record naming ``chunk_id``.
-
-    >>> ref_key("0123456789abcdef01234567" + "00000401")
-    b'R/0123456789abcdef01234567.1'
-    """
-    page = number_in_stream(chunk_id) // REFS_PER_RECORD
-    return b"R/%s.%x" % (stream_of(chunk_id).encode(), page)
-
-
-def legacy_ref_key(chunk_id: str) -> bytes:
-    return b"R/" + chunk_id.encode()
-
-
-GARBAGE_PREFIX = b"G/"
-REFS_PREFIX = b"R/"
-
-
-def garbage_key(chunk_id: str, when_ns: int | None = None) -> bytes:
-    return b"G/%020d/" % (time.time_ns() if when_ns is None else when_ns) + chunk_id.encode()
 
 
 def split_versioned(raw: bytes, prefix: bytes) -> tuple[str, str]:
@@ -576,32 +544,6 @@ def _decode_attributes(body: dict[str, Any]) -> dict[str, Any]:
         "legal_hold": body.get("lh", False),
         "encryption": body.get("enc"),
     }
-
-
-def refs_value(refs: Sequence[ChunkRef], owner: bytes) -> bytes:
-    """A reference (R/) or garbage (G/) record: the chunks, and the key that named them."""
-    return _dumps({"refs": [r.to_json() for r in refs], "owner": owner.decode(errors="replace")})
-
-
-def refs_from_value(raw: bytes) -> list[ChunkRef]:
-    """The chunks of an R/ or G/ record (older records held one chunk, as ``ref``)."""
-    doc = json.loads(raw)
-    if "refs" in doc:
-        return [ChunkRef.from_json(r) for r in doc["refs"]]
-    return [ChunkRef.from_json(doc["ref"])]
-
-
-def is_legacy_record(raw: bytes) -> bool:
-    """An R/ or G/ record of one chunk, written before reference records named streams."""
-    return "refs" not in json.loads(raw)
-
-
-def grouped_refs(chunks: Sequence[ChunkRef]) -> dict[bytes, list[ChunkRef]]:
-    """The chunks by the reference record that names them (ref_key), in order."""
-    out: dict[bytes, list[ChunkRef]] = {}
-    for c in chunks:
-        out.setdefault(ref_key(c.chunk_id), []).append(c)
-    return out
 
 
 def _pack(values: tuple[int, ...]) -> str:

@@ -18,6 +18,9 @@ import xxhash
 from store.errors import InvalidArgument
 
 _MAX64 = float(1 << 64)
+# The cluster map in the metadata: one key per drive under this prefix, each put by the drive's
+# chunk server under a lease (store/chunkserver.py; read by store/cluster_drives.py).
+DRIVES_PREFIX = b"CM/drives/"
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,6 +182,7 @@ class RpcClient:
         self._waiting: dict[int, tuple[trio.Event, list[Message | Exception]]] = {}
         self.peer = ""
         self.suspect_until = 0.0  # trio clock: no calls before then
+        self.where = f"chunk server {address[0]}:{address[1]}"  # for messages
 
     async def _connected(self) -> _Channel:
         while self._channel is None:
@@ -203,7 +204,7 @@ class RpcClient:
                 self._channel = channel
                 self._nursery.start_soon(self._read, channel)
             except (OSError, trio.TooSlowError, wire.ProtocolError, Unavailable) as e:
-                raise Unavailable(f"chunk server {host}:{port}: {e}") from e
+                raise Unavailable(f"{self.where}: {e}") from e
             finally:
                 self._connecting = None
                 done.set()
@@ -211,7 +212,7 @@ class RpcClient:
 
     async def _read(self, channel: _Channel) -> None:
         incoming: dict[int, _Incoming] = {}
-        where = f"chunk server {self.address[0]}:{self.address[1]}"
+        where = self.where
         failure = Unavailable(f"{where}: the connection closed")
         try:
             while True:
@@ -253,7 +254,7 @@ class RpcClient:
         the peer cannot be reached, the connection fails or the deadline passes."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         now = trio.current_time()
-        where = f"chunk server {self.address[0]}:{self.address[1]}"
+        where = self.where
         if now < self.suspect_until:
             raise Unavailable(f"{where}: suspect (it missed a deadline), routed around")
         deadline = now + timeout
@@ -271,7 +272,7 @@ class RpcClient:
                 await done.wait()
             except _BROKEN as e:
                 self._waiting.pop(request_id, None)
-                raise Unavailable(f"chunk server {self.address}: {e}") from e
+                raise Unavailable(f"{self.where}: {e}") from e
             finally:
                 if not done.is_set():
                     self._waiting.pop(request_id, None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import trio
 
 from store.chunk.remote_drive import RemoteDrive
 from store.errors import Unavailable
-from store.lab.etcd import EtcdCluster
+from store.lab.etcd import EtcdCluster, free_ports
 from store.meta.api import prefix_end
 from store.meta.etcd import open_etcd_kv
 from store.rpc.transport import open_rpc_client
@@ -40,15 +39,9 @@ class ChunkServer:
     metrics_port: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def chunkserver(tmp_path: Path, etcd: EtcdCluster) -> Iterator[ChunkServer]:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     drives = [str(tmp_path / f"d{i}") for i in range(len(DRIVE_CHECKS))]
     argv = [sys.executable, "-m", "store", "chunkserver", "--listen", f"127.0.0.1:{port}"]
     argv += [a for d in drives for a in ("--drive", d)]

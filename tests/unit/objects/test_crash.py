@@ -13,8 +13,8 @@ import trio
 
 from store.errors import NoSuchKey
 from store.node import open_local_engine
+from store.objects import chunk_refs as CR
 from store.objects import maintenance
-from store.objects import records as R
 from store.testing.crash_worker import BUCKET, KEYS, content
 
 ROUNDS = 12
@@ -87,7 +87,7 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
             await maintenance.collect_garbage(engine)
             await maintenance.sweep_orphans(engine, grace_s=-10)
             page = await engine.kv.range(b"R/", b"R0")
-            referenced = {r.chunk_id for kv in page.kvs for r in R.refs_from_value(kv.value)}
+            referenced = {r.chunk_id for kv in page.kvs for r in CR.refs_from_value(kv.value)}
             on_disk = {p.name.partition(".")[0] for p in data.glob("drives/d*/shards/*/*")}
             assert on_disk <= referenced, "orphan shards survived garbage collection"
             assert not list(data.glob("drives/d*/tmp/*"))

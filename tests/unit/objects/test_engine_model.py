@@ -45,8 +45,8 @@ from store.errors import (
 )
 from store.meta.api import KV, KeyValue, prefix_end
 from store.node import open_local_engine
+from store.objects import chunk_refs as CR
 from store.objects import listing
-from store.objects import records as R
 from store.objects.engine import ObjectEngine
 from store.objects.multipart import CompletedPart
 from store.objects.records import Part, Version
@@ -367,15 +367,15 @@ async def chunk_references(engine: ObjectEngine) -> tuple[set[str], set[str]]:
     refs = {
         ref.chunk_id
         for kv in await scan_prefix(engine.kv, b"R/")
-        for ref in R.refs_from_value(kv.value)
+        for ref in CR.refs_from_value(kv.value)
     }
     named: set[str] = set()
     for kv in await scan_prefix(engine.kv, b"V/"):
         named |= {c.chunk_id for c in Version.decode("", "", kv.value).chunks}
     for kv in await scan_prefix(engine.kv, b"P/"):
         named |= {c.chunk_id for c in Part.decode(0, kv.value).chunks}
-    for kv in await scan_prefix(engine.kv, R.GARBAGE_PREFIX):
-        named |= {ref.chunk_id for ref in R.refs_from_value(kv.value)}
+    for kv in await scan_prefix(engine.kv, CR.GARBAGE_PREFIX):
+        named |= {ref.chunk_id for ref in CR.refs_from_value(kv.value)}
     return refs, named
 
 

@@ -12,6 +12,7 @@ import pytest
 from store.chunk.chunkstore import ChunkRef
 from store.errors import InvalidArgument
 from store.meta.api import MAX_TXN_OPS, Put, scan_prefix
+from store.objects import chunk_refs as CR
 from store.objects import maintenance
 from store.objects import records as R
 from store.objects.engine import ObjectEngine
@@ -31,8 +32,8 @@ async def test_the_embedded_store_enforces_etcds_limit(engine: ObjectEngine) -> 
 async def referenced(engine: ObjectEngine) -> set[str]:
     return {
         r.chunk_id
-        async for kv in scan_prefix(engine.kv, R.REFS_PREFIX)
-        for r in R.refs_from_value(kv.value)
+        async for kv in scan_prefix(engine.kv, CR.REFS_PREFIX)
+        for r in CR.refs_from_value(kv.value)
     }
 
 
@@ -46,7 +47,7 @@ async def test_an_object_of_many_chunks_commits_and_goes_within_the_op_limit(
     version = await engine.put_object(BUCKET, "big", data)
     assert len(version.chunks) == count
     assert {c.chunk_id for c in version.chunks} <= await referenced(engine)
-    records = [kv async for kv in scan_prefix(engine.kv, R.REFS_PREFIX)]
+    records = [kv async for kv in scan_prefix(engine.kv, CR.REFS_PREFIX)]
     assert len(records) == 1  # one stream, one page
     await engine.delete_object(BUCKET, "big")
     assert await maintenance.collect_garbage(engine) == count
@@ -95,9 +96,9 @@ async def test_records_of_the_one_chunk_format_are_still_read(
     await engine.kv.txn(
         [],
         [
-            Put(R.legacy_ref_key(kept.chunk_id), old_value(kept)),
-            Put(R.legacy_ref_key(dropped.chunk_id), old_value(dropped)),
-            Put(R.garbage_key(dropped.chunk_id), old_value(dropped)),
+            Put(CR.legacy_ref_key(kept.chunk_id), old_value(kept)),
+            Put(CR.legacy_ref_key(dropped.chunk_id), old_value(dropped)),
+            Put(CR.garbage_key(dropped.chunk_id), old_value(dropped)),
         ],
     )
     report = await maintenance.scrub(engine)
@@ -105,7 +106,7 @@ async def test_records_of_the_one_chunk_format_are_still_read(
     assert await maintenance.sweep_orphans(engine, grace_s=-10) == 0  # both are named
     assert await maintenance.find_ref(engine.kv, kept.chunk_id) == kept
     assert await maintenance.collect_garbage(engine) == 1
-    assert await engine.kv.get(R.legacy_ref_key(dropped.chunk_id)) is None
+    assert await engine.kv.get(CR.legacy_ref_key(dropped.chunk_id)) is None
     assert await referenced(engine) == {kept.chunk_id}
     left = {p.name.partition(".")[0] for p in shard_files(tmp_path)}
     assert left == {kept.chunk_id}
@@ -113,8 +114,8 @@ async def test_records_of_the_one_chunk_format_are_still_read(
 
 def test_chunk_ids_of_a_stream_share_its_record() -> None:
     stream = "0123456789abcdef01234567"
-    ids = [f"{stream}{n:08x}" for n in (0, 1, R.REFS_PER_RECORD - 1, R.REFS_PER_RECORD)]
-    keys = [R.ref_key(i) for i in ids]
+    ids = [f"{stream}{n:08x}" for n in (0, 1, CR.REFS_PER_RECORD - 1, CR.REFS_PER_RECORD)]
+    keys = [CR.ref_key(i) for i in ids]
     assert keys[0] == keys[1] == keys[2] != keys[3]
     ref = ChunkRef(ids[0], ErasureCoded(4, 2), 1 << 20, 5, 1)
-    assert R.refs_from_value(R.refs_value([ref], b"V/x")) == [ref]
+    assert CR.refs_from_value(CR.refs_value([ref], b"V/x")) == [ref]
