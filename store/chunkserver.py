@@ -7,9 +7,10 @@
 Each drive is served under the id ``<host>.<directory name>`` (unique in the cluster as long as
 host names are). The cluster secret (``--secret-file``) authenticates every connection: the file
 is made on first start (32 random bytes as hex, mode 0600) and must be copied to every node of
-the cluster; it is never logged. With ``--meta``, each drive is registered in etcd under
-``CM/drives/<drive id>`` (address, host, rack, zone, weight, state "up") with a lease the server
-keeps alive, so a dead server's drives drop out of the map when the lease expires. With
+the cluster; it is never logged. With ``--meta``, each drive is registered in the cluster map in
+etcd (store/cluster_map.py): ``CM/drives/<drive id>`` (address, host, rack, zone; a new drive
+gets weight 1 and state "up" and a new map epoch), which stays when the server stops, and
+``CM/alive/<drive id>`` under a lease the server keeps alive, which says it is up. With
 ``--metrics``, Prometheus metrics (calls by drive, method and outcome, latencies, bytes) are
 served at ``http://HOST:PORT/metrics``.
 """
@@ -32,10 +33,10 @@ from store.chunk.drive import Drive
 from store.chunk.drive_server import DriveServer
 from store.chunk.server_metrics import DriveServerMetrics
 from store.cluster_drives import load_secret
+from store.cluster_map import ALIVE_PREFIX, DriveRecord, register_drives
 from store.errors import InvalidArgument, StoreError
 from store.meta.api import KV
 from store.meta.etcd import open_etcd_kv
-from store.placement.hrw import DRIVES_PREFIX
 from store.rpc.transport import serve_rpc
 
 log = logging.getLogger(__name__)
@@ -70,18 +71,16 @@ class ChunkServerConfig:
 
 
 async def register(kv: KV, config: ChunkServerConfig, port: int, drives: Sequence[str]) -> int:
-    """Put this server's drives in the cluster map under a new lease; the lease id."""
+    """Put this server's drives in the cluster map, and say they are alive under a new lease;
+    the lease id."""
+    address = f"{config.listen[0]}:{port}"
+    records = [DriveRecord(d, address, config.host_name, config.rack, config.zone) for d in drives]
+    state = await register_drives(kv, records)
     lease = await kv.lease_grant(config.lease_ttl_s)
+    alive = json.dumps({"address": address}).encode()
     for drive_id in drives:
-        record = {
-            "address": f"{config.listen[0]}:{port}",
-            "host": config.host_name,
-            "rack": config.rack,
-            "zone": config.zone,
-            "weight": 1.0,
-            "state": "up",
-        }
-        await kv.put(DRIVES_PREFIX + drive_id.encode(), json.dumps(record).encode(), lease=lease)
+        await kv.put(ALIVE_PREFIX + drive_id.encode(), alive, lease=lease)
+    log.info("registered %d drives; the cluster map is at epoch %d", len(drives), state.epoch)
     return lease
 
 

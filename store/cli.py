@@ -145,11 +145,33 @@ def _maintenance(args: argparse.Namespace) -> int:
 def _cluster(args: argparse.Namespace) -> int:
     from store.admin.cluster_status import table
 
-    result = _admin_command(args, f"cluster.{args.action}", {})
+    if args.action == "status":
+        result = _admin_command(args, "cluster.status", {})
+        if result is None:
+            return 1
+        print(json.dumps(result) if args.json else table(result))
+        return 0 if result["up"] == len(result["drives"]) else 1
+    if not args.target:
+        print(f"store cluster {args.action}: name a drive (see store cluster status)")
+        return 2
+    request: dict[str, object] = {"drive": args.target}
+    if args.action == "set-weight":
+        if args.weight is None:
+            print("store cluster set-weight: give the weight (a number, 0 takes no new data)")
+            return 2
+        request["weight"] = args.weight
+    result = _admin_command(args, f"cluster.{args.action}", request)
     if result is None:
         return 1
-    print(json.dumps(result) if args.json else table(result))
-    return 0 if result["up"] == len(result["drives"]) else 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        drive = result["drive"]
+        print(
+            f"{drive['drive_id']}: state {drive['state']}, weight {drive['weight']:g}; "
+            f"cluster map at epoch {result['epoch']}"
+        )
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -473,9 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     _service_args(bucket)
     bucket.set_defaults(func=_bucket)
     cluster = sub.add_parser(
-        "cluster", help="the drives data is placed on: where, up or down, how full (status)"
+        "cluster",
+        help="the drives data is placed on: where, up or down, how full (status); "
+        "which take new data (set-weight, drain, out, in)",
     )
-    cluster.add_argument("action", choices=["status"])
+    cluster.add_argument("action", choices=["status", "set-weight", "drain", "out", "in"])
+    cluster.add_argument(
+        "target", nargs="?", metavar="DRIVE", help="the drive (set-weight, drain, out, in)"
+    )
+    cluster.add_argument("weight", nargs="?", type=float, help="set-weight: its new weight")
     _service_args(cluster)
     cluster.set_defaults(func=_cluster)
     status = sub.add_parser(

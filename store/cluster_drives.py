@@ -1,36 +1,36 @@
-"""A gateway's drives from the cluster map: the chunk servers registered in etcd, as remote drives.
+"""A gateway's drives from the cluster map: the chunk servers' drives, as remote drives.
 
-Every drive a chunk server registered (``CM/drives/<drive id>``: address, host, rack, zone,
-weight, state) becomes a ``RemoteDrive`` on one RPC connection per chunk server, and a
-``DriveInfo`` of the placement map (hosts are the failure domain: shards of a chunk go to
-distinct hosts while there are enough). The map's epoch is the etcd revision of the newest
-registration it was built from, so gateways that read the same registrations build the same
-map. The map is read once, when the gateway starts (watching it for changes comes with
-rebalancing); a drive whose chunk server is down stays in it, and its shards are written
-elsewhere by the quorum rule and rebuilt by the healer.
+Every drive in the cluster map (store/cluster_map.py) becomes a ``RemoteDrive`` on one RPC
+connection per chunk server address (made on first use, so a server that is down costs nothing
+until a call needs it, and then a missed deadline marks it suspect). The placement maps of every
+epoch are kept (``MapHistory``): new data goes by the newest, what was written before is found
+by its own epoch's map. The gateway watches ``CM/`` and applies a change (a new drive, address
+or epoch) at the revision it saw: new drives and connections first, then the new map, so no map
+ever names a drive the gateway cannot call.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import trio
+
+from store.chunk.api import DriveAPI
 from store.chunk.remote_drive import RemoteDrive
+from store.cluster_map import ALIVE_PREFIX, ClusterState, read_cluster
 from store.config import parse_address
-from store.errors import InvalidArgument, Unavailable
-from store.meta.api import KV, prefix_end
-from store.placement.hrw import DRIVES_PREFIX, ClusterMap, DriveInfo
-from store.rpc.transport import open_rpc_client
+from store.errors import InvalidArgument, StoreError, Unavailable
+from store.meta.api import KV, Compacted
+from store.placement.history import MapHistory
+from store.rpc.transport import RpcClient
 
 log = logging.getLogger(__name__)
 
-PG_COUNT = 256
 CALL_TIMEOUT_S = 5.0  # a chunk server that takes longer is suspect (rpc/transport.py)
 
 
@@ -53,56 +53,82 @@ def load_secret(path: Path) -> bytes:
     return secret
 
 
-@dataclass(frozen=True, slots=True)
-class RegisteredDrive:
-    drive_id: str
-    address: tuple[str, int]
-    host: str
-    weight: float
-    revision: int
+class _ClusterView:
+    def __init__(self, kv: KV, secret: bytes, name: str, nursery: trio.Nursery) -> None:
+        self._kv = kv
+        self._secret = secret
+        self._name = name
+        self._nursery = nursery
+        self._clients: dict[tuple[str, int], RpcClient] = {}
+        self._where: dict[str, tuple[str, int]] = {}
+        self.drives: dict[str, DriveAPI] = {}
+        self.history: MapHistory | None = None
 
+    def apply(self, state: ClusterState) -> None:
+        if state.history is None:
+            raise Unavailable("no chunk server has registered a drive in the cluster map yet")
+        for drive_id, record in state.drives.items():
+            address = parse_address(record.address)
+            if self._where.get(drive_id) == address:
+                continue
+            client = self._clients.get(address)
+            if client is None:
+                client = self._clients[address] = RpcClient(
+                    address, self._name, self._secret, self._nursery, timeout_s=CALL_TIMEOUT_S
+                )
+            self.drives[drive_id] = RemoteDrive(client, drive_id)
+            self._where[drive_id] = address
+        if self.history is None:
+            self.history = state.history
+        else:
+            for epoch in state.history.epochs:
+                if epoch > self.history.current.epoch:
+                    self.history.add(state.history.at(epoch))
+                    log.info("cluster map: now at epoch %d", epoch)
 
-async def registered_drives(kv: KV) -> list[RegisteredDrive]:
-    found = await kv.range(DRIVES_PREFIX, prefix_end(DRIVES_PREFIX))
-    out = []
-    for item in found.kvs:
-        try:
-            record = json.loads(item.value)
-            address = parse_address(str(record["address"]))
-            host = str(record.get("host") or address[0])
-            weight = float(record.get("weight", 1.0))
-        except (ValueError, KeyError, TypeError) as e:
-            raise InvalidArgument(f"a bad cluster map record {item.key!r}: {e}") from None
-        if record.get("state", "up") not in ("up", "draining"):
-            continue
-        drive_id = item.key[len(DRIVES_PREFIX) :].decode()
-        out.append(RegisteredDrive(drive_id, address, host, weight, item.mod_revision))
-    return out
+    async def follow(self, revision: int) -> None:
+        """Apply every change to the drives and maps from ``revision`` on."""
+        while True:
+            try:
+                async with self._kv.watch(b"CM/", revision) as changes:
+                    async for batch in changes:
+                        revision = batch.revision + 1
+                        if any(not e.kv.key.startswith(ALIVE_PREFIX) for e in batch.events):
+                            self.apply(await read_cluster(self._kv))
+            except Compacted:
+                state = await read_cluster(self._kv)
+                self.apply(state)
+                revision = state.revision + 1
+            except StoreError as e:  # etcd unreachable: the map we have serves meanwhile
+                log.warning("cluster map: cannot follow changes (%s); retrying", e)
+                await trio.sleep(1)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
 
 
 @asynccontextmanager
 async def open_cluster_drives(
     kv: KV, secret: bytes, name: str
-) -> AsyncIterator[tuple[dict[str, RemoteDrive], ClusterMap]]:
-    """The registered drives as remote drives, and the placement map over them."""
-    drives = await registered_drives(kv)
-    if not drives:
-        raise Unavailable("no chunk server has registered a drive in the cluster map yet")
-    async with AsyncExitStack() as stack:
-        clients = {}
-        for address in sorted({d.address for d in drives}):
-            clients[address] = await stack.enter_async_context(
-                open_rpc_client(address, name, secret, timeout_s=CALL_TIMEOUT_S)
-            )
-        remote = {d.drive_id: RemoteDrive(clients[d.address], d.drive_id) for d in drives}
-        epoch = max(d.revision for d in drives)
-        cmap = ClusterMap(
-            epoch, PG_COUNT, tuple(DriveInfo(d.drive_id, d.host, d.weight) for d in drives)
-        )
+) -> AsyncIterator[tuple[dict[str, DriveAPI], MapHistory]]:
+    """The cluster map's drives as remote drives (a dict the gateway keeps up to date), and the
+    placement maps of every epoch (a history that grows as the map changes)."""
+    state = await read_cluster(kv)
+    async with trio.open_nursery() as nursery:
+        view = _ClusterView(kv, secret, name, nursery)
+        view.apply(state)
+        assert view.history is not None
+        nursery.start_soon(view.follow, state.revision + 1)
         log.info(
             "cluster map at epoch %d: %d drives on %d chunk servers",
-            epoch,
-            len(remote),
-            len(clients),
+            view.history.current.epoch,
+            len(view.drives),
+            len(view._clients),
         )
-        yield remote, cmap
+        try:
+            yield view.drives, view.history
+        finally:
+            with trio.CancelScope(shield=True):
+                await view.aclose()
+            nursery.cancel_scope.cancel()

@@ -18,17 +18,18 @@ from store.chunk.api import DriveAPI
 from store.chunk.chunkstore import ChunkStore
 from store.chunk.drive import Drive
 from store.cluster_drives import load_secret, open_cluster_drives
+from store.cluster_map import PG_COUNT
 from store.errors import InvalidArgument
 from store.meta.api import KV
 from store.meta.etcd import open_etcd_kv
 from store.meta.sqlite import open_sqlite_kv
 from store.objects.engine import ObjectEngine
+from store.placement.history import MapHistory
 from store.placement.hrw import ClusterMap, DriveInfo
 from store.placement.layout import scheme_from_spec
 from store.volumes.admin import Volumes
 
 DEFAULT_DRIVES = 6
-PG_COUNT = 256
 
 
 def local_drives(data_dir: Path, drives: int | Sequence[Path]) -> dict[str, Drive]:
@@ -47,7 +48,7 @@ def local_drives(data_dir: Path, drives: int | Sequence[Path]) -> dict[str, Driv
 
 def local_volumes(engine: ObjectEngine) -> Volumes:
     """The block volumes of an engine: on the same drives and cluster map as its objects."""
-    return Volumes(engine.kv, engine.chunks.drives, engine.chunks.cmap)
+    return Volumes(engine.kv, engine.chunks.drives, engine.chunks.maps)
 
 
 @asynccontextmanager
@@ -65,14 +66,14 @@ async def open_metadata(data_dir: Path, meta: str = "") -> AsyncIterator[KV]:
 @asynccontextmanager
 async def open_drives(
     data_dir: Path, drives: int | Sequence[Path], kv: KV, *, cluster: bool, secret_file: str
-) -> AsyncIterator[tuple[Mapping[str, DriveAPI], ClusterMap]]:
+) -> AsyncIterator[tuple[Mapping[str, DriveAPI], MapHistory | ClusterMap]]:
     """The engine's drives and their placement map: local directories (``drives``), or with
     ``cluster`` the chunk servers registered in the metadata's cluster map."""
     if cluster:
         secret = load_secret(Path(secret_file) if secret_file else data_dir / "cluster.secret")
         name = f"{socket.gethostname()}-gateway"
-        async with open_cluster_drives(kv, secret, name) as (remote, cmap):
-            yield dict[str, DriveAPI](remote), cmap
+        async with open_cluster_drives(kv, secret, name) as placed:
+            yield placed
         return
     by_id = local_drives(data_dir, drives)
     yield by_id, ClusterMap(1, PG_COUNT, tuple(DriveInfo(d, "local") for d in by_id))

@@ -14,9 +14,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import trio
+
 from store import __version__
 from store.admin.cluster_status import cluster_status as status_of_cluster
 from store.auth import users
+from store.cluster_map import change_drive
 from store.errors import InvalidArgument
 from store.objects import maintenance
 from store.objects.engine import ObjectEngine
@@ -25,6 +28,7 @@ from store.volumes.admin import Volumes
 from store.volumes.records import parse_size
 
 Progress = Callable[[int, int], None]
+MAP_WAIT_S = 5.0  # a map change waits this long for this gateway to place by it
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,30 @@ async def cluster_status(ctx: Context, args: Mapping[str, Any], progress: Progre
     return await status_of_cluster(ctx.engine)
 
 
+def _drive_change(state: str | None, weighted: bool = False) -> Operation:
+    """An operator's change to a drive in the cluster map; answered once this gateway places
+    by the new map (the others follow within their watch's delay)."""
+
+    async def change(ctx: Context, args: Mapping[str, Any], progress: Progress) -> object:
+        drive = _text(args, "drive")
+        weight = args.get("weight") if weighted else None
+        if weighted and (isinstance(weight, bool) or not isinstance(weight, int | float)):
+            raise InvalidArgument("weight must be a number")
+        result = await change_drive(
+            ctx.engine.kv,
+            drive,
+            weight=float(weight) if weight is not None else None,
+            state=state,
+            min_drives=ctx.engine.chunks.scheme.width,
+        )
+        with trio.move_on_after(MAP_WAIT_S):  # the history is pure (no event to wait on)
+            while ctx.engine.chunks.cmap.epoch < result["epoch"]:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        return result
+
+    return change
+
+
 Operation = Callable[[Context, Mapping[str, Any], Progress], Awaitable[object]]
 
 OPERATIONS: dict[str, Operation] = {
@@ -255,6 +283,10 @@ OPERATIONS: dict[str, Operation] = {
     "maintenance.gc": maintenance_gc,
     "status": status,
     "cluster.status": cluster_status,
+    "cluster.set-weight": _drive_change(None, weighted=True),
+    "cluster.drain": _drive_change("draining"),
+    "cluster.out": _drive_change("out"),
+    "cluster.in": _drive_change("up"),
 }
 # Long operations: the admin API runs them as jobs (started, then polled with progress).
 JOBS = frozenset(

@@ -50,6 +50,7 @@ from store.errors import (
     TooFewShards,
     Unavailable,
 )
+from store.placement.history import MapHistory
 from store.placement.hrw import ClusterMap, drives_for_pg, pg_of
 from store.placement.layout import ErasureCoded, Replicated, Scheme
 
@@ -63,7 +64,7 @@ class ChunkStore:
     def __init__(
         self,
         drives: Mapping[str, DriveAPI],
-        cmap: ClusterMap,
+        maps: MapHistory | ClusterMap,
         scheme: Scheme,
         *,
         block_bytes: int = STRIPE_BLOCK_BYTES,
@@ -73,11 +74,13 @@ class ChunkStore:
     ) -> None:
         if block_bytes % CRC_BLOCK_BYTES:
             raise InvalidArgument("stripe block must be a multiple of the CRC block")
-        missing = {d.drive_id for d in cmap.drives} - set(drives)
+        if isinstance(maps, ClusterMap):
+            maps = MapHistory([maps])
+        missing = maps.drive_ids() - set(drives)
         if missing:
             raise InvalidArgument(f"cluster map names unknown drives {sorted(missing)}")
-        self.drives = drives
-        self.cmap = cmap
+        self.drives = drives  # a cluster gateway adds the drives of new maps (cluster_drives)
+        self.maps = maps
         self.scheme = scheme
         self.block_bytes = block_bytes
         self.chunk_bytes = chunk_bytes
@@ -88,7 +91,7 @@ class ChunkStore:
         self._codecs: dict[tuple[int, int], native.ErasureCode] = {}
         # Chunks being written now: no metadata names them yet, the orphan sweep must skip them.
         self.inflight: set[str] = set()
-        self._placements: dict[tuple[int, int], list[str]] = {}
+        self._placements: dict[tuple[int, int, int], list[str]] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -98,13 +101,19 @@ class ChunkStore:
             self._codecs[key] = native.ErasureCode(scheme.k, scheme.m)
         return self._codecs[key]
 
+    @property
+    def cmap(self) -> ClusterMap:
+        """The map new chunks are placed by."""
+        return self.maps.current
+
     def placement(self, ref: ChunkRef) -> list[str]:
-        """Drive ids of the chunk's shards (shard i on entry i). Rankings are cached per
-        placement group: the map is fixed for the store's lifetime (a new map, a new store)."""
-        key = (pg_of(ref.chunk_id, self.cmap.pg_count), ref.scheme.width)
+        """Drive ids of the chunk's shards (shard i on entry i), by the map of the epoch it was
+        written under. Rankings are cached per map and placement group (maps never change)."""
+        cmap = self.maps.at(ref.epoch)
+        key = (cmap.epoch, pg_of(ref.chunk_id, cmap.pg_count), ref.scheme.width)
         found = self._placements.get(key)
         if found is None:
-            found = self._placements[key] = drives_for_pg(self.cmap, *key)
+            found = self._placements[key] = drives_for_pg(cmap, *key[1:])
         return found
 
     def _damaged(self, ref: ChunkRef, kind: str) -> None:

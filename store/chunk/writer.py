@@ -33,11 +33,13 @@ class ChunkTarget(Protocol):
 
     drives: Mapping[str, DriveAPI]
     stats: ChunkStats
-    cmap: ClusterMap
     block_bytes: int
     chunk_bytes: int
     cpu: trio.CapacityLimiter
     inflight: set[str]
+
+    @property
+    def cmap(self) -> ClusterMap: ...
 
     def codec(self, scheme: ErasureCoded) -> native.ErasureCode: ...
 

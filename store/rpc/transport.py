@@ -343,10 +343,22 @@ async def serve_rpc(
             log.warning("chunk RPC: refused a connection from %s: %s", _remote(stream), e)
             await trio.aclose_forcefully(stream)
             return
+        # The channel's tasks run in a nursery, so what ends it arrives as an exception group.
+        # Nothing one connection does (a close, a bad frame, a bug) may stop the server.
         try:
             await _serve_channel(channel, peer, handler)
-        except (wire.ProtocolError, Unavailable, *_BROKEN) as e:
-            log.warning("chunk RPC: connection from %s (%s) ended: %s", _remote(stream), peer, e)
+        except* (wire.ProtocolError, Unavailable, *_BROKEN) as group:
+            ended = group.exceptions[0]
+            log.warning(
+                "chunk RPC: connection from %s (%s) ended: %s", _remote(stream), peer, ended
+            )
+        except* Exception as group:
+            log.error(
+                "chunk RPC: connection from %s (%s) failed",
+                _remote(stream),
+                peer,
+                exc_info=group.exceptions[0],
+            )
         finally:
             await trio.aclose_forcefully(stream)
 

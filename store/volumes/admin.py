@@ -36,6 +36,7 @@ from store.errors import (
     StoreError,
 )
 from store.meta.api import KV, Compare, Delete, Put, prefix_end, scan_prefix
+from store.placement.history import MapHistory
 from store.placement.hrw import ClusterMap, place
 from store.volumes import records as V
 from store.volumes import requests as volume_requests
@@ -57,10 +58,12 @@ class _Attached(Exception):
 class Volumes:
     """Volume admin (create, list, resize, delete) and ``open`` for I/O."""
 
-    def __init__(self, kv: KV, drives: Mapping[str, DriveAPI], cmap: ClusterMap) -> None:
+    def __init__(
+        self, kv: KV, drives: Mapping[str, DriveAPI], maps: MapHistory | ClusterMap
+    ) -> None:
         self.kv = kv
         self.drives = drives
-        self.cmap = cmap
+        self.maps = MapHistory([maps]) if isinstance(maps, ClusterMap) else maps
 
     async def create(self, name: str, size: int, **options: object) -> V.Volume:
         layer = secrets.token_hex(8)
@@ -292,11 +295,11 @@ class Volumes:
     async def _drop_extents(self, volume: V.Volume, layer: str, first: int) -> None:
         """Delete a layer's extents from ``first`` on: files first, then their keys (a crash in
         between leaves keys naming missing files, which read as damage, never as others' data)."""
-        for index in await self.allocated(layer):
+        for index, epoch in (await self.extent_epochs(layer)).items():
             if index < first:
                 continue
             eid = V.extent_id(layer, index)
-            for drive_id in self.replica_drives(eid, volume.replicas):
+            for drive_id in self.replica_drives(eid, volume.replicas, epoch):
                 await self.drives[drive_id].extent_delete(eid)
             await self.kv.txn(
                 [], [Delete(V.extent_key(layer, index)), Delete(V.stale_key(layer, index))]
@@ -307,13 +310,23 @@ class Volumes:
         keys = scan_prefix(self.kv, V.extents_prefix(layer), keys_only=True, page_size=10000)
         return [V.index_of(kv.key) async for kv in keys]
 
+    async def extent_epochs(self, layer: str) -> dict[int, int]:
+        """The extents a layer holds, each with the map epoch its replicas were placed by."""
+        found = scan_prefix(self.kv, V.extents_prefix(layer), page_size=10000)
+        return {V.index_of(kv.key): V.extent_epoch(kv.value) async for kv in found}
+
+    @property
+    def cmap(self) -> ClusterMap:
+        return self.maps.current
+
     @property
     def epoch(self) -> int:
         """The cluster map's epoch: new extents record it."""
-        return self.cmap.epoch
+        return self.maps.current.epoch
 
-    def replica_drives(self, eid: str, replicas: int) -> list[str]:
-        return place(self.cmap, eid, replicas)
+    def replica_drives(self, eid: str, replicas: int, epoch: int) -> list[str]:
+        """An extent's replica drives, by the map of the epoch it was placed under."""
+        return place(self.maps.at(epoch), eid, replicas)
 
     async def chain(self, layer: str) -> list[str]:
         """The layer and its ancestors, top first."""
@@ -339,14 +352,18 @@ class Volumes:
         try:
             chain = await self.chain(volume.layer)
             allocated: dict[int, str] = {}
+            epochs: dict[str, int] = {}
             for layer in reversed(chain):  # upper layers override lower ones
-                for index in await self.allocated(layer):
+                for index, epoch in (await self.extent_epochs(layer)).items():
                     allocated[index] = layer
+                    epochs[V.extent_id(layer, index)] = epoch
             stale = {}
             for layer in chain:
                 async for kv in scan_prefix(self.kv, V.stale_prefix(layer)):
                     stale[(layer, V.index_of(kv.key))] = frozenset(json.loads(kv.value))
-            opened = OpenVolume(self, volume, chain, allocated, writable, stale, fence=fence)
+            opened = OpenVolume(
+                self, volume, chain, allocated, writable, stale, fence=fence, epochs=epochs
+            )
             opened.state.lease_valid_until = granted_at + LEASE_TTL_S - LEASE_MARGIN_S
             failed: Exception | None = None  # raised by the caller's block: re-raised as is,
             try:

@@ -50,7 +50,7 @@ class VolumeHost(Protocol):
     @property
     def epoch(self) -> int: ...
 
-    def replica_drives(self, eid: str, replicas: int) -> list[str]: ...
+    def replica_drives(self, eid: str, replicas: int, epoch: int) -> list[str]: ...
 
     async def allocated(self, layer: str) -> list[int]: ...
 
@@ -75,8 +75,11 @@ class OpenVolume:
         stale: dict[tuple[str, int], frozenset[str]] | None = None,
         *,
         fence: int = 0,
+        epochs: dict[str, int] | None = None,
     ) -> None:
         self._host = volumes
+        # Extent id -> the map epoch its replicas were placed by; new extents take the current.
+        self._epochs = dict(epochs or {})
         self._kv = volumes.kv
         self.state = VolumeState(volume, chain, allocated, writable, fence=fence)
         self.name = volume.name
@@ -84,7 +87,12 @@ class OpenVolume:
         self.block_bytes = volume.block_bytes
         self.patch_lock = trio.Lock()  # partial-block writes take turns (unaligned.py)
         self.replicas = ReplicaSet(
-            self._kv, self.name, lambda eid: volumes.replica_drives(eid, volume.replicas), stale
+            self._kv,
+            self.name,
+            lambda eid: volumes.replica_drives(
+                eid, volume.replicas, self._epochs.get(eid, volumes.epoch)
+            ),
+            stale,
         )
         self.io = ExtentIO(
             self.name, volumes.drives, self.replicas, self.geometry, self._damaged, self.state
@@ -339,8 +347,10 @@ class OpenVolume:
         replica that verifies), then its key naming the placement epoch it was written under."""
         layer = self.state.layer
         image = None if parent is None else await self.io.image(parent, index)
+        epoch = self._epochs[V.extent_id(layer, index)] = self._host.epoch
+        self.replicas.forget(layer, index)
         await self.io.create(layer, index, image)
-        await self._kv.put(V.extent_key(layer, index), V.extent_value(self._host.epoch))
+        await self._kv.put(V.extent_key(layer, index), V.extent_value(epoch))
         self.state.allocated[index] = layer
 
     async def _sync_extents(self, indexes: list[int]) -> None:

@@ -52,6 +52,10 @@ class ReplicaSet:
             self._placement[key] = found
         return found
 
+    def forget(self, layer: str, index: int) -> None:
+        """Drop a remembered placement (an extent made anew may be placed by a newer map)."""
+        self._placement.pop((layer, index), None)
+
     def eid(self, layer: str, index: int) -> str:
         return self._placed(layer, index)[0]
 

@@ -4,7 +4,6 @@ without the cluster secret refused while the server goes on, and the secret file
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat
@@ -20,9 +19,9 @@ import pytest
 import trio
 
 from store.chunk.remote_drive import RemoteDrive
+from store.cluster_map import ClusterState, read_cluster
 from store.errors import Unavailable
 from store.lab.etcd import EtcdCluster, free_ports
-from store.meta.api import prefix_end
 from store.meta.etcd import open_etcd_kv
 from store.rpc.transport import open_rpc_client
 from store.testing.drive_conformance import DRIVE_CHECKS
@@ -64,10 +63,9 @@ def chunkserver(tmp_path: Path, etcd: EtcdCluster) -> Iterator[ChunkServer]:
             process.wait(10)
 
 
-async def registered(endpoints: str) -> dict[str, dict[str, object]]:
+async def registered(endpoints: str) -> ClusterState:
     async with open_etcd_kv(endpoints) as kv:
-        found = await kv.range(b"CM/drives/", prefix_end(b"CM/drives/"))
-    return {kv.key.decode().removeprefix("CM/drives/"): json.loads(kv.value) for kv in found.kvs}
+        return await read_cluster(kv)
 
 
 async def test_the_drive_suite_through_a_chunk_server(chunkserver: ChunkServer) -> None:
@@ -88,16 +86,21 @@ async def test_the_drive_suite_through_a_chunk_server(chunkserver: ChunkServer) 
 
 def test_registration_and_its_expiry(chunkserver: ChunkServer, etcd: EtcdCluster) -> None:
     found = trio.run(registered, etcd.endpoints)
-    assert sorted(found) == sorted(f"{HOST}.d{i}" for i in range(len(DRIVE_CHECKS)))
-    first = found[f"{HOST}.d0"]
-    assert first["address"] == f"127.0.0.1:{chunkserver.port}"
-    assert (first["host"], first["rack"], first["state"]) == (HOST, "r1", "up")
+    ids = sorted(f"{HOST}.d{i}" for i in range(len(DRIVE_CHECKS)))
+    assert sorted(found.drives) == sorted(found.alive) == ids
+    first = found.drives[f"{HOST}.d0"]
+    assert first.address == found.alive[first.drive_id] == f"127.0.0.1:{chunkserver.port}"
+    assert (first.host, first.rack, first.state) == (HOST, "r1", "up")
+    assert found.epoch == 1 and found.history is not None
+    assert sorted(d.drive_id for d in found.history.current.drives) == ids
     chunkserver.process.send_signal(signal.SIGKILL)  # no clean exit: only the lease tells
     chunkserver.process.wait()
     deadline = time.monotonic() + 15
-    while trio.run(registered, etcd.endpoints):
-        assert time.monotonic() < deadline, "the registration outlived its lease"
+    while (after := trio.run(registered, etcd.endpoints)).alive:
+        assert time.monotonic() < deadline, "the liveness key outlived its lease"
         time.sleep(0.5)
+    # The drives stay in the map (a dead server moves no data): placement is unchanged.
+    assert after.drives == found.drives and after.epoch == 1
 
 
 def test_a_node_without_the_secret_is_refused_and_logged(

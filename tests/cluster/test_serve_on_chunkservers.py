@@ -85,18 +85,17 @@ def chunks(tmp_path: Path, etcd: EtcdCluster) -> Iterator[Chunks]:
         group.stop_all()
 
 
+def gateway_args(tmp_path: Path, etcd: EtcdCluster) -> tuple[Path, list[str]]:
+    """A gateway's data directory and `store serve` options on the chunk servers."""
+    data = tmp_path / "gateway"
+    data.mkdir(exist_ok=True)
+    secret = str(tmp_path / "cluster.secret")
+    return data, ["--meta", etcd.endpoints, "--cluster", "--secret-file", secret, "--workers", "1"]
+
+
 @pytest.fixture
 def gateway(tmp_path: Path, etcd: EtcdCluster, chunks: Chunks) -> Iterator[Server]:
-    data = tmp_path / "gateway"
-    data.mkdir()
-    extra = [
-        "--meta",
-        etcd.endpoints,
-        "--cluster",
-        "--secret-file",
-        str(tmp_path / "cluster.secret"),
-    ]
-    server = start_server(data, [*extra, "--workers", "1"])
+    server = start_server(*gateway_args(tmp_path, etcd))
     try:
         yield server
     finally:
@@ -128,7 +127,7 @@ def test_objects_and_a_volume_on_chunk_servers(
 
     chunks.kill(0)
     status = cluster_status(gateway)
-    states = {d["drive"]: d["state"] for d in status["drives"]}
+    states = {d["drive"]: d["status"] for d in status["drives"]}
     assert states == {f"node{i}.d0": "down" if i == 0 else "up" for i in range(SERVERS)}
     assert status["hosts"] == SERVERS and status["scheme"] == "ec:4+2"
     s3.put_object(Bucket="bkt", Key="one-down", Body=big[: 3 << 20])
@@ -193,3 +192,70 @@ def test_a_paused_chunk_server_is_routed_around_then_rejoins(
     assert len(list(node0.glob("*/*"))) > before  # it takes shards again
     for key in ["before", "during", "after-3"]:
         assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
+
+
+def cluster_command(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+    argv = [sys.executable, "-m", "store", "cluster", *args, "--endpoint", server.endpoint]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_the_map_outlives_its_servers_and_follows_the_operator(
+    tmp_path: Path, etcd: EtcdCluster, chunks: Chunks
+) -> None:
+    """A drive whose server is down stays in the map: a gateway started meanwhile places and
+    reads as before. A new server's drive and an operator's drain make new epochs that the
+    running gateway follows: new data avoids the drained drive, old data still reads."""
+    data, extra = gateway_args(tmp_path, etcd)
+    gateway = start_server(data, extra)
+    s3 = make_client(gateway.endpoint)
+    s3.create_bucket(Bucket="bkt")
+    bodies = {f"k{i}": os.urandom(2 << 20) for i in range(4)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket="bkt", Key=key, Body=body)
+    epoch = cluster_status(gateway)["epoch"]  # one per server that brought a new drive
+    assert epoch == SERVERS
+    chunks.kill(0)
+    stop_server(gateway)
+    time.sleep(11)  # its lease (10 s) runs out: only the map remembers node0
+    gateway = start_server(data, extra, name="again")
+    try:
+        s3 = make_client(gateway.endpoint)
+        for key, body in bodies.items():
+            assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
+        status = cluster_status(gateway)
+        assert status["epoch"] == epoch and len(status["drives"]) == SERVERS
+        assert {d["drive"] for d in status["drives"] if d["status"] != "up"} == {"node0.d0"}
+        assert status["degraded_pgs"] == status["pgs"]  # 6 shards on 6 drives: every PG
+        chunks.start(0)
+
+        refused = cluster_command(gateway, "drain", "node1.d0")
+        assert refused.returncode != 0 and "add a drive first" in refused.stdout + refused.stderr
+        port = free_ports(1)[0]
+        argv = [a.replace("node5", "node6") for a in chunks.argvs[5]]
+        argv[argv.index("--listen") + 1] = f"127.0.0.1:{port}"
+        chunks.argvs.append(argv)
+        chunks.logs.append(tmp_path / "chunk6.log")
+        chunks.start(6)
+        deadline = time.monotonic() + 10
+        while (status := cluster_status(gateway))["epoch"] != epoch + 1:  # the gateway follows
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert len(status["drives"]) == SERVERS + 1
+
+        drained = cluster_command(gateway, "drain", "node1.d0")
+        assert drained.returncode == 0, drained.stderr
+        assert "state draining" in drained.stdout and f"epoch {epoch + 2}" in drained.stdout
+        node1 = tmp_path / "node1" / "d0" / "shards"
+        before = len(list(node1.glob("*/*")))
+        for i in range(6):
+            s3.put_object(Bucket="bkt", Key=f"new-{i}", Body=os.urandom(1 << 20))
+        assert len(list(node1.glob("*/*"))) == before  # nothing new lands on it
+        assert list((tmp_path / "node6" / "d0" / "shards").glob("*/*"))  # the new one takes some
+        for key, body in bodies.items():
+            assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
+        rows = {d["drive"]: d for d in cluster_status(gateway)["drives"]}
+        assert rows["node1.d0"]["state"] == "draining" and rows["node1.d0"]["status"] == "up"
+    finally:
+        stop_server(gateway)

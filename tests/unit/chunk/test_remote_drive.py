@@ -106,3 +106,33 @@ async def test_a_peer_that_misses_a_deadline_is_routed_around_then_retried(
             await drive.stat()  # at once: no call goes to a suspect peer
         await trio.sleep(0.6)
         assert (await drive.stat()).total_bytes == 1  # tried again, and it answers
+
+
+async def test_no_connection_can_stop_the_server(tmp_path: Path) -> None:
+    """A client that closes, one that sends garbage after a good handshake, and a call whose
+    handler fails unexpectedly each end only their own connection (the channel's errors come
+    out of its nursery as exception groups: they must still be caught)."""
+    from store.rpc import wire
+
+    async def handler(request: Message, peer: str) -> Message:
+        if request.body == b"boom":
+            raise RuntimeError("a bug in a handler")
+        return await DriveServer({"d0": Drive(tmp_path / "d0")}).handle(request, peer)
+
+    async with chunk_server(tmp_path, handler) as port:
+        address = ("127.0.0.1", port)
+        async with open_rpc_client(address, "gw", SECRET) as client:
+            await RemoteDrive(client, "d0").stat()
+        for garbage in [b"\x00" * 100, b"\xff" * 41]:
+            stream = await trio.open_tcp_stream(*address)
+            channel = transport._Channel(stream, wire.Connection(wire.Role.CLIENT, "gw", SECRET))
+            await channel.handshake()
+            await stream.send_all(garbage)
+            with trio.fail_after(5):
+                assert await stream.receive_some(100) == b""  # the server hangs up
+            await stream.aclose()
+        async with open_rpc_client(address, "gw", SECRET) as client:
+            with pytest.raises(Unavailable):
+                await client.call(Message(1, b"boom"))
+        async with open_rpc_client(address, "gw", SECRET) as client:
+            assert (await RemoteDrive(client, "d0").stat()).total_bytes > 0

@@ -97,3 +97,49 @@ def test_bad_maps_are_refused() -> None:
     with pytest.raises(InvalidArgument):
         drives_for_pg(cluster(1, 3), 0, 4)
     assert 0 <= pg_of("x", 64) < 64
+
+
+def zoned(zones: int, racks: int, hosts: int, drives: int) -> ClusterMap:
+    out = []
+    for z in range(zones):
+        for r in range(racks):
+            for h in range(hosts):
+                for d in range(drives):
+                    host = f"z{z}r{r}h{h}"
+                    out.append(DriveInfo(f"{host}d{d}", host, 1.0, f"z{z}r{r}", f"z{z}"))
+    return ClusterMap(1, 512, tuple(out))
+
+
+def test_shards_spread_over_zones_then_racks_then_hosts() -> None:
+    cmap = zoned(3, 2, 2, 2)
+    by_id = {d.drive_id: d for d in cmap.drives}
+    for pg in range(cmap.pg_count):
+        chosen = [by_id[d] for d in drives_for_pg(cmap, pg, 6)]
+        assert sorted(collections.Counter(d.zone for d in chosen).values()) == [2, 2, 2]
+        assert len({d.rack for d in chosen}) == 6  # two racks per zone: one shard each
+        assert len({d.host for d in chosen}) == 6
+
+
+def test_losing_a_zone_loses_at_most_its_share() -> None:
+    cmap = zoned(3, 1, 4, 1)
+    for pg in range(cmap.pg_count):
+        chosen = drives_for_pg(cmap, pg, 6)
+        for z in range(3):
+            assert sum(d.startswith(f"z{z}") for d in chosen) == 2
+
+
+def test_fewer_hosts_than_shards_spreads_evenly() -> None:
+    cmap = cluster(3, 4)
+    for pg in range(cmap.pg_count):
+        hosts = collections.Counter(d.split("d")[0] for d in drives_for_pg(cmap, pg, 6))
+        assert sorted(hosts.values()) == [2, 2, 2]
+
+
+def test_host_weight_is_the_sum_of_its_drives() -> None:
+    drives = [DriveInfo(f"a{i}", "a") for i in range(3)] + [DriveInfo("b0", "b")]
+    drives += [DriveInfo(f"h{i}", f"h{i}") for i in range(6)]
+    cmap = ClusterMap(1, 4096, tuple(drives))
+    load = collections.Counter(
+        d[0] for pg in range(4096) for d in drives_for_pg(cmap, pg, 1) if d[0] in "ab"
+    )
+    assert 2.4 < load["a"] / load["b"] < 3.6

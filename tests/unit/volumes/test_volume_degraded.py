@@ -163,11 +163,15 @@ async def test_scrub_finds_and_repairs_every_kind_of_damage(
         first = vol.replicas.drives(layer, 2)[0]
         with failing(monkeypatch, volumes.drives[first].root):
             await vol.write(2 * EXTENT, b"s" * BLOCK)  # extent 2: one stale replica
-    corrupt_drive = volumes.drives[volumes.replica_drives(V.extent_id(layer, 0), 2)[1]]
+    corrupt_drive = volumes.drives[
+        volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[1]
+    ]
     with corrupt_drive.extent_path(V.extent_id(layer, 0)).open("r+b") as f:
         f.seek(5 * BLOCK + 7)
         f.write(b"rot")  # extent 0: one replica fails its checksum
-    missing_drive = volumes.drives[volumes.replica_drives(V.extent_id(layer, 1), 2)[0]]
+    missing_drive = volumes.drives[
+        volumes.replica_drives(V.extent_id(layer, 1), 2, volumes.epoch)[0]
+    ]
     missing_drive.extent_path(V.extent_id(layer, 1)).unlink()  # extent 1: a replica is gone
     report = await volumes.scrub("scrubbed")
     assert (len(report["corrupt"]), len(report["missing"]), len(report["stale"])) == (1, 1, 1)

@@ -151,7 +151,7 @@ async def test_a_bad_replica_is_read_around_and_repaired(volumes: Volumes, tmp_p
         await vol.flush()
     eid = V.extent_id(volume.layer, 0)
     first, second = (
-        volumes.drives[d].extent_path(eid) for d in volumes.replica_drives(eid, 2)
+        volumes.drives[d].extent_path(eid) for d in volumes.replica_drives(eid, 2, volumes.epoch)
     )  # the replica reads go to first, and the other
     _poke(first, 100, b"\xff")  # rot in the replica reads go to
     async with volumes.open("vol") as vol:

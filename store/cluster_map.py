@@ -1,0 +1,233 @@
+"""The cluster map in the metadata: the drives, their liveness, and a placement map per epoch.
+
+Keys (all under ``CM/``):
+
+    CM/drives/<drive id>   {address, host, rack, zone, weight, state}: the drive as registered
+                           and as the operator set it; kept when its server is down
+    CM/alive/<drive id>    {address}: under the chunk server's lease, gone when it stops
+    CM/epoch               {epoch}: the newest placement map's epoch
+    CM/maps/<epoch>        the placement map of that epoch (the drives that take new data)
+
+Liveness never moves placement: a down drive stays in the map and its shards are read around
+and rebuilt. What moves placement (a drive added, reweighted, drained, taken out, or moved to
+another host, rack or zone) writes the new ``CM/drives`` records, the next ``CM/epoch`` and that
+epoch's ``CM/maps`` entry in one transaction that compares the epoch key's revision, so two
+changes never make the same epoch and every gateway reads the same map for it. The states: ``up``
+(takes new data), ``draining`` and ``out`` (take none; what they hold stays readable where its
+epoch's map put it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from store.errors import Conflict, InvalidArgument, NotFound
+from store.meta.api import KV, Compare, Put, prefix_end
+from store.placement.history import MapHistory
+from store.placement.hrw import ClusterMap, DriveInfo, drives_for_pg
+
+ALIVE_PREFIX = b"CM/alive/"
+DRIVES_PREFIX = b"CM/drives/"
+EPOCH_KEY = b"CM/epoch"
+MAPS_PREFIX = b"CM/maps/"
+PG_COUNT = 256
+STATES = ("up", "draining", "out")
+TXN_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class DriveRecord:
+    drive_id: str
+    address: str
+    host: str
+    rack: str = ""
+    zone: str = ""
+    weight: float = 1.0
+    state: str = "up"
+
+    def encode(self) -> bytes:
+        record = asdict(self)
+        del record["drive_id"]
+        return json.dumps(record, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, drive_id: str, value: bytes) -> DriveRecord:
+        try:
+            record = json.loads(value)
+            out = cls(
+                drive_id,
+                str(record["address"]),
+                str(record["host"]),
+                str(record.get("rack", "")),
+                str(record.get("zone", "")),
+                float(record.get("weight", 1.0)),
+                str(record.get("state", "up")),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidArgument(f"a bad cluster map record for {drive_id}: {e}") from None
+        if out.state not in STATES:
+            raise InvalidArgument(f"drive {drive_id}: unknown state {out.state!r}")
+        return out
+
+    @property
+    def placement(self) -> DriveInfo | None:
+        """What the placement map holds of it: nothing unless it takes new data."""
+        if self.state != "up" or self.weight <= 0:
+            return None
+        return DriveInfo(self.drive_id, self.host, self.weight, self.rack, self.zone)
+
+
+def encode_map(cmap: ClusterMap) -> bytes:
+    drives = [[d.drive_id, d.host, d.rack, d.zone, d.weight] for d in cmap.drives]
+    return json.dumps({"epoch": cmap.epoch, "pg_count": cmap.pg_count, "drives": drives}).encode()
+
+
+def decode_map(value: bytes) -> ClusterMap:
+    """The inverse of ``encode_map``.
+
+    >>> m = ClusterMap(4, 64, (DriveInfo("a", "h", 2.0, "r", "z"),))
+    >>> decode_map(encode_map(m)) == m
+    True
+    """
+    try:
+        record = json.loads(value)
+        drives = tuple(
+            DriveInfo(str(i), str(h), float(w), str(r), str(z))
+            for i, h, r, z, w in record["drives"]
+        )
+        return ClusterMap(int(record["epoch"]), int(record["pg_count"]), drives)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidArgument(f"a bad placement map record: {e}") from None
+
+
+def map_key(epoch: int) -> bytes:
+    return MAPS_PREFIX + b"%016d" % epoch
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """The cluster map as read at one revision."""
+
+    drives: dict[str, DriveRecord]
+    alive: dict[str, str]  # drive id -> the address its live server registered
+    epoch: int  # 0 before the first drive registered
+    epoch_revision: int  # mod revision of CM/epoch, 0 when absent: what a change compares
+    history: MapHistory | None
+    revision: int
+
+
+async def read_cluster(kv: KV) -> ClusterState:
+    found = await kv.range(b"CM/", prefix_end(b"CM/"))
+    drives: dict[str, DriveRecord] = {}
+    alive: dict[str, str] = {}
+    maps: list[ClusterMap] = []
+    epoch = epoch_revision = 0
+    for item in found.kvs:
+        if item.key.startswith(DRIVES_PREFIX):
+            drive_id = item.key[len(DRIVES_PREFIX) :].decode()
+            drives[drive_id] = DriveRecord.decode(drive_id, item.value)
+        elif item.key.startswith(ALIVE_PREFIX):
+            try:
+                alive[item.key[len(ALIVE_PREFIX) :].decode()] = str(
+                    json.loads(item.value)["address"]
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+        elif item.key.startswith(MAPS_PREFIX):
+            maps.append(decode_map(item.value))
+        elif item.key == EPOCH_KEY:
+            epoch = int(json.loads(item.value)["epoch"])
+            epoch_revision = item.mod_revision
+    history = MapHistory(maps) if maps else None
+    return ClusterState(drives, alive, epoch, epoch_revision, history, found.revision)
+
+
+def _next_map(drives: Mapping[str, DriveRecord], epoch: int) -> ClusterMap:
+    placed = tuple(info for d in sorted(drives) if (info := drives[d].placement) is not None)
+    return ClusterMap(epoch, PG_COUNT, placed)
+
+
+async def _commit(kv: KV, state: ClusterState, changed: Sequence[DriveRecord]) -> bool:
+    """Write ``changed`` drive records, with a new epoch if placement moves; False when another
+    change came first (read again and retry)."""
+    drives = {**state.drives, **{d.drive_id: d for d in changed}}
+    ops = [Put(DRIVES_PREFIX + d.drive_id.encode(), d.encode()) for d in changed]
+    current = state.history.current if state.history is not None else None
+    epoch = state.epoch + 1
+    cmap = _next_map(drives, epoch)
+    if current is None or cmap.drives != current.drives:
+        ops += [
+            Put(EPOCH_KEY, json.dumps({"epoch": epoch}).encode()),
+            Put(map_key(epoch), encode_map(cmap)),
+        ]
+    if len(ops) > 128:
+        raise InvalidArgument("too many drives in one change (etcd takes 128 per transaction)")
+    result = await kv.txn([Compare(EPOCH_KEY, "mod", "=", state.epoch_revision)], ops)
+    return result.succeeded
+
+
+async def register_drives(kv: KV, records: Sequence[DriveRecord]) -> ClusterState:
+    """A chunk server's drives into the map: new ones as given; known ones keep the weight and
+    state the operator set, and take the address, host, rack and zone given. The state after."""
+    for _ in range(TXN_RETRIES):
+        state = await read_cluster(kv)
+        changed = []
+        for record in records:
+            known = state.drives.get(record.drive_id)
+            if known is not None:
+                record = replace(record, weight=known.weight, state=known.state)
+            if record != known:
+                changed.append(record)
+        if not changed or await _commit(kv, state, changed):
+            return await read_cluster(kv)
+    raise Conflict("the cluster map kept changing under the registration: try again")
+
+
+async def change_drive(
+    kv: KV,
+    drive_id: str,
+    *,
+    weight: float | None = None,
+    state: str | None = None,
+    min_drives: int = 1,
+) -> dict[str, Any]:
+    """An operator's change to one drive (``store cluster set-weight|drain|out|in``): its record
+    and the epoch after. Refused when fewer than ``min_drives`` (the widest scheme's shards)
+    would be left to take new data."""
+    if weight is not None and not (0 <= weight <= 1e6):
+        raise InvalidArgument("a weight is a number from 0 to 1000000")
+    if state is not None and state not in STATES:
+        raise InvalidArgument(f"a drive's state is one of {', '.join(STATES)}")
+    for _ in range(TXN_RETRIES):
+        current = await read_cluster(kv)
+        known = current.drives.get(drive_id)
+        if known is None:
+            raise NotFound(f"no drive {drive_id!r} in the cluster map")
+        record = replace(
+            known,
+            weight=known.weight if weight is None else weight,
+            state=known.state if state is None else state,
+        )
+        if record == known:
+            return {"drive": asdict(known), "epoch": current.epoch}
+        left = _next_map({**current.drives, drive_id: record}, 0).drives
+        if len(left) < min_drives:
+            raise InvalidArgument(
+                f"that would leave {len(left)} drives taking new data; "
+                f"the coding scheme needs {min_drives}: add a drive first"
+            )
+        if not await _commit(kv, current, [record]):
+            continue
+        after = await read_cluster(kv)
+        return {"drive": asdict(after.drives[drive_id]), "epoch": after.epoch}
+    raise Conflict("the cluster map kept changing: try again")
+
+
+def degraded_pgs(cmap: ClusterMap, width: int, down: set[str]) -> int:
+    """How many placement groups of ``cmap`` have a shard on a drive in ``down``."""
+    if width > len(cmap.drives):
+        return 0
+    return sum(1 for pg in range(cmap.pg_count) if down & set(drives_for_pg(cmap, pg, width)))

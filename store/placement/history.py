@@ -1,0 +1,60 @@
+"""The cluster maps of every epoch: a chunk or extent is found by the map it was placed under.
+
+Every change to the drives that moves placement (a drive added, drained, taken out, reweighted,
+moved to another host, rack or zone) makes a new map with the next epoch; what was written before
+stays where its own epoch's map put it (its record names the epoch), so a change never makes
+data unreachable. A record older than the epoch field (epoch 0), or older than the oldest map
+kept, reads with the oldest map.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from store.errors import InvalidArgument
+from store.placement.hrw import ClusterMap
+
+
+class MapHistory:
+    def __init__(self, maps: Iterable[ClusterMap]) -> None:
+        self._maps: dict[int, ClusterMap] = {}
+        self._epochs: list[int] = []
+        for cmap in sorted(maps, key=lambda m: m.epoch):
+            self.add(cmap)
+        if not self._epochs:
+            raise InvalidArgument("a map history needs a map")
+
+    @property
+    def current(self) -> ClusterMap:
+        """The newest map: where new data goes."""
+        return self._maps[self._epochs[-1]]
+
+    @property
+    def epochs(self) -> list[int]:
+        return list(self._epochs)
+
+    def add(self, cmap: ClusterMap) -> None:
+        """A new map; its epoch must be above every one known (an equal one is ignored)."""
+        if self._epochs and cmap.epoch <= self._epochs[-1]:
+            if cmap.epoch in self._maps:
+                return
+            raise InvalidArgument(f"map epoch {cmap.epoch} is older than {self._epochs[-1]}")
+        self._maps[cmap.epoch] = cmap
+        self._epochs.append(cmap.epoch)
+
+    def at(self, epoch: int) -> ClusterMap:
+        """The map in force at ``epoch``: the newest one not after it.
+
+        >>> from store.placement.hrw import DriveInfo
+        >>> maps = [ClusterMap(e, 64, (DriveInfo("a", "h"),)) for e in (3, 5)]
+        >>> h = MapHistory(maps)
+        >>> [h.at(e).epoch for e in (0, 3, 4, 5, 9)]
+        [3, 3, 3, 5, 5]
+        """
+        i = bisect.bisect_right(self._epochs, epoch)
+        return self._maps[self._epochs[max(i - 1, 0)]]
+
+    def drive_ids(self) -> set[str]:
+        """Every drive any kept map places data on."""
+        return {d.drive_id for m in self._maps.values() for d in m.drives}
