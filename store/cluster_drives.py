@@ -32,6 +32,9 @@ from store.rpc.transport import RpcClient
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 5.0  # a chunk server that takes longer is suspect (rpc/transport.py)
+# A read waits this long (or 4 times the average shard read, if longer) for a shard before it
+# decodes that shard's range from the others (chunk/chunkstore.py).
+HEDGE_AFTER_S = 0.05
 
 
 def load_secret(path: Path) -> bytes:

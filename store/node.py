@@ -17,7 +17,7 @@ from pathlib import Path
 from store.chunk.api import DriveAPI
 from store.chunk.chunkstore import ChunkStore
 from store.chunk.drive import Drive
-from store.cluster_drives import load_secret, open_cluster_drives
+from store.cluster_drives import HEDGE_AFTER_S, load_secret, open_cluster_drives
 from store.cluster_map import PG_COUNT
 from store.errors import InvalidArgument
 from store.meta.api import KV
@@ -104,7 +104,8 @@ async def open_local_engine(
         open_drives(data_dir, drives, kv, cluster=cluster, secret_file=secret_file) as placed,
     ):
         by_id, cmap = placed
-        chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)))
+        hedge = HEDGE_AFTER_S if cluster else None  # remote drives: decode around a slow one
+        chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)), hedge_after_s=hedge)
         engine = ObjectEngine(kv, chunks, **engine_options)
         if clean_tmp and not cluster:
             for drive in by_id.values():

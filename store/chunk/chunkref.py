@@ -61,6 +61,7 @@ class ChunkStats:
     bytes_written: int = 0
     shard_write_failures: int = 0
     degraded_reads: int = 0
+    hedged_reads: int = 0  # reads that decoded around a slow shard
     corrupt_reads: int = 0
     missing_reads: int = 0
     shards_repaired: int = 0

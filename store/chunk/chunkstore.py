@@ -56,6 +56,8 @@ from store.placement.layout import ErasureCoded, Replicated, Scheme
 
 log = logging.getLogger(__name__)
 
+HEDGE_LATENCY_MULTIPLE = 4  # a shard read this many times the average is slow
+
 
 DamageCallback = Callable[[ChunkRef], None]
 
@@ -71,6 +73,7 @@ class ChunkStore:
         chunk_bytes: int = CHUNK_BYTES,
         cpu_threads: int = 2,
         on_damage: DamageCallback | None = None,
+        hedge_after_s: float | None = None,
     ) -> None:
         if block_bytes % CRC_BLOCK_BYTES:
             raise InvalidArgument("stripe block must be a multiple of the CRC block")
@@ -92,6 +95,10 @@ class ChunkStore:
         # Chunks being written now: no metadata names them yet, the orphan sweep must skip them.
         self.inflight: set[str] = set()
         self._placements: dict[tuple[int, int, int], list[str]] = {}
+        # Hedged reads (cluster gateways): a shard slower than this, or than a few times the
+        # average, is decoded around. None on local drives: a hedge there only adds reads.
+        self.hedge_after_s = hedge_after_s
+        self._read_latency = 0.0
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -191,21 +198,53 @@ class ChunkStore:
             lo, hi = spans.get(p.shard, (p.shard_offset, p.shard_offset))
             spans[p.shard] = (min(lo, p.shard_offset), max(hi, p.shard_offset + p.length))
         got: dict[int, tuple[int, Any]] = {}
+        all_in = trio.Event()
 
         async def fetch(index: int, lo: int, hi: int) -> None:
+            began = trio.current_time()
             data = await self._read_shard(ref, drive_ids, index, lo, hi - lo)
             if data is not None:
                 got[index] = (lo, data)
+                self._took(trio.current_time() - began)
+
+        failed: set[int] = set()
+
+        async def fetch_or_fail(index: int, lo: int, hi: int) -> None:
+            try:
+                await fetch(index, lo, hi)
+            finally:
+                if index not in got:
+                    failed.add(index)
+                if all(i in got or i in failed for i in spans):
+                    all_in.set()
 
         async with trio.open_nursery() as nursery:
             for index, (lo, hi) in spans.items():
-                nursery.start_soon(fetch, index, lo, hi)
+                nursery.start_soon(fetch_or_fail, index, lo, hi)
+            hedge = self.hedge_delay()
+            if hedge is not None:
+                with trio.move_on_after(hedge):
+                    await all_in.wait()
+                if not all_in.is_set():
+                    # A slow shard: decode its range from the others (parity), and take
+                    # whichever comes first, its own bytes or the decoded ones.
+                    slow = [i for i in spans if i not in got and i not in failed]
+                    cancel_reads = nursery.cancel_scope.cancel
+
+                    async def hedged() -> None:
+                        if await self._hedge(ref, drive_ids, spans, got, slow):
+                            cancel_reads()
+
+                    async with trio.open_nursery() as race:
+                        race.start_soon(hedged)
+                        await all_in.wait()
+                        race.cancel_scope.cancel()
         lost = [i for i in spans if i not in got]
         if lost:
             self.stats.degraded_reads += 1
             lo = min(spans[i][0] for i in lost)
             hi = max(spans[i][1] for i in lost)
-            rebuilt = await self._decode_range(ref, drive_ids, lo, hi, lost, exclude=lost)
+            rebuilt = await self._decode_range(ref, drive_ids, lo, hi, lost, exclude=lost, have=got)
             got.update((i, (lo, rebuilt[i])) for i in lost)
         out = []
         for p in pieces:
@@ -213,6 +252,39 @@ class ChunkStore:
             start = p.shard_offset - base
             out.append(memoryview(data)[start : start + p.length])
         return out
+
+    def _took(self, seconds: float) -> None:
+        """A shard read's latency, into the running average that sets the hedge delay."""
+        self._read_latency += (seconds - self._read_latency) * 0.05
+
+    def hedge_delay(self) -> float | None:
+        """How long a read waits for a slow shard before decoding around it (None: never)."""
+        if self.hedge_after_s is None:
+            return None
+        return max(self.hedge_after_s, HEDGE_LATENCY_MULTIPLE * self._read_latency)
+
+    async def _hedge(
+        self,
+        ref: ChunkRef,
+        drive_ids: Sequence[str],
+        spans: dict[int, tuple[int, int]],
+        got: dict[int, tuple[int, Any]],
+        slow: list[int],
+    ) -> bool:
+        """Decode the ``slow`` shards' ranges into ``got``; True if done before they came in."""
+        lo = min(spans[i][0] for i in slow)
+        hi = max(spans[i][1] for i in slow)
+        self.stats.hedged_reads += 1
+        try:
+            rebuilt = await self._decode_range(
+                ref, drive_ids, lo, hi, slow, exclude=slow, have=dict(got)
+            )
+        except TooFewShards:
+            return False  # nothing else to read from: wait for the slow ones
+        for i in slow:
+            if i not in got:
+                got[i] = (lo, rebuilt[i])
+        return True
 
     async def _decode_range(
         self,
@@ -222,12 +294,18 @@ class ChunkStore:
         hi: int,
         want: Sequence[int],
         exclude: Sequence[int],
+        have: Mapping[int, tuple[int, Any]] | None = None,
     ) -> dict[int, bytearray]:
-        """Shards ``want`` over shard bytes [lo, hi), rebuilt from k other shards."""
+        """Shards ``want`` over shard bytes [lo, hi), rebuilt from k other shards: those of
+        ``have`` (shard -> (offset, bytes) already read) that cover the range, then parity."""
         assert isinstance(ref.scheme, ErasureCoded)
         k, n = ref.scheme.k, ref.scheme.width
-        candidates = [i for i in range(n) if i not in exclude]
         present: dict[int, Any] = {}
+        for index, (base, data) in (have or {}).items():
+            if index not in exclude and base <= lo and base + len(data) >= hi:
+                present[index] = memoryview(data)[lo - base : hi - base]
+        candidates = [i for i in range(n) if i not in exclude and i not in present]
+        candidates.sort(key=lambda i: i < k)  # parity first: the data shards were just tried
 
         async def fetch(index: int) -> None:
             data = await self._read_shard(ref, drive_ids, index, lo, hi - lo)

@@ -33,6 +33,7 @@ _ENGINE_COUNTERS = [
     ("store_chunk_bytes_written", "data bytes written to chunks", "chunks.bytes_written"),
     ("store_shard_write_failures", "shard writes that failed", "chunks.shard_write_failures"),
     ("store_degraded_reads", "reads decoded from parity", "chunks.degraded_reads"),
+    ("store_hedged_reads", "reads that decoded around a slow shard", "chunks.hedged_reads"),
     ("store_corrupt_reads", "shard reads failing a checksum", "chunks.corrupt_reads"),
     ("store_missing_shard_reads", "reads of missing shards", "chunks.missing_reads"),
     ("store_shards_repaired", "shards rewritten by repair", "chunks.shards_repaired"),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +26,7 @@ class Server:
     log: IO[str]
     nbd: str = ""  # nbd://127.0.0.1:PORT (add /VOLUME)
     meta: str = ""  # etcd://...: a gateway on a cluster, its metadata there
+    args: list[str] = field(default_factory=list)  # `store serve` options: for another gateway
 
 
 def drive_dirs(server: Server) -> list[Path]:
@@ -60,6 +61,7 @@ def start_server(
 ) -> Server:
     port = _free_port()
     nbd_port = _free_port()
+    args = list(extra)
     if "--nbd" not in extra:
         extra = [*extra, "--nbd", f"127.0.0.1:{nbd_port}"]
     env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
@@ -92,7 +94,8 @@ def start_server(
             assert time.monotonic() < deadline, "store serve did not start"
             time.sleep(0.1)
     out.close()  # the child has its own handle
-    return Server(f"{scheme}://127.0.0.1:{port}", data, process, log, f"nbd://127.0.0.1:{nbd_port}")
+    endpoint, nbd = f"{scheme}://127.0.0.1:{port}", f"nbd://127.0.0.1:{nbd_port}"
+    return Server(endpoint, data, process, log, nbd, args=args)
 
 
 def stop_server(server: Server) -> None:

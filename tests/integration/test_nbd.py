@@ -14,21 +14,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Server, start_server, stop_server
+from tests.integration.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    Server,
+    start_server,
+    stop_server,
+)
 
 MIB = 1 << 20
 # Debian's libnbd binding is built for /usr/bin/python3; nbdsh runs whatever python3 is first.
 NBDSH_ENV = {**os.environ, "PATH": "/usr/bin:" + os.environ.get("PATH", "")}
+ADMIN_ENV = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+
+
+def store_argv(server: Server, *args: str) -> list[str]:
+    """A `store` admin command through the service's admin API (as an operator runs it)."""
+    return [sys.executable, "-m", "store", *args, "--endpoint", server.endpoint, "--json"]
 
 
 def store(server: Server, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "store", *args, "--data", str(server.data)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out)
+    done = subprocess.run(
+        store_argv(server, *args), env=ADMIN_ENV, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def run(*argv: str, **kw: object) -> str:
@@ -49,11 +59,21 @@ def nbdsh(uri: str, script: str) -> str:
     return run("nbdsh", "-u", uri, "-c", textwrap.dedent(script), env=NBDSH_ENV)
 
 
-@pytest.fixture(scope="module")
-def nbd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("nbd"), ["--workers", "1"])
-    yield running
-    stop_server(running)
+@pytest.fixture(scope="module", params=["embedded", "cluster"])
+def nbd_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The embedded node, then a gateway on a cluster (three etcd members, six chunk servers:
+    extents replicated across them): the same tests."""
+    if request.param == "embedded":
+        running = start_server(tmp_path_factory.mktemp("nbd"), ["--workers", "1"])
+        yield running
+        stop_server(running)
+        return
+    from tests.cluster.lab import running_cluster
+
+    with running_cluster(tmp_path_factory.mktemp("nbd-cluster"), workers=1) as running:
+        yield running
 
 
 @pytest.fixture
@@ -279,7 +299,7 @@ def test_flushed_writes_survive_sigkill(tmp_path: Path) -> None:
 
 def test_one_gateway_writes_a_volume(nbd_server: Server, volume: str, tmp_path: Path) -> None:
     """A second service on the same metadata cannot open a volume the first has open."""
-    second = start_server(nbd_server.data, ["--workers", "1"], name="second")
+    second = start_server(nbd_server.data, nbd_server.args, name="second")
     try:
         name = volume.rsplit("/", 1)[1]
         nbdsh(
@@ -338,14 +358,13 @@ def test_live_snapshot_while_clients_write(nbd_server: Server, volume: str, tmp_
     flushes and moves on; a client connected across it sees no error, the snapshot holds
     exactly what was acknowledged before, and fio's verify of the live volume still passes."""
     name = volume.rsplit("/", 1)[1]
-    cli = [sys.executable, "-m", "store", "volume", "snapshot", f"{name}@live"]
-    cli += ["--data", str(nbd_server.data)]
+    cli = store_argv(nbd_server, "volume", "snapshot", f"{name}@live")
     nbdsh(
         volume,
         f"""
         import subprocess
         h.pwrite(b"A" * 8192, 0)          # acknowledged, not flushed
-        subprocess.run({cli!r}, check=True, capture_output=True)
+        subprocess.run({cli!r}, check=True, capture_output=True, env={ADMIN_ENV!r})
         h.pwrite(b"B" * 4096, 0)          # after the snapshot: the volume's only
         assert h.pread(8192, 0) == b"B" * 4096 + b"A" * 4096
         """,

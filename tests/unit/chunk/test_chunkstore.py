@@ -189,3 +189,56 @@ async def test_full_drives_give_no_space_and_leave_nothing(
         assert isinstance(drive, Drive)
         assert [s async for s in drive.list_shards()] == []
         assert list((drive.root / "tmp").iterdir()) == []
+
+
+class SlowReads:
+    """A drive whose shard reads take ``delay`` seconds (a loaded or paused server)."""
+
+    def __init__(self, drive: Drive, delay: float) -> None:
+        self._drive = drive
+        self.delay = delay
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._drive, name)
+
+    async def read(self, sid: str, offset: int, length: int) -> object:
+        await trio.sleep(self.delay)
+        return await self._drive.read(sid, offset, length)
+
+
+@pytest.mark.parametrize("size", [100_000, 3 << 20])
+async def test_a_slow_shard_is_hedged_around(tmp_path: Path, size: int) -> None:
+    store = make_store(tmp_path, ErasureCoded(4, 2))
+    data = os.urandom(size)
+    (ref,) = await store.write(data)
+    slow = store.placement(ref)[0]  # a data shard's drive
+    drives = dict(store.drives)
+    drives[slow] = SlowReads(store.drives[slow], 2.0)  # type: ignore[arg-type]
+    store.drives = drives
+    store.hedge_after_s = None
+    with trio.move_on_after(1) as waited:
+        await read_all(store, ref, 0, size)
+    assert waited.cancelled_caught  # without hedging, the read waits for the slow shard
+    store.hedge_after_s = 0.05
+    began = trio.current_time()
+    assert await read_all(store, ref, 0, size) == data
+    assert trio.current_time() - began < 1.0
+    assert store.stats.hedged_reads >= 1 and store.stats.degraded_reads == 0
+    drives[slow].delay = 0  # type: ignore[attr-defined]
+    hedged = store.stats.hedged_reads
+    assert await read_all(store, ref, 0, size) == data
+    assert store.stats.hedged_reads == hedged  # a fast shard is never hedged
+
+
+async def test_a_hedge_with_nothing_to_decode_from_waits_for_the_shard(tmp_path: Path) -> None:
+    store = make_store(tmp_path, ErasureCoded(4, 2))
+    data = os.urandom(200_000)
+    (ref,) = await store.write(data)
+    drive_ids = store.placement(ref)
+    for index in (4, 5):  # both parity shards gone
+        shard_path(store, ref, index).unlink()
+    drives = dict(store.drives)
+    drives[drive_ids[1]] = SlowReads(store.drives[drive_ids[1]], 0.3)  # type: ignore[arg-type]
+    store.drives = drives
+    store.hedge_after_s = 0.05
+    assert await read_all(store, ref, 0, len(data)) == data
