@@ -135,6 +135,7 @@ class _Connection:
         self.server = server
         self.stream = stream
         self.send_lock = trio.Lock()
+        self._outbox: list[bytes | bytearray] = []  # replies' parts not yet sent, in order
         # Only the reader loop takes from ``budget``; ``gave`` wakes it when bytes come back.
         self.budget: ByteBudget[None] = ByteBudget(server.limits.max_bytes_in_flight_per_connection)
         self.gave = trio.Event()
@@ -472,9 +473,16 @@ class _Connection:
         await self._send_parts((head, data) if data else (head,))
 
     async def _send_parts(self, parts: Sequence[bytes | bytearray]) -> None:
-        """Send replies' parts in order, under the send lock: small ones joined into one
-        send, large ones (read data) sent as they are, never copied."""
+        """Send replies' parts in order. They join the outbox at once (so replies never
+        interleave); whoever holds the send lock sends everything queued by then, so replies
+        finished together share system calls: small parts joined into one send, large ones
+        (read data) sent as they are, never copied."""
+        self._outbox.extend(parts)
+        await trio.lowlevel.checkpoint()  # let the replies finished in this turn queue too
         async with self.send_lock:
+            if not self._outbox:
+                return  # sent by the holder before us
+            parts, self._outbox = self._outbox, []
             pending: list[bytes | bytearray] = []
             for part in parts:
                 if len(part) < SEND_COPY_BYTES:

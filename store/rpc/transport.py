@@ -49,6 +49,7 @@ STATUS_CANCELLED = 0xFFFD
 STATUS_CORRUPT = 0xFFFC  # a request's payload arrived damaged (a block failed its CRC)
 SUSPECT_S = 10.0  # a peer that missed a deadline gets no calls for this long
 _BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+JOIN_BELOW_BYTES = 64 << 10  # frames smaller than this are joined into one send
 
 Buffer = bytes | bytearray | memoryview
 
@@ -116,6 +117,7 @@ class _Channel:
         self.stream = stream
         self.conn = conn
         self._send_lock = trio.Lock()
+        self._outbox: list[bytes] = []  # encoded frames not yet sent, in sequence order
 
     async def handshake(self) -> str:
         with trio.fail_after(HANDSHAKE_TIMEOUT_S):
@@ -150,9 +152,28 @@ class _Channel:
             self.conn.receive_data(data)
 
     async def send(self, frames: list[wire.FrameEvent]) -> None:
+        """Frames are encoded at once, so their MAC sequence numbers follow the order the
+        callers came in; whoever holds the send lock writes everything encoded by then in one
+        send, so calls made together share system calls (on loopback a send costs the
+        receiver's work too: a third of a gateway's time went to sends of one frame each)."""
+        for frame in frames:
+            self._outbox.append(self.conn.send(frame))
+        await trio.lowlevel.checkpoint()  # let the calls made in this turn queue theirs too
         async with self._send_lock:
-            for frame in frames:  # MAC sequence numbers are taken in sending order
-                await self.stream.send_all(self.conn.send(frame))
+            if not self._outbox:
+                return  # sent by the holder before us
+            out, self._outbox = self._outbox, []
+            small: list[bytes] = []
+            for frame in out:  # small frames joined; a big one (DATA) sent as it is
+                if len(frame) < JOIN_BELOW_BYTES:
+                    small.append(frame)
+                    continue
+                if small:
+                    await self.stream.send_all(b"".join(small))
+                    small = []
+                await self.stream.send_all(frame)
+            if small:
+                await self.stream.send_all(b"".join(small))
 
 
 # -- client -------------------------------------------------------------------------------------
