@@ -20,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from store.lab.etcd import EtcdCluster, free_ports
+from tests.cluster.load import Load
 from tests.integration.conftest import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -265,3 +266,51 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
         assert rows["node1.d0"]["state"] == "draining" and rows["node1.d0"]["status"] == "up"
     finally:
         stop_server(gateway)
+
+
+@pytest.mark.slow
+def test_chunk_servers_die_under_s3_and_nbd_load(
+    gateway: Server, chunks: Chunks, tmp_path: Path
+) -> None:
+    """m = 2 chunk servers SIGKILLed while S3 clients write and read and fio writes a volume
+    with three replicas: no read fails, no acknowledged write is lost (object writes may be
+    refused with 503 while fewer than k + 1 servers are up), fio's verify passes; both back:
+    writes succeed again and everything reads."""
+    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+    create = [sys.executable, "-m", "store", "volume", "create", "loaded", "--size", "32M"]
+    create += ["--replicas", "3", "--endpoint", gateway.endpoint]
+    subprocess.run(create, check=True, env=env, timeout=60, capture_output=True)
+    s3 = make_client(gateway.endpoint)
+    s3.create_bucket(Bucket="load")
+    fio = subprocess.Popen(
+        [
+            "fio", "--name=loaded", "--ioengine=nbd", f"--uri={gateway.nbd}/loaded",
+            "--rw=randwrite", "--bs=4k", "--iodepth=8", "--size=32M", "--verify=crc32c",
+            "--do_verify=1", "--verify_fatal=1", "--output-format=json",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    with Load(gateway.endpoint).running() as load:
+        time.sleep(2)
+        chunks.kill(2)
+        time.sleep(2)
+        chunks.kill(4)
+        mark = len(load.outcomes)
+        time.sleep(4)
+        assert set(load.since(mark, "put")) <= {"ok", "ServiceUnavailable"}
+        assert load.since(mark, "get") and set(load.since(mark, "get")) == {"ok"}
+        chunks.start(2)
+        chunks.start(4)
+        time.sleep(11)  # the suspect period after their missed calls runs out
+        mark = len(load.outcomes)
+        deadline = time.monotonic() + 20
+        while load.since(mark, "put").count("ok") < 5:
+            assert time.monotonic() < deadline, load.since(mark)
+            time.sleep(0.5)
+    out, err = fio.communicate(timeout=300)
+    assert fio.returncode == 0, err
+    job = json.loads(out[out.index("{") :])["jobs"][0]
+    assert job["error"] == 0 and job["read"]["io_bytes"] == 32 << 20  # all verified
+    assert set(load.since(0, "get")) == {"ok"}
+    assert set(load.since(0, "put")) <= {"ok", "ServiceUnavailable"}
+    load.check_all_written()

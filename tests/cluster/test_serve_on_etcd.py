@@ -8,20 +8,18 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from botocore.exceptions import ClientError
 
 from store.lab.etcd import EtcdCluster
 from store.meta.api import prefix_end
 from store.meta.etcd import open_etcd_kv
+from tests.cluster.load import Load
 from tests.integration.conftest import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -114,38 +112,6 @@ def test_volumes_on_etcd_metadata(served: Server, tmp_path: Path) -> None:
     assert (tmp_path / "out.raw").read_bytes() == source.read_bytes()
 
 
-@dataclass
-class Load:
-    """S3 writes and reads in a thread, each outcome kept: ("ok" | error code, seconds)."""
-
-    endpoint: str
-    outcomes: list[tuple[str, float]] = field(default_factory=list)
-    written: dict[str, bytes] = field(default_factory=dict)  # acknowledged writes
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        from botocore.config import Config
-
-        s3 = make_client(self.endpoint, config=Config(retries={"max_attempts": 1}, read_timeout=30))
-        i = 0
-        while not self.stop.is_set():
-            key, body = f"load-{i}", os.urandom(2000 + i % 5000)
-            began = time.monotonic()
-            try:
-                s3.put_object(Bucket="load", Key=key, Body=body)
-                self.written[key] = body
-                if i % 3 == 0:
-                    assert s3.get_object(Bucket="load", Key=key)["Body"].read() == body
-                outcome = "ok"
-            except ClientError as e:
-                outcome = e.response["Error"]["Code"]
-            self.outcomes.append((outcome, time.monotonic() - began))
-            i += 1
-
-    def since(self, mark: int) -> list[str]:
-        return [o for o, _ in self.outcomes[mark:]]
-
-
 @pytest.mark.slow
 def test_etcd_members_die_under_load(served: Server, etcd: EtcdCluster) -> None:
     """One member killed (the leader) under S3 load: the service goes on. A second killed: clean
@@ -153,10 +119,7 @@ def test_etcd_members_die_under_load(served: Server, etcd: EtcdCluster) -> None:
     acknowledged at any point reads back intact."""
     s3 = make_client(served.endpoint)
     s3.create_bucket(Bucket="load")
-    load = Load(served.endpoint)
-    worker = threading.Thread(target=load.run)
-    worker.start()
-    try:
+    with Load(served.endpoint).running() as load:
         time.sleep(2)
         first = etcd.leader()
         etcd.kill_member(first)
@@ -172,18 +135,14 @@ def test_etcd_members_die_under_load(served: Server, etcd: EtcdCluster) -> None:
         mark = len(load.outcomes)
         time.sleep(12)
         without_quorum = load.outcomes[mark:]
-        assert without_quorum and {o for o, _ in without_quorum} == {"ServiceUnavailable"}
-        assert max(t for _, t in without_quorum) < 15  # refused within the deadline
+        assert without_quorum and {o for _, o, _ in without_quorum} == {"ServiceUnavailable"}
+        assert max(t for _, _, t in without_quorum) < 15  # refused within the deadline
 
         etcd.start_member(second)
         deadline = time.monotonic() + 30
         mark = len(load.outcomes)
-        while load.since(mark).count("ok") < 5:
+        while load.since(mark, "put").count("ok") < 5:
             assert time.monotonic() < deadline, load.since(mark)
             time.sleep(0.5)
-    finally:
-        load.stop.set()
-        worker.join(60)
     assert set(load.since(0)) <= {"ok", "ServiceUnavailable"}
-    for key, body in load.written.items():
-        assert s3.get_object(Bucket="load", Key=key)["Body"].read() == body
+    load.check_all_written()
