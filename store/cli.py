@@ -145,6 +145,16 @@ def _maintenance(args: argparse.Namespace) -> int:
 def _cluster(args: argparse.Namespace) -> int:
     from store.admin.cluster_status import table
 
+    if args.action == "rebalance":
+        summary = _admin_command(args, "cluster.rebalance", {})
+        if summary is None:
+            return 1
+        print(
+            json.dumps(summary)
+            if args.json
+            else "\n".join(f"{k:>20}: {v}" for k, v in summary.items())
+        )
+        return 1 if summary["pgs_failed"] else 0
     if args.action == "status":
         result = _admin_command(args, "cluster.status", {})
         if result is None:
@@ -497,9 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = sub.add_parser(
         "cluster",
         help="the drives data is placed on: where, up or down, how full (status); "
-        "which take new data (set-weight, drain, out, in)",
+        "which take new data (set-weight, drain, out, in); move data to the newest map "
+        "(rebalance)",
     )
-    cluster.add_argument("action", choices=["status", "set-weight", "drain", "out", "in"])
+    cluster.add_argument(
+        "action", choices=["status", "set-weight", "drain", "out", "in", "rebalance"]
+    )
     cluster.add_argument(
         "target", nargs="?", metavar="DRIVE", help="the drive (set-weight, drain, out, in)"
     )

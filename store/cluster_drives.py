@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,7 +22,13 @@ import trio
 
 from store.chunk.api import DriveAPI
 from store.chunk.remote_drive import RemoteDrive
-from store.cluster_map import ALIVE_PREFIX, ClusterState, read_cluster
+from store.cluster_map import (
+    ALIVE_PREFIX,
+    GATEWAYS_PREFIX,
+    ClusterState,
+    gateway_value,
+    read_cluster,
+)
 from store.config import parse_address
 from store.errors import InvalidArgument, StoreError, Unavailable
 from store.meta.api import KV, Compacted
@@ -35,6 +41,10 @@ CALL_TIMEOUT_S = 5.0  # a chunk server that takes longer is suspect (rpc/transpo
 # A read waits this long (or 4 times the average shard read, if longer) for a shard before it
 # decodes that shard's range from the others (chunk/chunkstore.py).
 HEDGE_AFTER_S = 0.05
+GATEWAY_TTL_S = 10
+REPORT_EVERY_S = 0.5
+# Keys whose changes move no data: a gateway does not re-read the map for them.
+_NOT_PLACEMENT = (ALIVE_PREFIX, GATEWAYS_PREFIX)
 
 
 def load_secret(path: Path) -> bytes:
@@ -88,6 +98,8 @@ class _ClusterView:
                 if epoch > self.history.current.epoch:
                     self.history.add(state.history.at(epoch))
                     log.info("cluster map: now at epoch %d", epoch)
+        self.history.moved = dict(state.moved)  # after the maps it names
+        self.history.revision = state.revision
 
     async def follow(self, revision: int) -> None:
         """Apply every change to the drives and maps from ``revision`` on."""
@@ -96,7 +108,7 @@ class _ClusterView:
                 async with self._kv.watch(b"CM/", revision) as changes:
                     async for batch in changes:
                         revision = batch.revision + 1
-                        if any(not e.kv.key.startswith(ALIVE_PREFIX) for e in batch.events):
+                        if any(not e.kv.key.startswith(_NOT_PLACEMENT) for e in batch.events):
                             self.apply(await read_cluster(self._kv))
             except Compacted:
                 state = await read_cluster(self._kv)
@@ -109,6 +121,35 @@ class _ClusterView:
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+
+
+async def report_settled(
+    kv: KV, settled: Callable[[], int], history: MapHistory, name: str
+) -> None:
+    """Keep this gateway's ``CM/gateways/<name>`` current under a lease of its own: the lowest
+    epoch it still has unrecorded chunks of, and the cluster map revision it has applied (what
+    the rebalancer waits on before it moves or deletes anything)."""
+    key = GATEWAYS_PREFIX + name.encode()
+    while True:
+        try:
+            lease = await kv.lease_grant(GATEWAY_TTL_S)
+            try:
+                last, renewed = None, trio.current_time()
+                while True:
+                    now = (settled(), history.revision)
+                    if now != last:
+                        await kv.put(key, gateway_value(*now), lease=lease)
+                        last = now
+                    if trio.current_time() - renewed >= GATEWAY_TTL_S / 3:
+                        await kv.lease_keepalive(lease)
+                        renewed = trio.current_time()
+                    await trio.sleep(REPORT_EVERY_S)
+            finally:
+                with trio.move_on_after(2, shield=True):
+                    await kv.lease_revoke(lease)
+        except StoreError as e:
+            log.warning("cluster map: cannot report this gateway's state (%s); retrying", e)
+            await trio.sleep(1)
 
 
 @asynccontextmanager

@@ -7,6 +7,10 @@ Keys (all under ``CM/``):
     CM/alive/<drive id>    {address}: under the chunk server's lease, gone when it stops
     CM/epoch               {epoch}: the newest placement map's epoch
     CM/maps/<epoch>        the placement map of that epoch (the drives that take new data)
+    CM/pgs/<pg>            {epoch}: the rebalancer moved the PG's chunks of that epoch and
+                           older to that epoch's drives (store/admin/rebalance.py)
+    CM/gateways/<id>       {settled, revision}: a gateway's lowest epoch with chunks still
+                           unrecorded, and the CM/ revision it has applied; under its lease
 
 Liveness never moves placement: a down drive stays in the map and its shards are read around
 and rebuilt. What moves placement (a drive added, reweighted, drained, taken out, or moved to
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from store.errors import Conflict, InvalidArgument, NotFound
@@ -31,6 +35,8 @@ from store.placement.hrw import ClusterMap, DriveInfo, drives_for_pg
 
 ALIVE_PREFIX = b"CM/alive/"
 DRIVES_PREFIX = b"CM/drives/"
+GATEWAYS_PREFIX = b"CM/gateways/"
+PGS_PREFIX = b"CM/pgs/"
 EPOCH_KEY = b"CM/epoch"
 MAPS_PREFIX = b"CM/maps/"
 PG_COUNT = 256
@@ -117,6 +123,8 @@ class ClusterState:
     epoch_revision: int  # mod revision of CM/epoch, 0 when absent: what a change compares
     history: MapHistory | None
     revision: int
+    moved: dict[int, int] = field(default_factory=dict)  # pg -> the epoch it was moved to
+    gateways: dict[str, tuple[int, int]] = field(default_factory=dict)  # (settled, revision)
 
 
 async def read_cluster(kv: KV) -> ClusterState:
@@ -124,6 +132,8 @@ async def read_cluster(kv: KV) -> ClusterState:
     drives: dict[str, DriveRecord] = {}
     alive: dict[str, str] = {}
     maps: list[ClusterMap] = []
+    moved: dict[int, int] = {}
+    gateways: dict[str, tuple[int, int]] = {}
     epoch = epoch_revision = 0
     for item in found.kvs:
         if item.key.startswith(DRIVES_PREFIX):
@@ -138,11 +148,21 @@ async def read_cluster(kv: KV) -> ClusterState:
                 continue
         elif item.key.startswith(MAPS_PREFIX):
             maps.append(decode_map(item.value))
+        elif item.key.startswith(PGS_PREFIX):
+            moved[int(item.key[len(PGS_PREFIX) :], 16)] = int(json.loads(item.value)["epoch"])
+        elif item.key.startswith(GATEWAYS_PREFIX):
+            record = json.loads(item.value)
+            name = item.key[len(GATEWAYS_PREFIX) :].decode()
+            gateways[name] = (int(record["settled"]), int(record["revision"]))
         elif item.key == EPOCH_KEY:
             epoch = int(json.loads(item.value)["epoch"])
             epoch_revision = item.mod_revision
     history = MapHistory(maps) if maps else None
-    return ClusterState(drives, alive, epoch, epoch_revision, history, found.revision)
+    if history is not None:
+        history.moved = moved
+    return ClusterState(
+        drives, alive, epoch, epoch_revision, history, found.revision, moved, gateways
+    )
 
 
 def _next_map(drives: Mapping[str, DriveRecord], epoch: int) -> ClusterMap:
@@ -231,3 +251,15 @@ def degraded_pgs(cmap: ClusterMap, width: int, down: set[str]) -> int:
     if width > len(cmap.drives):
         return 0
     return sum(1 for pg in range(cmap.pg_count) if down & set(drives_for_pg(cmap, pg, width)))
+
+
+def pg_key(pg: int) -> bytes:
+    return PGS_PREFIX + b"%04x" % pg
+
+
+def moved_value(epoch: int) -> bytes:
+    return json.dumps({"epoch": epoch}).encode()
+
+
+def gateway_value(settled: int, revision: int) -> bytes:
+    return json.dumps({"settled": settled, "revision": revision}).encode()

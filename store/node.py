@@ -9,15 +9,23 @@ not change when the service restarts; a replaced drive keeps its id and is refil
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import trio
+
 from store.chunk.api import DriveAPI
 from store.chunk.chunkstore import ChunkStore
 from store.chunk.drive import Drive
-from store.cluster_drives import HEDGE_AFTER_S, load_secret, open_cluster_drives
+from store.cluster_drives import (
+    HEDGE_AFTER_S,
+    load_secret,
+    open_cluster_drives,
+    report_settled,
+)
 from store.cluster_map import PG_COUNT
 from store.errors import InvalidArgument
 from store.meta.api import KV
@@ -110,4 +118,11 @@ async def open_local_engine(
         if clean_tmp and not cluster:
             for drive in by_id.values():
                 await drive.clean_tmp()
-        yield engine
+        if not cluster:
+            yield engine
+            return
+        async with trio.open_nursery() as nursery:
+            name = f"{socket.gethostname()}-{os.getpid()}"
+            nursery.start_soon(report_settled, kv, chunks.settled_epoch, chunks.maps, name)
+            yield engine
+            nursery.cancel_scope.cancel()

@@ -18,6 +18,7 @@ import trio
 
 from store import __version__
 from store.admin.cluster_status import cluster_status as status_of_cluster
+from store.admin.rebalance import rebalance
 from store.auth import users
 from store.cluster_map import change_drive
 from store.errors import InvalidArgument
@@ -236,6 +237,10 @@ async def cluster_status(ctx: Context, args: Mapping[str, Any], progress: Progre
     return await status_of_cluster(ctx.engine)
 
 
+async def cluster_rebalance(ctx: Context, args: Mapping[str, Any], progress: Progress) -> object:
+    return await rebalance(ctx.engine, progress)
+
+
 def _drive_change(state: str | None, weighted: bool = False) -> Operation:
     """An operator's change to a drive in the cluster map; answered once this gateway places
     by the new map (the others follow within their watch's delay)."""
@@ -287,6 +292,7 @@ OPERATIONS: dict[str, Operation] = {
     "cluster.drain": _drive_change("draining"),
     "cluster.out": _drive_change("out"),
     "cluster.in": _drive_change("up"),
+    "cluster.rebalance": cluster_rebalance,
 }
 # Long operations: the admin API runs them as jobs (started, then polled with progress).
 JOBS = frozenset(
@@ -297,6 +303,7 @@ JOBS = frozenset(
         "maintenance.scrub",
         "maintenance.heal",
         "maintenance.gc",
+        "cluster.rebalance",
     }
 )
 

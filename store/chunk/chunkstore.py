@@ -92,8 +92,9 @@ class ChunkStore:
         # Encoding is CPU work: bound the threads it takes so drives keep theirs.
         self.cpu = trio.CapacityLimiter(cpu_threads)
         self._codecs: dict[tuple[int, int], native.ErasureCode] = {}
-        # Chunks being written now: no metadata names them yet, the orphan sweep must skip them.
-        self.inflight: set[str] = set()
+        # Chunks being written, or written and not yet named by the metadata (the orphan sweep
+        # skips them), each with the epoch it is placed under (the rebalancer waits for them).
+        self.inflight: dict[str, int] = {}
         self._placements: dict[tuple[int, int, int], list[str]] = {}
         # Hedged reads (cluster gateways): a shard slower than this, or than a few times the
         # average, is decoded around. None on local drives: a hedge there only adds reads.
@@ -116,8 +117,9 @@ class ChunkStore:
     def placement(self, ref: ChunkRef) -> list[str]:
         """Drive ids of the chunk's shards (shard i on entry i), by the map of the epoch it was
         written under. Rankings are cached per map and placement group (maps never change)."""
-        cmap = self.maps.at(ref.epoch)
-        key = (cmap.epoch, pg_of(ref.chunk_id, cmap.pg_count), ref.scheme.width)
+        pg = pg_of(ref.chunk_id, self.maps.current.pg_count)  # fixed for the cluster's life
+        cmap = self.maps.for_chunk(ref.epoch, pg)
+        key = (cmap.epoch, pg, ref.scheme.width)
         found = self._placements.get(key)
         if found is None:
             found = self._placements[key] = drives_for_pg(cmap, *key[1:])
@@ -163,7 +165,12 @@ class ChunkStore:
     def release(self, refs: Sequence[ChunkRef]) -> None:
         """The caller has referenced (or deleted) these chunks: the orphan sweep may see them."""
         for ref in refs:
-            self.inflight.discard(ref.chunk_id)
+            self.inflight.pop(ref.chunk_id, None)
+
+    def settled_epoch(self) -> int:
+        """The lowest epoch a chunk not yet named by the metadata was placed under (the
+        current one when there is none): the rebalancer's barrier."""
+        return min(self.inflight.values(), default=self.cmap.epoch)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -377,6 +384,47 @@ class ChunkStore:
             for index in range(ref.scheme.width):
                 nursery.start_soon(verify, index)
         return sorted(problems, key=lambda p: p.index)
+
+    async def copy_shard(
+        self,
+        ref: ChunkRef,
+        index: int,
+        to_drive: str,
+        pace: Callable[[int], Awaitable[None]] | None = None,
+    ) -> int:
+        """Shard ``index`` of a chunk, as placed now, written to ``to_drive`` (read where it is,
+        or decoded from the others where it cannot be); the bytes written. The copy lands by
+        rename, so a crash leaves no partial shard."""
+        drive_ids = self.placement(ref)
+        shard_length = ref.layout.shard_length
+        sid = shard_id(ref.chunk_id, index)
+        writer = await self.drives[to_drive].create(sid, CRC_BLOCK_BYTES)
+        step = max(1, READ_WINDOW_BYTES // CRC_BLOCK_BYTES) * CRC_BLOCK_BYTES
+        try:
+            for lo in range(0, shard_length, step):
+                hi = min(shard_length, lo + step)
+                data = await self._read_shard(ref, drive_ids, index, lo, hi - lo)
+                if data is None and isinstance(ref.scheme, Replicated):
+                    for other in range(ref.scheme.copies):
+                        if other != index:
+                            data = await self._read_shard(ref, drive_ids, other, lo, hi - lo)
+                            if data is not None:
+                                break
+                    if data is None:
+                        raise TooFewShards(f"no readable copy of chunk {ref.chunk_id}")
+                elif data is None:
+                    data = (await self._decode_range(ref, drive_ids, lo, hi, [index], [index]))[
+                        index
+                    ]
+                await writer.write(data)
+                if pace is not None:
+                    await pace(hi - lo)
+            await writer.commit()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await writer.abort()
+            raise
+        return shard_length
 
     async def repair(
         self,

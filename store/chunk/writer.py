@@ -36,7 +36,7 @@ class ChunkTarget(Protocol):
     block_bytes: int
     chunk_bytes: int
     cpu: trio.CapacityLimiter
-    inflight: set[str]
+    inflight: dict[str, int]
 
     @property
     def cmap(self) -> ClusterMap: ...
@@ -196,7 +196,7 @@ class _ChunkWriter:
         ref = ChunkRef(chunk_id, scheme, store.block_bytes, 0, store.cmap.epoch)
         drive_ids = store.placement(ref)
         self = cls(store, ref, drive_ids, nursery)
-        store.inflight.add(ref.chunk_id)
+        store.inflight[ref.chunk_id] = ref.epoch
 
         async def open_one(index: int) -> None:
             try:
@@ -360,4 +360,4 @@ class _ChunkWriter:
             for w in self._writers.values():
                 await w.abort()
             self._writers.clear()
-            self.store.inflight.discard(self.ref.chunk_id)
+            self.store.inflight.pop(self.ref.chunk_id, None)

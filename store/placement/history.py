@@ -4,7 +4,8 @@ Every change to the drives that moves placement (a drive added, drained, taken o
 moved to another host, rack or zone) makes a new map with the next epoch; what was written before
 stays where its own epoch's map put it (its record names the epoch), so a change never makes
 data unreachable. A record older than the epoch field (epoch 0), or older than the oldest map
-kept, reads with the oldest map.
+kept, reads with the oldest map. A placement group the rebalancer has moved to a newer epoch
+has its older chunks there instead (``moved``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ class MapHistory:
     def __init__(self, maps: Iterable[ClusterMap]) -> None:
         self._maps: dict[int, ClusterMap] = {}
         self._epochs: list[int] = []
+        # PG -> the epoch the rebalancer moved it to: its chunks of that epoch and older are
+        # where that epoch's map puts them.
+        self.moved: dict[int, int] = {}
+        self.revision = 0  # of the cluster map this history was last brought up to
         for cmap in sorted(maps, key=lambda m: m.epoch):
             self.add(cmap)
         if not self._epochs:
@@ -54,6 +59,10 @@ class MapHistory:
         """
         i = bisect.bisect_right(self._epochs, epoch)
         return self._maps[self._epochs[max(i - 1, 0)]]
+
+    def for_chunk(self, epoch: int, pg: int) -> ClusterMap:
+        """The map placing a chunk written under ``epoch`` in placement group ``pg``."""
+        return self.at(max(epoch, self.moved.get(pg, 0)))
 
     def drive_ids(self) -> set[str]:
         """Every drive any kept map places data on."""

@@ -164,14 +164,14 @@ class _Channel:
                 return  # sent by the holder before us
             out, self._outbox = self._outbox, []
             small: list[bytes] = []
-            for frame in out:  # small frames joined; a big one (DATA) sent as it is
-                if len(frame) < JOIN_BELOW_BYTES:
-                    small.append(frame)
+            for encoded in out:  # small frames joined; a big one (DATA) sent as it is
+                if len(encoded) < JOIN_BELOW_BYTES:
+                    small.append(encoded)
                     continue
                 if small:
                     await self.stream.send_all(b"".join(small))
                     small = []
-                await self.stream.send_all(frame)
+                await self.stream.send_all(encoded)
             if small:
                 await self.stream.send_all(b"".join(small))
 

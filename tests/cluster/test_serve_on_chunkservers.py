@@ -213,7 +213,8 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
 ) -> None:
     """A drive whose server is down stays in the map: a gateway started meanwhile places and
     reads as before. A new server's drive and an operator's drain make new epochs that the
-    running gateway follows: new data avoids the drained drive, old data still reads."""
+    running gateway follows: new data avoids the drained drive, old data still reads; then
+    `store cluster rebalance` moves everything off it."""
     data, extra = gateway_args(tmp_path, etcd)
     gateway = start_server(data, extra)
     s3 = make_client(gateway.endpoint)
@@ -264,6 +265,16 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
             assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
         rows = {d["drive"]: d for d in cluster_status(gateway)["drives"]}
         assert rows["node1.d0"]["state"] == "draining" and rows["node1.d0"]["status"] == "up"
+
+        moved = cluster_command(gateway, "rebalance", "--json")
+        assert moved.returncode == 0, moved.stderr
+        summary = json.loads(moved.stdout)
+        assert summary["pgs_failed"] == [] and summary["shards_copied"] > 0
+        assert not list(node1.glob("*/*"))  # the drained drive is empty
+        for key, body in bodies.items():
+            assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
+        for i in range(6):
+            s3.get_object(Bucket="bkt", Key=f"new-{i}")["Body"].read()
     finally:
         stop_server(gateway)
 
