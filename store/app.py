@@ -39,7 +39,6 @@ from prometheus_client import CollectorRegistry
 from store.admin import operations
 from store.admin.jobs import Jobs
 from store.auth import users
-from store.auth.master_keys import ensure_master_keys
 from store.config import Config, nbd_tls_mode, parse_address, with_listen
 from store.gateway.admin import AdminApi
 from store.gateway.http import Drain, Limits, serve_http
@@ -47,7 +46,7 @@ from store.gateway.metrics import NbdMetrics
 from store.gateway.nbd import NbdServer
 from store.gateway.s3 import S3Gateway, bad_request_response
 from store.nbd.budget import NbdLimits
-from store.node import local_volumes, open_local_engine
+from store.node import local_volumes, master_keys, open_local_engine
 from store.objects import maintenance
 from store.objects.engine import ObjectEngine
 from store.volumes.admin import Volumes
@@ -237,7 +236,12 @@ async def _run_gateway(
     jobs = Jobs(engine.kv)
     ctx = operations.Context(engine, local_volumes(engine), time.time())
     admin = AdminApi(ctx, jobs, config.s3.region)
-    keys = await ensure_master_keys(config.data_dir)
+    keys = await master_keys(
+        engine.kv,
+        config.data_dir,
+        cluster=config.storage.cluster,
+        secret_file=config.storage.secret_file,
+    )
     gateway = S3Gateway(engine, config.s3, keys)
     listeners = _trio_listeners(config, socks)
     draining = Drain()
@@ -378,7 +382,12 @@ async def _supervise(
         secret_file=config.storage.secret_file,
     ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
         root, created = await users.ensure_root(engine.kv, config.data_dir)
-        await ensure_master_keys(config.data_dir)  # and the SSE master key, before workers read it
+        await master_keys(  # and the SSE master keys, before workers read them
+            engine.kv,
+            config.data_dir,
+            cluster=config.storage.cluster,
+            secret_file=config.storage.secret_file,
+        )
     metrics_dir = config.data_dir / "run" / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, mode=0o700)

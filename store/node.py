@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from store.auth.master_keys import MasterKeys, ensure_master_keys, ensure_shared_master_keys
 from store.chunk.api import DriveAPI
 from store.chunk.chunkstore import ChunkStore
 from store.chunk.drive import Drive
@@ -71,6 +72,20 @@ async def open_metadata(data_dir: Path, meta: str = "") -> AsyncIterator[KV]:
             yield kv
 
 
+def cluster_secret(data_dir: Path, secret_file: str = "") -> bytes:
+    """The cluster secret a gateway authenticates with (``storage.secret_file``)."""
+    return load_secret(Path(secret_file) if secret_file else data_dir / "cluster.secret")
+
+
+async def master_keys(kv: KV, data_dir: Path, *, cluster: bool, secret_file: str) -> MasterKeys:
+    """The SSE-S3 master keys: the data directory's own, or with ``cluster`` the cluster's,
+    shared through the metadata (store/auth/master_keys.py)."""
+    if cluster:
+        secret = cluster_secret(data_dir, secret_file)
+        return await ensure_shared_master_keys(kv, secret, data_dir)
+    return await ensure_master_keys(data_dir)
+
+
 @asynccontextmanager
 async def open_drives(
     data_dir: Path, drives: int | Sequence[Path], kv: KV, *, cluster: bool, secret_file: str
@@ -78,7 +93,7 @@ async def open_drives(
     """The engine's drives and their placement map: local directories (``drives``), or with
     ``cluster`` the chunk servers registered in the metadata's cluster map."""
     if cluster:
-        secret = load_secret(Path(secret_file) if secret_file else data_dir / "cluster.secret")
+        secret = cluster_secret(data_dir, secret_file)
         name = f"{socket.gethostname()}-gateway"
         async with open_cluster_drives(kv, secret, name) as placed:
             yield placed

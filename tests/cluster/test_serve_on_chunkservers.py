@@ -325,3 +325,28 @@ def test_chunk_servers_die_under_s3_and_nbd_load(
     assert set(load.since(0, "get")) == {"ok"}
     assert set(load.since(0, "put")) <= {"ok", "ServiceUnavailable"}
     load.check_all_written()
+
+
+def test_two_gateways_serve_the_same_buckets_and_keys(
+    gateway: Server, tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    """A second gateway with a data directory of its own (another host, in effect) serves what
+    the first wrote, SSE-S3 objects included: the master keys are the cluster's, kept in etcd
+    wrapped by the cluster secret, not each gateway's file."""
+    _, extra = gateway_args(tmp_path, etcd)
+    other_data = tmp_path / "gateway-2"
+    other_data.mkdir()
+    other = start_server(other_data, extra, name="second")
+    try:
+        a, b = make_client(gateway.endpoint), make_client(other.endpoint)
+        a.create_bucket(Bucket="shared")
+        body = os.urandom(3 << 20)
+        a.put_object(Bucket="shared", Key="sealed", Body=body, ServerSideEncryption="AES256")
+        got = b.get_object(Bucket="shared", Key="sealed")
+        assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == body
+        b.put_object(Bucket="shared", Key="back", Body=b"from two", ServerSideEncryption="AES256")
+        assert a.get_object(Bucket="shared", Key="back")["Body"].read() == b"from two"
+        assert not (gateway.data / "sse-keys.json").exists()
+        assert not (other_data / "sse-keys.json").exists()
+    finally:
+        stop_server(other)

@@ -126,10 +126,32 @@ def test_sse_s3_default_encryption_and_kms(server: Server, s3: Any, bucket: str)
         )
     assert code_of(e.value) == "InvalidArgument"
     assert not drives_contain(server, MARKER)
+    assert not drives_contain(server, current_master_key(server))  # in etcd too: wrapped
+
+
+def current_master_key(server: Server) -> bytes:
+    """The SSE-S3 master key new objects are wrapped by: the data directory's file (mode 0600),
+    or on a cluster the one in etcd, opened with the cluster secret."""
     keyfile = server.data / "sse-keys.json"
-    assert keyfile.stat().st_mode & 0o777 == 0o600
-    assert not drives_contain(server, base64.b64decode(json.loads(keyfile.read_text())["keys"][
-        json.loads(keyfile.read_text())["current"]]))  # fmt: skip
+    if not server.meta:
+        assert keyfile.stat().st_mode & 0o777 == 0o600
+        doc = json.loads(keyfile.read_text())
+        return base64.b64decode(doc["keys"][doc["current"]])
+    import trio
+
+    from store.auth.master_keys import ensure_shared_master_keys
+    from store.cluster_drives import load_secret
+    from store.meta.etcd import open_etcd_kv
+
+    assert not keyfile.exists()  # the cluster's keys, not a file of the gateway's
+
+    async def shared() -> bytes:
+        secret = load_secret(server.data.parent / "cluster.secret")
+        async with open_etcd_kv(server.meta) as kv:
+            keys = await ensure_shared_master_keys(kv, secret, server.data, env={})
+        return keys.keys[keys.current]
+
+    return trio.run(shared)
 
 
 def test_copies_between_keys_and_modes(s3: Any, bucket: str) -> None:
