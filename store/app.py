@@ -49,6 +49,7 @@ from store.nbd.budget import NbdLimits
 from store.node import local_volumes, master_keys, open_local_engine
 from store.objects import maintenance
 from store.objects.engine import ObjectEngine
+from store.rpc.tls import TlsFiles
 from store.volumes.admin import Volumes
 
 log = logging.getLogger("store")
@@ -71,6 +72,11 @@ def nbd_address(config: Config) -> tuple[str, int] | None:
 def drives_of(config: Config) -> int | list[Path]:
     drives = config.storage.drives
     return drives if isinstance(drives, int) else [Path(d) for d in drives]
+
+
+def rpc_tls_of(config: Config) -> TlsFiles | None:
+    storage = config.storage
+    return TlsFiles.of(storage.rpc_tls_cert, storage.rpc_tls_key, storage.rpc_tls_ca)
 
 
 def workers_of(config: Config) -> int:
@@ -291,6 +297,7 @@ async def serve(
         meta=config.storage.meta,
         cluster=config.storage.cluster,
         secret_file=config.storage.secret_file,
+        rpc_tls=rpc_tls_of(config),
     ) as engine:
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         async with trio.open_nursery() as nursery:
@@ -318,6 +325,7 @@ async def serve_worker(config: Config, fds: WorkerFds) -> None:
         meta=config.storage.meta,
         cluster=config.storage.cluster,
         secret_file=config.storage.secret_file,
+        rpc_tls=rpc_tls_of(config),
         clean_tmp=False,
     ) as engine:
         await _run_gateway(
@@ -380,6 +388,7 @@ async def _supervise(
         meta=config.storage.meta,
         cluster=config.storage.cluster,
         secret_file=config.storage.secret_file,
+        rpc_tls=rpc_tls_of(config),
     ) as engine:  # before any worker: checks the configuration, cleans tmp, makes the root key
         root, created = await users.ensure_root(engine.kv, config.data_dir)
         await master_keys(  # and the SSE master keys, before workers read them

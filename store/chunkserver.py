@@ -37,6 +37,7 @@ from store.cluster_map import ALIVE_PREFIX, DriveRecord, register_drives
 from store.errors import InvalidArgument, StoreError
 from store.meta.api import KV
 from store.meta.etcd import open_etcd_kv
+from store.rpc.tls import TlsFiles, server_context
 from store.rpc.transport import serve_rpc
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ChunkServerConfig:
     zone: str = ""
     lease_ttl_s: int = LEASE_TTL_S
     metrics: tuple[str, int] | None = None  # where /metrics is served (prometheus-client)
+    tls: TlsFiles | None = None  # mutual TLS on the RPC (store/rpc/tls.py)
 
     @property
     def host_name(self) -> str:
@@ -111,7 +113,8 @@ async def serve_chunks(
     bound = listeners[0].socket.getsockname()[1]
     name = config.host_name
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve_rpc, listeners, name, secret, server.handle))
+        tls = None if config.tls is None else server_context(config.tls)
+        await nursery.start(partial(serve_rpc, listeners, name, secret, server.handle, tls=tls))
         nursery.start_soon(server.sweep_sinks)
         if config.meta:
             await nursery.start(_registered, config, bound, list(drives))

@@ -211,6 +211,9 @@ _SERVE_FLAGS = {
     "meta": "storage.meta",
     "cluster": "storage.cluster",
     "secret_file": "storage.secret_file",
+    "rpc_tls_cert": "storage.rpc_tls_cert",
+    "rpc_tls_key": "storage.rpc_tls_key",
+    "rpc_tls_ca": "storage.rpc_tls_ca",
     "workers": "service.workers",
 }
 
@@ -264,11 +267,14 @@ def _chunkserver(args: argparse.Namespace) -> int:
 
     from store.chunkserver import ChunkServerConfig, run
     from store.config import parse_address
+    from store.errors import InvalidArgument
+    from store.rpc.tls import TlsFiles
 
     try:
         listen = parse_address(args.listen)
         metrics = parse_address(args.metrics) if args.metrics else None
-    except ValueError as e:
+        tls = TlsFiles.of(args.tls_cert, args.tls_key, args.tls_ca)
+    except (ValueError, InvalidArgument) as e:
         print(f"store chunkserver: {e}", file=sys.stderr)
         return 2
     config = ChunkServerConfig(
@@ -280,6 +286,7 @@ def _chunkserver(args: argparse.Namespace) -> int:
         rack=args.rack,
         zone=args.zone,
         lease_ttl_s=args.lease_ttl,
+        tls=tls,
         metrics=metrics,
     )
     return run(config)
@@ -378,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--secret-file", metavar="FILE", help="the cluster secret (default DATA/cluster.secret)"
     )
+    serve.add_argument("--rpc-tls-cert", metavar="PEM", help="mutual TLS to chunk servers: ours")
+    serve.add_argument("--rpc-tls-key", metavar="PEM", help="mutual TLS to chunk servers: our key")
+    serve.add_argument("--rpc-tls-ca", metavar="PEM", help="mutual TLS: the cluster's CA")
     serve.add_argument(
         "--meta",
         metavar="etcd://HOST:PORT,...",
@@ -442,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     chunks.add_argument("--zone", default="", help="this host's zone")
     chunks.add_argument("--lease-ttl", type=int, default=10, help="registration lease, seconds")
     chunks.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here")
+    chunks.add_argument(
+        "--tls-cert", default="", metavar="PEM", help="mutual TLS: this node's certificate"
+    )
+    chunks.add_argument("--tls-key", default="", metavar="PEM", help="mutual TLS: its key")
+    chunks.add_argument("--tls-ca", default="", metavar="PEM", help="mutual TLS: the cluster's CA")
     chunks.set_defaults(func=_chunkserver)
     lab = sub.add_parser(
         "lab", help="a cluster on this machine: etcd, chunk servers and a gateway (foreground)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -67,8 +68,16 @@ def load_secret(path: Path) -> bytes:
 
 
 class _ClusterView:
-    def __init__(self, kv: KV, secret: bytes, name: str, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        kv: KV,
+        secret: bytes,
+        name: str,
+        nursery: trio.Nursery,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._kv = kv
+        self._tls = tls
         self._secret = secret
         self._name = name
         self._nursery = nursery
@@ -87,7 +96,12 @@ class _ClusterView:
             client = self._clients.get(address)
             if client is None:
                 client = self._clients[address] = RpcClient(
-                    address, self._name, self._secret, self._nursery, timeout_s=CALL_TIMEOUT_S
+                    address,
+                    self._name,
+                    self._secret,
+                    self._nursery,
+                    timeout_s=CALL_TIMEOUT_S,
+                    tls=self._tls,
                 )
             self.drives[drive_id] = RemoteDrive(client, drive_id)
             self._where[drive_id] = address
@@ -154,13 +168,13 @@ async def report_settled(
 
 @asynccontextmanager
 async def open_cluster_drives(
-    kv: KV, secret: bytes, name: str
+    kv: KV, secret: bytes, name: str, tls: ssl.SSLContext | None = None
 ) -> AsyncIterator[tuple[dict[str, DriveAPI], MapHistory]]:
     """The cluster map's drives as remote drives (a dict the gateway keeps up to date), and the
     placement maps of every epoch (a history that grows as the map changes)."""
     state = await read_cluster(kv)
     async with trio.open_nursery() as nursery:
-        view = _ClusterView(kv, secret, name, nursery)
+        view = _ClusterView(kv, secret, name, nursery, tls)
         view.apply(state)
         assert view.history is not None
         nursery.start_soon(view.follow, state.revision + 1)

@@ -88,6 +88,9 @@ class StorageConfig:
     meta: str = ""  # the metadata store: "" (SQLite in DATA) or etcd://HOST:PORT,HOST:PORT,...
     cluster: bool = False  # drives from the chunk servers registered in etcd (needs meta)
     secret_file: str = ""  # the cluster secret shared by its nodes; "": DATA/cluster.secret
+    rpc_tls_cert: str = ""  # mutual TLS to the chunk servers: this gateway's certificate (PEM)
+    rpc_tls_key: str = ""  # its private key (PEM)
+    rpc_tls_ca: str = ""  # the CA that issues the cluster's certificates (PEM)
 
 
 @dataclass(frozen=True)

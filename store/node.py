@@ -36,6 +36,7 @@ from store.objects.engine import ObjectEngine
 from store.placement.history import MapHistory
 from store.placement.hrw import ClusterMap, DriveInfo
 from store.placement.layout import scheme_from_spec
+from store.rpc.tls import TlsFiles, client_context
 from store.volumes.admin import Volumes
 
 DEFAULT_DRIVES = 6
@@ -88,14 +89,21 @@ async def master_keys(kv: KV, data_dir: Path, *, cluster: bool, secret_file: str
 
 @asynccontextmanager
 async def open_drives(
-    data_dir: Path, drives: int | Sequence[Path], kv: KV, *, cluster: bool, secret_file: str
+    data_dir: Path,
+    drives: int | Sequence[Path],
+    kv: KV,
+    *,
+    cluster: bool,
+    secret_file: str,
+    rpc_tls: TlsFiles | None = None,
 ) -> AsyncIterator[tuple[Mapping[str, DriveAPI], MapHistory | ClusterMap]]:
     """The engine's drives and their placement map: local directories (``drives``), or with
     ``cluster`` the chunk servers registered in the metadata's cluster map."""
     if cluster:
         secret = cluster_secret(data_dir, secret_file)
         name = f"{socket.gethostname()}-gateway"
-        async with open_cluster_drives(kv, secret, name) as placed:
+        tls = None if rpc_tls is None else client_context(rpc_tls)
+        async with open_cluster_drives(kv, secret, name, tls) as placed:
             yield placed
         return
     by_id = local_drives(data_dir, drives)
@@ -112,6 +120,7 @@ async def open_local_engine(
     meta: str = "",
     cluster: bool = False,
     secret_file: str = "",
+    rpc_tls: TlsFiles | None = None,
     **engine_options: int,
 ) -> AsyncIterator[ObjectEngine]:
     """The engine of a data directory: its metadata there too, unless ``meta`` names an etcd
@@ -124,7 +133,9 @@ async def open_local_engine(
     data_dir.mkdir(parents=True, exist_ok=True)
     async with (
         open_metadata(data_dir, meta) as kv,
-        open_drives(data_dir, drives, kv, cluster=cluster, secret_file=secret_file) as placed,
+        open_drives(
+            data_dir, drives, kv, cluster=cluster, secret_file=secret_file, rpc_tls=rpc_tls
+        ) as placed,
     ):
         by_id, cmap = placed
         hedge = HEDGE_AFTER_S if cluster else None  # remote drives: decode around a slow one

@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -121,6 +122,8 @@ class _Channel:
 
     async def handshake(self) -> str:
         with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+            if isinstance(self.stream, trio.SSLStream):  # mutual TLS first, when configured
+                await self.stream.do_handshake()
             await self.stream.send_all(self.conn.start())
             while True:
                 try:
@@ -191,10 +194,12 @@ class RpcClient:
         nursery: trio.Nursery,
         *,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.address = address
         self.name = name
         self._secret = secret
+        self._tls = tls
         self._nursery = nursery
         self.timeout_s = timeout_s
         self._channel: _Channel | None = None
@@ -213,7 +218,9 @@ class RpcClient:
             self._connecting = done = trio.Event()
             try:
                 host, port = self.address
-                stream = await trio.open_tcp_stream(host, port)
+                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+                if self._tls is not None:
+                    stream = trio.SSLStream(stream, self._tls, server_hostname=host)
                 channel = _Channel(
                     stream, wire.Connection(wire.Role.CLIENT, self.name, self._secret)
                 )
@@ -224,8 +231,8 @@ class RpcClient:
                     raise
                 self._channel = channel
                 self._nursery.start_soon(self._read, channel)
-            except (OSError, trio.TooSlowError, wire.ProtocolError, Unavailable) as e:
-                raise Unavailable(f"{self.where}: {e}") from e
+            except (*_BROKEN, trio.TooSlowError, wire.ProtocolError, Unavailable) as e:
+                raise Unavailable(f"{self.where}: {e.__cause__ or e}") from e
             finally:
                 self._connecting = None
                 done.set()
@@ -324,10 +331,15 @@ class RpcClient:
 
 @asynccontextmanager
 async def open_rpc_client(
-    address: tuple[str, int], name: str, secret: bytes, *, timeout_s: float = 10.0
+    address: tuple[str, int],
+    name: str,
+    secret: bytes,
+    *,
+    timeout_s: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RpcClient]:
     async with trio.open_nursery() as nursery:
-        client = RpcClient(address, name, secret, nursery, timeout_s=timeout_s)
+        client = RpcClient(address, name, secret, nursery, timeout_s=timeout_s, tls=tls)
         try:
             yield client
         finally:
@@ -346,12 +358,15 @@ async def serve_rpc(
     secret: bytes,
     handler: Handler,
     *,
+    tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve calls on ``listeners`` until cancelled: ``handler(request, peer)`` answers each."""
+    """Serve calls on ``listeners`` until cancelled: ``handler(request, peer)`` answers each
+    (over mutual TLS first, with ``tls``: store/rpc/tls.py)."""
 
     async def connection(stream: trio.SocketStream) -> None:
-        channel = _Channel(stream, wire.Connection(wire.Role.SERVER, name, secret))
+        wrapped = stream if tls is None else trio.SSLStream(stream, tls, server_side=True)
+        channel = _Channel(wrapped, wire.Connection(wire.Role.SERVER, name, secret))
         try:
             peer = await channel.handshake()
         except (
@@ -361,7 +376,8 @@ async def serve_rpc(
             OSError,
             trio.BrokenResourceError,
         ) as e:
-            log.warning("chunk RPC: refused a connection from %s: %s", _remote(stream), e)
+            why = e.__cause__ or e  # a TLS failure is an SSLError under BrokenResourceError
+            log.warning("chunk RPC: refused a connection from %s: %s", _remote(stream), why)
             await trio.aclose_forcefully(stream)
             return
         # The channel's tasks run in a nursery, so what ends it arrives as an exception group.

@@ -120,3 +120,50 @@ def test_a_node_without_the_secret_is_refused_and_logged(
     mode = stat.S_IMODE(os.stat(tmp_path / "cluster.secret").st_mode)
     assert mode == 0o600
     assert chunkserver.secret.decode() not in text  # never logged
+
+
+def test_mutual_tls_between_gateway_and_chunk_server(tmp_path: Path, etcd: EtcdCluster) -> None:
+    """`store chunkserver --tls-*` and `store serve --rpc-tls-*`: objects round-trip; a gateway
+    without a certificate gets 503s from the same chunk server, which logs the refusal."""
+    import trustme
+
+    from tests.integration.conftest import make_client, start_server, stop_server
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    for name, identity in [("server", "127.0.0.1"), ("gateway", "gateway-1")]:
+        pem = str(tmp_path / f"{name}.pem")
+        ca.issue_cert(identity).private_key_and_cert_chain_pem.write_to_path(pem)
+    ca_pem, secret = str(tmp_path / "ca.pem"), str(tmp_path / "cluster.secret")
+    (port,) = free_ports(1)
+    argv = [sys.executable, "-m", "store", "chunkserver", "--listen", f"127.0.0.1:{port}"]
+    argv += ["--drive", str(tmp_path / "d0"), "--secret-file", secret, "--meta", etcd.endpoints]
+    argv += ["--host", HOST, "--tls-cert", str(tmp_path / "server.pem")]
+    argv += ["--tls-key", str(tmp_path / "server.pem"), "--tls-ca", ca_pem]
+    log = tmp_path / "chunkserver.log"
+    process = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    servers = []
+    try:
+        deadline = time.monotonic() + 30
+        while "Chunk server:" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        base = ["--meta", etcd.endpoints, "--cluster", "--secret-file", secret, "--workers", "1"]
+        tls = ["--rpc-tls-cert", str(tmp_path / "gateway.pem")]
+        tls += ["--rpc-tls-key", str(tmp_path / "gateway.pem"), "--rpc-tls-ca", ca_pem]
+        for name, extra in [("tls", tls), ("plain", [])]:
+            (tmp_path / name).mkdir()
+            servers.append(start_server(tmp_path / name, [*base, *extra]))
+        good, plain = (make_client(s.endpoint) for s in servers)
+        good.create_bucket(Bucket="bkt")
+        body = os.urandom(1 << 20)
+        good.put_object(Bucket="bkt", Key="k", Body=body)
+        assert good.get_object(Bucket="bkt", Key="k")["Body"].read() == body
+        with pytest.raises(Exception, match="ServiceUnavailable|503"):
+            plain.get_object(Bucket="bkt", Key="k")
+        assert "refused a connection" in log.read_text()
+    finally:
+        for server in servers:
+            stop_server(server)
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)

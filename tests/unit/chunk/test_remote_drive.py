@@ -15,7 +15,7 @@ import trio
 from store.chunk.drive import Drive
 from store.chunk.drive_server import DriveServer
 from store.chunk.remote_drive import RemoteDrive
-from store.errors import NotFound, Unavailable
+from store.errors import InvalidArgument, NotFound, Unavailable
 from store.rpc import transport
 from store.rpc.transport import Message, open_rpc_client, serve_rpc
 from store.testing.drive_conformance import DRIVE_CHECKS, DriveCheck
@@ -136,3 +136,54 @@ async def test_no_connection_can_stop_the_server(tmp_path: Path) -> None:
                 await client.call(Message(1, b"boom"))
         async with open_rpc_client(address, "gw", SECRET) as client:
             assert (await RemoteDrive(client, "d0").stat()).total_bytes > 0
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A cluster CA with a chunk server's and a gateway's certificates, and a stranger's."""
+    import trustme
+
+    from store.rpc.tls import TlsFiles
+
+    root = tmp_path_factory.mktemp("rpc-pki")
+    ca, other = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    out: dict[str, object] = {}
+    for name, issuer, identity in [
+        ("server", ca, "127.0.0.1"),
+        ("gateway", ca, "gateway-1"),
+        ("stranger", other, "gateway-9"),
+    ]:
+        pem = root / f"{name}.pem"
+        issuer.issue_cert(identity).private_key_and_cert_chain_pem.write_to_path(str(pem))
+        out[name] = TlsFiles(str(pem), str(pem), str(root / "ca.pem"))
+    return out
+
+
+async def test_mutual_tls_on_top_of_the_secret(tmp_path: Path, pki: dict[str, object]) -> None:
+    from store.rpc.tls import TlsFiles, client_context, server_context
+
+    server = DriveServer({"d0": Drive(tmp_path / "d0")})
+    server_files, gateway, stranger = pki["server"], pki["gateway"], pki["stranger"]
+    assert isinstance(server_files, TlsFiles) and isinstance(gateway, TlsFiles)
+    assert isinstance(stranger, TlsFiles)
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        tls = server_context(server_files)
+        await nursery.start(
+            partial(serve_rpc, listeners, "chunk-1", SECRET, server.handle, tls=tls)
+        )
+        address = ("127.0.0.1", listeners[0].socket.getsockname()[1])
+        async with open_rpc_client(address, "gw", SECRET, tls=client_context(gateway)) as good:
+            assert (await RemoteDrive(good, "d0").stat()).total_bytes > 0
+        # A certificate from another CA, or none at all, is refused before the secret is tried.
+        async with open_rpc_client(address, "gw", SECRET, tls=client_context(stranger)) as bad:
+            with pytest.raises(Unavailable):
+                await RemoteDrive(bad, "d0").stat()
+        async with open_rpc_client(address, "gw", SECRET) as plain:
+            with pytest.raises(Unavailable):
+                await RemoteDrive(plain, "d0").stat()
+        nursery.cancel_scope.cancel()
+    with pytest.raises(InvalidArgument, match="no key"):
+        TlsFiles.of("cert.pem", "", "ca.pem")
+    assert TlsFiles.of("", "", "") is None
