@@ -80,31 +80,35 @@ class DriveRecord:
 
     @property
     def placement(self) -> DriveInfo | None:
-        """What the placement map holds of it: nothing unless it takes new data."""
-        if self.state != "up" or self.weight <= 0:
+        """What the placement map holds of it: nothing at weight 0; a drive draining or out
+        stays for its weight (so the other shards keep their drives) but is never chosen."""
+        if self.weight <= 0:
             return None
-        return DriveInfo(self.drive_id, self.host, self.weight, self.rack, self.zone)
+        placeable = self.state == "up"
+        return DriveInfo(self.drive_id, self.host, self.weight, self.rack, self.zone, placeable)
 
 
 def encode_map(cmap: ClusterMap) -> bytes:
-    drives = [[d.drive_id, d.host, d.rack, d.zone, d.weight] for d in cmap.drives]
-    return json.dumps({"epoch": cmap.epoch, "pg_count": cmap.pg_count, "drives": drives}).encode()
+    drives = [[d.drive_id, d.host, d.rack, d.zone, d.weight, d.placeable] for d in cmap.drives]
+    record = {"epoch": cmap.epoch, "pg_count": cmap.pg_count, "algorithm": cmap.algorithm}
+    return json.dumps({**record, "drives": drives}).encode()
 
 
 def decode_map(value: bytes) -> ClusterMap:
     """The inverse of ``encode_map``.
 
-    >>> m = ClusterMap(4, 64, (DriveInfo("a", "h", 2.0, "r", "z"),))
+    >>> m = ClusterMap(4, 64, (DriveInfo("a", "h", 2.0, "r", "z", False),), algorithm=2)
     >>> decode_map(encode_map(m)) == m
     True
     """
     try:
         record = json.loads(value)
         drives = tuple(
-            DriveInfo(str(i), str(h), float(w), str(r), str(z))
-            for i, h, r, z, w in record["drives"]
+            DriveInfo(str(d[0]), str(d[1]), float(d[4]), str(d[2]), str(d[3]), d[5:6] != [False])
+            for d in record["drives"]
         )
-        return ClusterMap(int(record["epoch"]), int(record["pg_count"]), drives)
+        algorithm = int(record.get("algorithm", 1))
+        return ClusterMap(int(record["epoch"]), int(record["pg_count"]), drives, algorithm)
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidArgument(f"a bad placement map record: {e}") from None
 
@@ -167,7 +171,7 @@ async def read_cluster(kv: KV) -> ClusterState:
 
 def _next_map(drives: Mapping[str, DriveRecord], epoch: int) -> ClusterMap:
     placed = tuple(info for d in sorted(drives) if (info := drives[d].placement) is not None)
-    return ClusterMap(epoch, PG_COUNT, placed)
+    return ClusterMap(epoch, PG_COUNT, placed, algorithm=2)
 
 
 async def _commit(kv: KV, state: ClusterState, changed: Sequence[DriveRecord]) -> bool:
@@ -233,7 +237,8 @@ async def change_drive(
         )
         if record == known:
             return {"drive": asdict(known), "epoch": current.epoch}
-        left = _next_map({**current.drives, drive_id: record}, 0).drives
+        next_map = _next_map({**current.drives, drive_id: record}, 0)
+        left = [d for d in next_map.drives if d.placeable]
         if len(left) < min_drives:
             raise InvalidArgument(
                 f"that would leave {len(left)} drives taking new data; "

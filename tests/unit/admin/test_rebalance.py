@@ -59,9 +59,9 @@ async def test_an_out_drive_is_emptied_and_everything_reads(tmp_path: Path) -> N
     steps: list[tuple[int, int]] = []
     summary = await rebalance(engine, lambda d, t: steps.append((d, t)), read_grace_s=0)
     assert shards_on(tmp_path, "h0.d0") == []
-    # Every shard h0 held moved, and more: shard positions shift where h0 left a PG's ranking.
-    assert summary["pgs_failed"] == [] and summary["old_shards_deleted"] >= held
-    assert summary["old_shards_deleted"] == summary["shards_copied"]
+    # The shards h0 held moved, and few others (algorithm 2 keeps the other positions).
+    assert summary["pgs_failed"] == [] and summary["old_shards_deleted"] == summary["shards_copied"]
+    assert held <= summary["shards_copied"] <= held * 1.6
     assert steps and steps[-1][0] == steps[-1][1]
     for key, body in {**bodies, "after": b"n" * 100_000}.items():
         assert (await engine.get_object("bkt", key))[1] == body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -143,3 +144,65 @@ def test_host_weight_is_the_sum_of_its_drives() -> None:
         d[0] for pg in range(4096) for d in drives_for_pg(cmap, pg, 1) if d[0] in "ab"
     )
     assert 2.4 < load["a"] / load["b"] < 3.6
+
+
+# -- algorithm 2: one draw per shard position -----------------------------------------------
+
+
+def drawn(cmap: ClusterMap, drives: list[DriveInfo] | None = None) -> ClusterMap:
+    return ClusterMap(cmap.epoch, cmap.pg_count, tuple(drives or cmap.drives), algorithm=2)
+
+
+def test_draws_spread_over_zones_racks_and_hosts() -> None:
+    cmap = drawn(zoned(3, 2, 2, 2))
+    by_id = {d.drive_id: d for d in cmap.drives}
+    for pg in range(cmap.pg_count):
+        chosen = [by_id[d] for d in drives_for_pg(cmap, pg, 6)]
+        assert len(set(chosen)) == 6
+        assert sorted(collections.Counter(d.zone for d in chosen).values()) == [2, 2, 2]
+        assert len({d.rack for d in chosen}) == 6 and len({d.host for d in chosen}) == 6
+    flat = drawn(cluster(3, 4))
+    for pg in range(flat.pg_count):
+        hosts = collections.Counter(d.split("d")[0] for d in drives_for_pg(flat, pg, 6))
+        assert sorted(hosts.values()) == [2, 2, 2]
+
+
+@pytest.mark.parametrize(("hosts", "per_host"), [(8, 2), (12, 1), (3, 4)])
+def test_a_drive_taken_out_moves_little_more_than_it_held(hosts: int, per_host: int) -> None:
+    """Its own positions, plus the few a branch's cap had turned away that now fit (CRUSH's
+    indep choice does the same): at most 1.6 times the minimum, where rank order moved 3.4."""
+    before = drawn(cluster(hosts, per_host, pg_count=1024))
+    leaving = before.drives[3].drive_id
+    after = drawn(before, [replace(d, placeable=d.drive_id != leaving) for d in before.drives])
+    held = moved = 0
+    for pg in range(1024):
+        old, new = drives_for_pg(before, pg, 6), drives_for_pg(after, pg, 6)
+        assert leaving not in new and len(set(new)) == 6
+        held += old.count(leaving)
+        moved += sum(a != b for a, b in zip(old, new, strict=True))
+    assert held <= moved <= held * 1.6
+
+
+@pytest.mark.parametrize(("hosts", "per_host"), [(8, 2), (12, 1), (3, 4)])
+def test_a_drive_added_takes_its_share_and_moves_little_else(hosts: int, per_host: int) -> None:
+    before = drawn(cluster(hosts, per_host, pg_count=1024))
+    after = drawn(before, [*before.drives, DriveInfo("new", "hnew")])
+    gained = moved = 0
+    for pg in range(1024):
+        old, new = drives_for_pg(before, pg, 6), drives_for_pg(after, pg, 6)
+        gained += new.count("new")
+        moved += sum(a != b for a, b in zip(old, new, strict=True))
+    drives = hosts * per_host + 1
+    assert gained > 1024 * 6 / drives * 0.5  # hosts are the unit: a new host's one drive
+    assert gained <= moved <= gained * 1.6
+
+
+def test_draws_respect_weight() -> None:
+    drives = [DriveInfo(f"d{i}", f"h{i}", 2.0 if i == 0 else 1.0) for i in range(8)]
+    cmap = ClusterMap(1, 4096, tuple(drives), algorithm=2)
+    load = collections.Counter(d for pg in range(4096) for d in drives_for_pg(cmap, pg, 1))
+    assert 1.6 < load["d0"] / (sum(load.values()) - load["d0"]) * 7 < 2.4
+    cmap = drawn(cluster(12, 1, pg_count=4096))
+    load = collections.Counter(d for pg in range(4096) for d in drives_for_pg(cmap, pg, 6))
+    expected = 4096 * 6 / 12
+    assert max(load.values()) < expected * 1.15 and min(load.values()) > expected * 0.85
