@@ -27,6 +27,7 @@ class Server:
     nbd: str = ""  # nbd://127.0.0.1:PORT (add /VOLUME)
     meta: str = ""  # etcd://...: a gateway on a cluster, its metadata there
     args: list[str] = field(default_factory=list)  # `store serve` options: for another gateway
+    ca_bundle: str = ""  # the CA an https endpoint's certificate is checked against
 
 
 def drive_dirs(server: Server) -> list[Path]:

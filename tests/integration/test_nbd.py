@@ -30,7 +30,8 @@ ADMIN_ENV = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": S
 
 def store_argv(server: Server, *args: str) -> list[str]:
     """A `store` admin command through the service's admin API (as an operator runs it)."""
-    return [sys.executable, "-m", "store", *args, "--endpoint", server.endpoint, "--json"]
+    argv = [sys.executable, "-m", "store", *args, "--endpoint", server.endpoint, "--json"]
+    return argv + (["--ca-bundle", server.ca_bundle] if server.ca_bundle else [])
 
 
 def store(server: Server, *args: str) -> dict:

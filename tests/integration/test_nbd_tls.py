@@ -44,7 +44,9 @@ def serving(root: Path, pki: Path, *extra: str) -> Server:
     root.mkdir()
     pem = str(pki / "server.pem")
     args = ["--workers", "1", "--tls-cert", pem, "--tls-key", pem, *extra]
-    return start_server(root, args, scheme="https")
+    server = start_server(root, args, scheme="https")
+    server.ca_bundle = str(pki / "ca.pem")
+    return server
 
 
 @pytest.fixture(scope="module")
