@@ -251,6 +251,27 @@ async def change_drive(
     raise Conflict("the cluster map kept changing: try again")
 
 
+def misplaced_pgs(history: MapHistory, width: int) -> int:
+    """How many placement groups may hold chunks placed by an older map than the newest one
+    that puts them elsewhere: what ``store cluster rebalance`` would move."""
+    current = history.current
+    if width > sum(d.placeable for d in current.drives):
+        return 0
+    count = 0
+    for pg in range(current.pg_count):
+        since = history.moved.get(pg, 0)
+        now = drives_for_pg(current, pg, width)
+        older = [
+            e
+            for e in history.epochs
+            if history.at(since).epoch <= e < current.epoch
+            and width <= sum(d.placeable for d in history.at(e).drives)  # else nothing fit
+        ]
+        if any(drives_for_pg(history.at(e), pg, width) != now for e in older):
+            count += 1
+    return count
+
+
 def degraded_pgs(cmap: ClusterMap, width: int, down: set[str]) -> int:
     """How many placement groups of ``cmap`` have a shard on a drive in ``down``."""
     if width > len(cmap.drives):

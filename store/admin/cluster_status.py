@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from store.cluster_map import DriveRecord, degraded_pgs, read_cluster
+from store.cluster_map import DriveRecord, degraded_pgs, misplaced_pgs, read_cluster
 from store.errors import StoreError
 from store.objects.engine import ObjectEngine
 
@@ -59,6 +59,11 @@ async def cluster_status(engine: ObjectEngine) -> dict[str, Any]:
         "up": len(drives) - len(down),
         "pgs": chunks.cmap.pg_count,
         "degraded_pgs": degraded_pgs(chunks.cmap, chunks.scheme.width, down),
+        "misplaced_pgs": misplaced_pgs(chunks.maps, chunks.scheme.width),
+        "gateways": [
+            {"gateway": name, "settled_epoch": settled, "revision": revision}
+            for name, (settled, revision) in sorted(cluster.gateways.items())
+        ],
     }
 
 
@@ -66,7 +71,8 @@ def table(status: Mapping[str, Any]) -> str:
     """The status as a readable table."""
     head = f"epoch {status['epoch']}, scheme {status['scheme']}, {status['hosts']} hosts, "
     head += f"{status['up']} of {len(status['drives'])} drives up, "
-    head += f"{status['degraded_pgs']} of {status['pgs']} placement groups degraded"
+    head += f"{status['degraded_pgs']} of {status['pgs']} placement groups degraded, "
+    head += f"{status['misplaced_pgs']} to rebalance"
     lines = [head, ""]
     columns = ["drive", "host", "rack", "zone", "address", "state", "weight", "status"]
     cells = []
@@ -78,6 +84,10 @@ def table(status: Mapping[str, Any]) -> str:
     lines.append("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for r in cells:
         lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    if status.get("gateways"):
+        lines += ["", "GATEWAY  PLACES BY EPOCH  MAP REVISION"]
+        for g in status["gateways"]:
+            lines.append(f"{g['gateway']}  {g['settled_epoch']}  {g['revision']}")
     return "\n".join(lines)
 
 

@@ -68,6 +68,8 @@ class ExtentIO:
         for drive_id in self.replicas.good(layer, index):
             try:
                 return await self.drives[drive_id].extent_read(eid, self.geometry, offset, length)
+            except Unavailable as e:  # its chunk server is down or suspect: not damage
+                problems.append(f"{drive_id}: {e}")
             except (Corrupt, NotFound, OSError) as e:
                 problems.append(f"{drive_id}: {e}")
                 self._on_damage(layer, index)
@@ -81,7 +83,7 @@ class ExtentIO:
         for drive_id in self.replicas.good(layer, index):
             try:
                 return await self.drives[drive_id].extent_states(eid, self.geometry, offset, length)
-            except (Corrupt, NotFound, OSError):
+            except (Corrupt, NotFound, OSError, Unavailable):
                 continue
         return None
 
@@ -91,6 +93,8 @@ class ExtentIO:
         for drive_id in self.replicas.good(layer, index):
             try:
                 return await self.drives[drive_id].extent_image(eid, self.geometry)
+            except Unavailable:
+                continue
             except (Corrupt, NotFound, OSError):
                 self._on_damage(layer, index)
         raise Unavailable(f"extent {index} of {self._name}: no replica is readable")

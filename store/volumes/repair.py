@@ -161,7 +161,7 @@ class VolumeRepair:
         from a good one. A report of what was found (and fixed)."""
         if repair and not self._state.writable:
             raise ReadOnly(f"{self._state.name} is open read-only: repair it through its volume")
-        found: dict[str, list[str]] = {"corrupt": [], "missing": [], "stale": []}
+        found: dict[str, list[str]] = {"corrupt": [], "missing": [], "stale": [], "unreachable": []}
         checked = extents = repaired = 0
         unrepairable: list[str] = []
         for layer in list(self._state.chain):
@@ -172,6 +172,9 @@ class VolumeRepair:
                 checked += len(self._replicas.drives(layer, index))
                 for kind, where in problems:
                     found[kind].append(where)
+                if repair:  # nothing to rewrite it from here: left for a later scrub
+                    unrepairable += [f"{w}: unreachable" for k, w in problems if k == "unreachable"]
+                problems = [p for p in problems if p[0] != "unreachable"]
                 if problems and repair:
                     try:
                         repaired += await self.repair_extent(layer, index)
@@ -205,6 +208,8 @@ class VolumeRepair:
                 out.append(("missing", where))
             except (Corrupt, OSError):
                 out.append(("corrupt", where))
+            except Unavailable:  # its chunk server is down: not checked, not clean either
+                out.append(("unreachable", where))
         return out
 
     async def heal_stale(self, interval_s: float) -> None:

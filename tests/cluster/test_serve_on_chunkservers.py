@@ -254,6 +254,9 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
 
         drained = cluster_command(gateway, "drain", "node1.d0")
         assert drained.returncode == 0, drained.stderr
+        status = cluster_status(gateway)
+        assert 0 < status["misplaced_pgs"] <= status["pgs"]
+        assert [g["settled_epoch"] for g in status["gateways"]] == [epoch + 2]
         assert "state draining" in drained.stdout and f"epoch {epoch + 2}" in drained.stdout
         node1 = tmp_path / "node1" / "d0" / "shards"
         before = len(list(node1.glob("*/*")))
@@ -271,6 +274,7 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
         summary = json.loads(moved.stdout)
         assert summary["pgs_failed"] == [] and summary["shards_copied"] > 0
         assert not list(node1.glob("*/*"))  # the drained drive is empty
+        assert cluster_status(gateway)["misplaced_pgs"] == 0
         for key, body in bodies.items():
             assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
         for i in range(6):
@@ -310,6 +314,14 @@ def test_chunk_servers_die_under_s3_and_nbd_load(
         time.sleep(4)
         assert set(load.since(mark, "put")) <= {"ok", "ServiceUnavailable"}
         assert load.since(mark, "get") and set(load.since(mark, "get")) == {"ok"}
+        # The whole volume reads while they are down (each extent has a replica left).
+        read = subprocess.run(
+            ["nbdcopy", f"{gateway.nbd}/loaded", "null:"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert read.returncode == 0, read.stderr
         chunks.start(2)
         chunks.start(4)
         time.sleep(11)  # the suspect period after their missed calls runs out

@@ -66,6 +66,6 @@ def test_cluster_status_of_a_data_directory(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     head = "epoch 1, scheme ec:2+2, 1 hosts, 4 of 4 drives up, "
-    assert lines[0] == head + "0 of 256 placement groups degraded"
+    assert lines[0] == head + "0 of 256 placement groups degraded, 0 to rebalance"
     assert [line.split()[0] for line in lines[3:]] == ["d0", "d1", "d2", "d3"]
     assert all(" up " in line and " local " in line for line in lines[3:])

@@ -14,6 +14,7 @@ from store.cluster_map import (
 )
 from store.errors import InvalidArgument, NotFound
 from store.meta.memory import MemoryKV
+from store.placement.hrw import drives_for_pg
 
 
 def server(host: str, drives: int = 2, port: int = 7000, rack: str = "") -> list[DriveRecord]:
@@ -84,3 +85,32 @@ async def test_degraded_placement_groups() -> None:
     assert degraded_pgs(cmap, 6, set()) == 0
     assert degraded_pgs(cmap, 6, {"a.d0"}) == cmap.pg_count  # every PG has a shard on each
     assert 0 < degraded_pgs(cmap, 3, {"a.d0"}) < cmap.pg_count
+
+
+async def test_misplaced_placement_groups_until_they_move() -> None:
+    from store.cluster_map import misplaced_pgs
+
+    kv = MemoryKV()
+    await register_drives(kv, [d for h in "abcdefgh" for d in server(h, 1)])
+    state = await read_cluster(kv)
+    assert state.history is not None and misplaced_pgs(state.history, 6) == 0
+    await change_drive(kv, "a.d0", state="out", min_drives=6)
+    state = await read_cluster(kv)
+    assert state.history is not None
+    held = sum(
+        "a.d0" in drives_for_pg(state.history.at(state.epoch - 1), pg, 6) for pg in range(256)
+    )
+    assert misplaced_pgs(state.history, 6) == held > 0
+    state.history.moved.update(dict.fromkeys(range(256), state.epoch))
+    assert misplaced_pgs(state.history, 6) == 0
+
+
+async def test_a_cluster_grown_one_server_at_a_time_has_nothing_misplaced() -> None:
+    """Its first maps had too few drives to hold a chunk: nothing can be placed by them."""
+    from store.cluster_map import misplaced_pgs
+
+    kv = MemoryKV()
+    for h in "abcdef":
+        state = await register_drives(kv, server(h, 1))
+    assert state.history is not None and state.epoch == 6
+    assert misplaced_pgs(state.history, 6) == 0

@@ -193,3 +193,58 @@ async def test_scrub_of_an_attached_volume_is_done_by_its_owner(volumes: Volumes
         report = await volumes.scrub("busy")  # through the mailbox: we hold the lease
         assert report["clean"] and report["extents"] == 1
         await vol.write(BLOCK, b"c" * BLOCK)
+
+
+class Unreachable:
+    """A replica's drive whose chunk server cannot be reached (down, or suspect): every read
+    fails with Unavailable, as a RemoteDrive's does; it offers no inline path."""
+
+    def __init__(self, drive: object) -> None:
+        self._drive = drive
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._drive, name)
+
+    def inline_extents(self) -> None:
+        return None
+
+    async def extent_read(self, *args: object, **kw: object) -> bytearray:
+        raise Unavailable("chunk server 10.0.0.9:7480: no answer in time")
+
+    async def extent_states(self, *args: object, **kw: object) -> bytes:
+        raise Unavailable("chunk server 10.0.0.9:7480: no answer in time")
+
+
+async def test_reads_go_to_the_next_replica_when_a_server_is_unreachable(
+    volumes: Volumes,
+) -> None:
+    await volumes.create("reachable", SIZE, extent_bytes=EXTENT)
+    async with volumes.open("reachable") as vol:
+        await vol.write(0, b"r" * EXTENT)
+        layer = vol.layer
+    first = volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[0]
+    drives = {**volumes.drives, first: Unreachable(volumes.drives[first])}
+    cut_off = Volumes(volumes.kv, drives, volumes.maps)  # type: ignore[arg-type]
+    async with cut_off.open("reachable", writable=False) as vol:
+        assert await vol.read(0, EXTENT) == b"r" * EXTENT
+        assert await vol.read(BLOCK, 2 * BLOCK) == b"r" * 2 * BLOCK
+        assert vol.repair.damaged == set()  # unreachable is not damaged: nothing to repair
+
+
+async def test_a_scrub_reports_an_unreachable_replica_and_is_not_clean(volumes: Volumes) -> None:
+    await volumes.create("far", SIZE, extent_bytes=EXTENT)
+    async with volumes.open("far") as vol:
+        await vol.write(0, b"f" * EXTENT)
+        layer = vol.layer
+    first = volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[0]
+
+    class Silent(Unreachable):
+        async def extent_verify(self, *args: object, **kw: object) -> None:
+            raise Unavailable("chunk server 10.0.0.9:7480: no answer in time")
+
+    drives = {**volumes.drives, first: Silent(volumes.drives[first])}
+    cut_off = Volumes(volumes.kv, drives, volumes.maps)  # type: ignore[arg-type]
+    for repair in (False, True):
+        report = await cut_off.scrub("far", repair=repair)
+        assert report["unreachable"] == [f"{layer}.0@{first}"] and not report["clean"]
+        assert report["corrupt"] == report["missing"] == [] and report["repaired"] == 0
