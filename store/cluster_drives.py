@@ -121,16 +121,27 @@ class _ClusterView:
             try:
                 async with self._kv.watch(b"CM/", revision) as changes:
                     async for batch in changes:
-                        revision = batch.revision + 1
                         if any(not e.kv.key.startswith(_NOT_PLACEMENT) for e in batch.events):
-                            self.apply(await read_cluster(self._kv))
+                            state = await read_cluster(self._kv)
+                            self.apply(state)  # all of CM/ as of then: later batches too
+                            revision = max(batch.revision, state.revision) + 1
+                        else:
+                            revision = batch.revision + 1  # only after it was applied
             except Compacted:
-                state = await read_cluster(self._kv)
-                self.apply(state)
-                revision = state.revision + 1
-            except StoreError as e:  # etcd unreachable: the map we have serves meanwhile
+                revision = 0  # read it all again, below
+            except (StoreError, ValueError, KeyError, TypeError) as e:
+                # etcd unreachable, or a record we cannot read: the map we have serves
+                # meanwhile, and nothing is skipped (the watch resumes where it was).
                 log.warning("cluster map: cannot follow changes (%s); retrying", e)
                 await trio.sleep(1)
+            if revision == 0:
+                try:
+                    state = await read_cluster(self._kv)
+                    self.apply(state)
+                    revision = state.revision + 1
+                except (StoreError, ValueError, KeyError, TypeError) as e:
+                    log.warning("cluster map: cannot read it again (%s); retrying", e)
+                    await trio.sleep(1)
 
     async def aclose(self) -> None:
         for client in self._clients.values():

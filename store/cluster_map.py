@@ -37,6 +37,8 @@ ALIVE_PREFIX = b"CM/alive/"
 DRIVES_PREFIX = b"CM/drives/"
 GATEWAYS_PREFIX = b"CM/gateways/"
 PGS_PREFIX = b"CM/pgs/"
+REBALANCE_LOCK = b"CM/rebalance"  # held (under a lease) by the one rebalance running
+REBALANCED_KEY = b"CM/rebalanced"  # bumped by every switch: the commit fence of new chunks
 EPOCH_KEY = b"CM/epoch"
 MAPS_PREFIX = b"CM/maps/"
 PG_COUNT = 256
@@ -128,6 +130,7 @@ class ClusterState:
     history: MapHistory | None
     revision: int
     moved: dict[int, int] = field(default_factory=dict)  # pg -> the epoch it was moved to
+    drive_revisions: dict[str, int] = field(default_factory=dict)  # what a change compares
     gateways: dict[str, tuple[int, int]] = field(default_factory=dict)  # (settled, revision)
 
 
@@ -138,11 +141,13 @@ async def read_cluster(kv: KV) -> ClusterState:
     maps: list[ClusterMap] = []
     moved: dict[int, int] = {}
     gateways: dict[str, tuple[int, int]] = {}
+    drive_revisions: dict[str, int] = {}
     epoch = epoch_revision = 0
     for item in found.kvs:
         if item.key.startswith(DRIVES_PREFIX):
             drive_id = item.key[len(DRIVES_PREFIX) :].decode()
             drives[drive_id] = DriveRecord.decode(drive_id, item.value)
+            drive_revisions[drive_id] = item.mod_revision
         elif item.key.startswith(ALIVE_PREFIX):
             try:
                 alive[item.key[len(ALIVE_PREFIX) :].decode()] = str(
@@ -165,7 +170,15 @@ async def read_cluster(kv: KV) -> ClusterState:
     if history is not None:
         history.moved = moved
     return ClusterState(
-        drives, alive, epoch, epoch_revision, history, found.revision, moved, gateways
+        drives,
+        alive,
+        epoch,
+        epoch_revision,
+        history,
+        found.revision,
+        moved=moved,
+        drive_revisions=drive_revisions,
+        gateways=gateways,
     )
 
 
@@ -189,7 +202,13 @@ async def _commit(kv: KV, state: ClusterState, changed: Sequence[DriveRecord]) -
         ]
     if len(ops) > 128:
         raise InvalidArgument("too many drives in one change (etcd takes 128 per transaction)")
-    result = await kv.txn([Compare(EPOCH_KEY, "mod", "=", state.epoch_revision)], ops)
+    # The epoch, and each record as read: a change that moves nothing (an address) bumps no
+    # epoch, and must not be overwritten by one built from the record before it.
+    compares = [Compare(EPOCH_KEY, "mod", "=", state.epoch_revision)]
+    for d in changed:
+        key = DRIVES_PREFIX + d.drive_id.encode()
+        compares.append(Compare(key, "mod", "=", state.drive_revisions.get(d.drive_id, 0)))
+    result = await kv.txn(compares, ops)
     return result.succeeded
 
 
@@ -274,7 +293,7 @@ def misplaced_pgs(history: MapHistory, width: int) -> int:
 
 def degraded_pgs(cmap: ClusterMap, width: int, down: set[str]) -> int:
     """How many placement groups of ``cmap`` have a shard on a drive in ``down``."""
-    if width > len(cmap.drives):
+    if width > sum(d.placeable for d in cmap.drives):
         return 0
     return sum(1 for pg in range(cmap.pg_count) if down & set(drives_for_pg(cmap, pg, width)))
 

@@ -27,7 +27,7 @@ from store.cluster_drives import (
     open_cluster_drives,
     report_settled,
 )
-from store.cluster_map import PG_COUNT
+from store.cluster_map import PG_COUNT, REBALANCED_KEY
 from store.errors import InvalidArgument
 from store.meta.api import KV
 from store.meta.etcd import open_etcd_kv
@@ -139,7 +139,13 @@ async def open_local_engine(
     ):
         by_id, cmap = placed
         hedge = HEDGE_AFTER_S if cluster else None  # remote drives: decode around a slow one
-        chunks = ChunkStore(by_id, cmap, scheme_from_spec(scheme, len(by_id)), hedge_after_s=hedge)
+        chunks = ChunkStore(
+            by_id,
+            cmap,
+            scheme_from_spec(scheme, len(by_id)),
+            hedge_after_s=hedge,
+            fence_key=REBALANCED_KEY if cluster else None,
+        )
         engine = ObjectEngine(kv, chunks, **engine_options)
         if clean_tmp and not cluster:
             for drive in by_id.values():

@@ -30,10 +30,23 @@ import trio
 
 from store.chunk.chunkref import ChunkRef
 from store.chunk.ids import shard_id
-from store.cluster_map import moved_value, pg_key, read_cluster
-from store.errors import InvalidArgument, StoreError, Unavailable
-from store.meta.api import KV, KeyValue, Put, scan_prefix
-from store.objects.chunk_refs import GARBAGE_PREFIX, REFS_PREFIX, refs_from_value
+from store.cluster_map import (
+    PGS_PREFIX,
+    REBALANCE_LOCK,
+    REBALANCED_KEY,
+    moved_value,
+    pg_key,
+    read_cluster,
+)
+from store.errors import (
+    Conflict,
+    InvalidArgument,
+    StoreError,
+    Unavailable,
+    collapse_single_group,
+)
+from store.meta.api import KV, Compare, KeyValue, Put, prefix_end, scan_prefix
+from store.objects.chunk_refs import REFS_PREFIX, refs_from_value
 from store.objects.engine import ObjectEngine
 from store.placement.hrw import pg_of
 
@@ -42,6 +55,7 @@ log = logging.getLogger(__name__)
 BARRIER_TIMEOUT_S = 60.0
 READ_GRACE_S = 2.0  # after every gateway switched: reads that began before finish
 TXN_OPS = 128
+LOCK_TTL_S = 15
 
 
 async def wait_for_gateways(
@@ -66,11 +80,51 @@ async def rebalance(
     barrier_timeout_s: float = BARRIER_TIMEOUT_S,
     read_grace_s: float = READ_GRACE_S,
 ) -> dict[str, Any]:
-    chunks, kv = engine.chunks, engine.kv
-    maps = chunks.maps
-    target = maps.current.epoch
+    """One rebalance at a time in the cluster: under ``CM/rebalance``, a key on a lease of its
+    own kept alive while it runs."""
+    kv = engine.kv
     if (await read_cluster(kv)).history is None:
         raise InvalidArgument("the embedded node has one map: there is nothing to rebalance")
+    lease = await kv.lease_grant(LOCK_TTL_S)
+    try:
+        held = await kv.txn(
+            [Compare.absent(REBALANCE_LOCK)], [Put(REBALANCE_LOCK, b"running", lease=lease)]
+        )
+        if not held.succeeded:
+            raise Conflict("a rebalance is already running (CM/rebalance): wait for it")
+        with collapse_single_group():  # the job's own error, not a group of one
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_keep, kv, lease)
+                summary = await _rebalance(engine, progress, barrier_timeout_s, read_grace_s)
+                nursery.cancel_scope.cancel()
+        return summary
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await kv.lease_revoke(lease)
+
+
+async def _keep(kv: KV, lease: int) -> None:
+    while True:
+        await trio.sleep(LOCK_TTL_S / 3)
+        await kv.lease_keepalive(lease)
+
+
+async def _rebalance(
+    engine: ObjectEngine,
+    progress: Callable[[int, int], None] | None,
+    barrier_timeout_s: float,
+    read_grace_s: float,
+) -> dict[str, Any]:
+    chunks, kv = engine.chunks, engine.kv
+    maps = chunks.maps
+    target = (await read_cluster(kv)).epoch  # the cluster's newest, not only what we know
+    with trio.move_on_after(barrier_timeout_s):
+        while maps.current.epoch < target:  # noqa: ASYNC110 (the history is pure)
+            await trio.sleep(0.05)
+    if maps.current.epoch < target:
+        raise Unavailable(f"this gateway has not seen epoch {target} of the cluster map")
+    found = await kv.range(PGS_PREFIX, prefix_end(PGS_PREFIX))
+    pg_revisions = {int(i.key[len(PGS_PREFIX) :], 16): i.mod_revision for i in found.kvs}
     await wait_for_gateways(
         kv,
         lambda settled, _: settled >= target,
@@ -81,7 +135,9 @@ async def rebalance(
     moves: list[tuple[ChunkRef, list[tuple[int, str, str]]]] = []
     failed: set[int] = set()
     copied_bytes = checked = 0
-    prefixes = (REFS_PREFIX, GARBAGE_PREFIX)
+    # Garbage (G/) is not moved: the collector deletes where the newest placement says (absent
+    # shards are fine) and the orphan sweep takes the old copies once no record names them.
+    prefixes = (REFS_PREFIX,)
     total = 0
     for prefix in prefixes:
         total += sum([1 async for _ in scan_prefix(kv, prefix, keys_only=True)])
@@ -107,13 +163,27 @@ async def rebalance(
         done += 1
         if progress is not None:
             progress(min(done, total), total)
-    switched = [pg for pg in range(pg_count) if pg not in failed and maps.moved.get(pg, 0) < target]
+    candidates = [
+        pg for pg in range(pg_count) if pg not in failed and maps.moved.get(pg, 0) < target
+    ]
+    switched: list[int] = []
+    changed_under_us: set[int] = set()
     revision = 0
-    for first in range(0, len(switched), TXN_OPS):
-        batch = switched[first : first + TXN_OPS]
-        result = await kv.txn([], [Put(pg_key(pg), moved_value(target)) for pg in batch])
-        revision = result.revision
+    for first in range(0, len(candidates), TXN_OPS - 1):
+        batch = candidates[first : first + TXN_OPS - 1]
+        # Each group exactly as read at the start (another rebalance may not have moved it),
+        # and the fence key bumped: a commit of chunks placed before this (a paused gateway's,
+        # or one whose map lagged) now fails and is retried by its client.
+        compares = [Compare(pg_key(pg), "mod", "=", pg_revisions.get(pg, 0)) for pg in batch]
+        ops = [Put(pg_key(pg), moved_value(target)) for pg in batch]
+        result = await kv.txn(compares, [*ops, Put(REBALANCED_KEY, moved_value(target))])
+        if result.succeeded:
+            switched += batch
+            revision = result.revision
+        else:
+            changed_under_us.update(batch)
     maps.moved.update(dict.fromkeys(switched, target))  # this gateway at once
+    maps.revision = max(maps.revision, revision)
     if revision:
         await wait_for_gateways(
             kv, lambda _, seen: seen >= revision, "applied the moved PGs", barrier_timeout_s
@@ -123,6 +193,8 @@ async def rebalance(
     for ref, changed in moves:
         pg = pg_of(ref.chunk_id, pg_count)
         for index, from_drive, to_drive in changed:
+            if pg in changed_under_us:
+                continue  # someone else moved it: its copies are theirs to judge; leave both
             stale = to_drive if pg in failed else from_drive
             try:
                 deleted += await chunks.drives[stale].delete(shard_id(ref.chunk_id, index))
@@ -138,7 +210,7 @@ async def rebalance(
         "bytes_copied": copied_bytes,
         "old_shards_deleted": deleted,
         "pgs_switched": len(switched),
-        "pgs_failed": sorted(failed),
+        "pgs_failed": sorted(failed | changed_under_us),
     }
 
 

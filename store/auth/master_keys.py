@@ -120,19 +120,29 @@ async def ensure_shared_master_keys(
         records = {item.key: item.value for item in found.kvs}
         current = records.get(SHARED_CURRENT)
         if current is not None:
-            keys = dict(local.keys)  # what this gateway encrypted alone before, still readable
+            keys: dict[str, bytes] = {}
             for key, value in records.items():
                 if key.startswith(SHARED_KEYS):
                     kid = key[len(SHARED_KEYS) :].decode()
                     try:
                         keys[kid] = kek.decrypt(value[:12], value[12:], kid.encode())
+                        if kid in local.keys and local.keys[kid] != keys[kid]:
+                            raise Corrupt(f"{FILE} and the cluster hold different keys {kid!r}")
                     except InvalidTag:  # wrapped under another cluster's secret
                         raise Corrupt(
                             f"SSE master key {kid!r} does not open with this cluster's secret"
                         ) from None
             if current.decode() not in keys:
                 raise Corrupt(f"the current SSE master key {current.decode()!r} is missing")
-            return MasterKeys(current.decode(), keys)
+            shared = {k[len(SHARED_KEYS) :].decode() for k in records if k.startswith(SHARED_KEYS)}
+            for kid, key in local.keys.items():  # what this gateway had alone, shared too
+                if kid in shared:
+                    continue
+                nonce = secrets.token_bytes(12)
+                wrapped = nonce + kek.encrypt(nonce, key, kid.encode())
+                kkey = SHARED_KEYS + kid.encode()
+                await kv.txn([Compare.absent(kkey)], [Put(kkey, wrapped)])
+            return MasterKeys(current.decode(), {**local.keys, **keys})
         seed = dict(local.keys) or {"k" + secrets.token_hex(4): secrets.token_bytes(KEY_BYTES)}
         first = local.current or next(iter(seed))
         ops = [Put(SHARED_CURRENT, first.encode())]

@@ -74,6 +74,7 @@ class ChunkStore:
         cpu_threads: int = 2,
         on_damage: DamageCallback | None = None,
         hedge_after_s: float | None = None,
+        fence_key: bytes | None = None,
     ) -> None:
         if block_bytes % CRC_BLOCK_BYTES:
             raise InvalidArgument("stripe block must be a multiple of the CRC block")
@@ -94,11 +95,12 @@ class ChunkStore:
         self._codecs: dict[tuple[int, int], native.ErasureCode] = {}
         # Chunks being written, or written and not yet named by the metadata (the orphan sweep
         # skips them), each with the epoch it is placed under (the rebalancer waits for them).
-        self.inflight: dict[str, int] = {}
+        self.inflight: dict[str, tuple[int, int]] = {}  # id -> (epoch, map revision)
         self._placements: dict[tuple[int, int, int], list[str]] = {}
         # Hedged reads (cluster gateways): a shard slower than this, or than a few times the
         # average, is decoded around. None on local drives: a hedge there only adds reads.
         self.hedge_after_s = hedge_after_s
+        self.fence_key = fence_key  # bumped by every rebalance switch (cluster gateways)
         self._read_latency = 0.0
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -117,6 +119,11 @@ class ChunkStore:
     def placement(self, ref: ChunkRef) -> list[str]:
         """Drive ids of the chunk's shards (shard i on entry i), by the map of the epoch it was
         written under. Rankings are cached per map and placement group (maps never change)."""
+        if not self.maps.known(ref.epoch):
+            raise Unavailable(
+                f"chunk {ref.chunk_id} was placed by map epoch {ref.epoch}, newer than this "
+                f"gateway's {self.maps.current.epoch}: retry in a moment"
+            )
         pg = pg_of(ref.chunk_id, self.maps.current.pg_count)  # fixed for the cluster's life
         cmap = self.maps.for_chunk(ref.epoch, pg)
         key = (cmap.epoch, pg, ref.scheme.width)
@@ -170,7 +177,22 @@ class ChunkStore:
     def settled_epoch(self) -> int:
         """The lowest epoch a chunk not yet named by the metadata was placed under (the
         current one when there is none): the rebalancer's barrier."""
-        return min(self.inflight.values(), default=self.cmap.epoch)
+        return min((epoch for epoch, _ in self.inflight.values()), default=self.cmap.epoch)
+
+    @property
+    def placed_revision(self) -> int:
+        """The cluster map revision new chunks are placed under (0 on the embedded node)."""
+        return self.maps.revision
+
+    def commit_fence(self, refs: Sequence[ChunkRef]) -> tuple[bytes, int] | None:
+        """What a metadata commit naming these new chunks must check: that no rebalance has
+        switched a placement group (``fence_key`` changed) since the oldest of them was
+        placed; else its chunks may sit where no map now looks. (key, that revision), or
+        None when nothing needs fencing (the embedded node; chunks already recorded)."""
+        if self.fence_key is None:
+            return None
+        placed = [self.inflight[r.chunk_id][1] for r in refs if r.chunk_id in self.inflight]
+        return None if not placed else (self.fence_key, min(placed))
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -36,7 +36,10 @@ class ChunkTarget(Protocol):
     block_bytes: int
     chunk_bytes: int
     cpu: trio.CapacityLimiter
-    inflight: dict[str, int]
+    inflight: dict[str, tuple[int, int]]
+
+    @property
+    def placed_revision(self) -> int: ...
 
     @property
     def cmap(self) -> ClusterMap: ...
@@ -196,7 +199,7 @@ class _ChunkWriter:
         ref = ChunkRef(chunk_id, scheme, store.block_bytes, 0, store.cmap.epoch)
         drive_ids = store.placement(ref)
         self = cls(store, ref, drive_ids, nursery)
-        store.inflight[ref.chunk_id] = ref.epoch
+        store.inflight[ref.chunk_id] = (ref.epoch, store.placed_revision)
 
         async def open_one(index: int) -> None:
             try:

@@ -483,29 +483,38 @@ class _Connection:
             if not self._outbox:
                 return  # sent by the holder before us
             parts, self._outbox = self._outbox, []
-            pending: list[bytes | bytearray] = []
-            for part in parts:
-                if len(part) < SEND_COPY_BYTES:
-                    pending.append(part)
-                    continue
+            # Other requests' replies ride in this batch: a send cut short would leave the
+            # client half a reply, so it is not cancelled with our request; each slice has the
+            # stall timeout instead (then the connection is closed).
+            with trio.CancelScope(shield=True):
+                pending: list[bytes | bytearray] = []
+                for part in parts:
+                    if len(part) < SEND_COPY_BYTES:
+                        pending.append(part)
+                        continue
+                    if pending:
+                        await self._send_all(b"".join(pending))
+                        pending = []
+                    await self._send_all(part)
                 if pending:
                     await self._send_all(b"".join(pending))
-                    pending = []
-                await self._send_all(part)
-            if pending:
-                await self._send_all(b"".join(pending))
 
     async def _send_all(self, data: bytes | bytearray) -> None:
         """In slices, each timed by ``_watch_sends`` (a timestamp: no timer per send)."""
-        if len(data) <= SEND_SLICE_BYTES:
-            self.sending_since = trio.current_time()
-            await self.stream.send_all(data)
-        else:
-            with memoryview(data) as view:
-                for at in range(0, len(view), SEND_SLICE_BYTES):
-                    self.sending_since = trio.current_time()
-                    await self.stream.send_all(view[at : at + SEND_SLICE_BYTES])
+        with memoryview(data) as view:
+            for at in range(0, len(view), SEND_SLICE_BYTES):
+                self.sending_since = trio.current_time()
+                await self._send_slice(view[at : at + SEND_SLICE_BYTES])
         self.sending_since = NOT_SENDING
+
+    async def _send_slice(self, piece: memoryview) -> None:
+        """One slice, within the stall timeout even where the send is shielded (the watcher
+        cannot cancel a shielded send): past it the connection is closed."""
+        with trio.move_on_after(self.server.limits.send_stall_timeout_s) as stalled:
+            await self.stream.send_all(piece)
+        if stalled.cancelled_caught:
+            await trio.aclose_forcefully(self.stream)
+            raise trio.BrokenResourceError("the client read no reply within the stall timeout")
 
     async def _watch_sends(self) -> None:
         """Close the connection of a client that takes no reply data for the stall timeout."""

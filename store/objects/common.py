@@ -6,10 +6,10 @@ import base64
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 
-from store.chunk.chunkstore import ChunkRef
+from store.chunk.chunkstore import ChunkRef, ChunkStore
 from store.codec import checksums
-from store.errors import BadDigest, PayloadDigestMismatch
-from store.meta.api import Compare, Op
+from store.errors import BadDigest, PayloadDigestMismatch, Unavailable
+from store.meta.api import KV, Compare, Op, compare_holds
 from store.objects.records import Checksum, Version
 
 Body = AsyncIterable[bytes | bytearray | memoryview] | bytes | bytearray | memoryview
@@ -92,3 +92,19 @@ def chunk_spans(
         if pos >= end:
             break
     return out
+
+
+def commit_fence(chunks: ChunkStore, refs: Sequence[ChunkRef]) -> list[Compare]:
+    """The compare that keeps a commit of new chunks from landing after a rebalance switched
+    their placement group (store/admin/rebalance.py): the fence key unchanged since they were
+    placed."""
+    found = chunks.commit_fence(refs)
+    return [] if found is None else [Compare(found[0], "mod", "<", found[1] + 1)]
+
+
+async def check_fence(kv: KV, fence: Sequence[Compare]) -> None:
+    """After a failed commit: Unavailable if its fence is what failed (the client retries;
+    the new chunks then go where the newest map puts them)."""
+    for cmp in fence:
+        if not compare_holds(cmp, await kv.get(cmp.key)):
+            raise Unavailable("a rebalance moved placement while this was written: retry")

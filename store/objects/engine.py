@@ -45,7 +45,9 @@ from store.objects.common import (
     ExpectedChecksum,
     Prepared,
     Stored,
+    check_fence,
     chunk_spans,
+    commit_fence,
     verify_stored,
 )
 from store.objects.multipart import Multipart
@@ -265,8 +267,11 @@ class ObjectEngine(BucketMethods):
             # O/ always names the newest version, delete markers included (listings skip those),
             # so every change to a key's versions changes O/ and the compare above serialises them.
             ops: list[Op] = [Put(vkey, new.encode()), Put(okey, new.index_entry()), *extra_ops]
+            fence: list[Compare] = []
             if index_chunks:
                 ops += ref_ops(new.chunks, vkey)
+                fence = commit_fence(self.chunks, new.chunks)
+                compares += fence
             if null and current is not None:  # the new null version replaces the old one
                 old = await self._find_null(new.bucket, new.key)
                 if old is not None:
@@ -277,6 +282,7 @@ class ObjectEngine(BucketMethods):
             result = await self.kv.txn(compares, ops, [])
             if result.succeeded:
                 return new
+            await check_fence(self.kv, fence)
             self.stats.txn_retries += 1
         raise Conflict("the object is changing too fast; retry")
 

@@ -44,6 +44,8 @@ from store.objects.common import (
     Prepared,
     Stored,
     b64,
+    check_fence,
+    commit_fence,
     verify_stored,
 )
 from store.objects.records import Bucket, Checksum, Part, PartInfo, Upload, Version
@@ -258,6 +260,8 @@ class Multipart:
             compares = [Compare.mod_is(ukey, ukv.mod_revision)]
             ops: list[Op] = [Put(pkey, part.encode()), Put(ukey, ukv.value)]
             ops += ref_ops(part.chunks, pkey)
+            fence = commit_fence(self.engine.chunks, part.chunks)
+            compares += fence
             if old is None:
                 compares.append(Compare.absent(pkey))
             else:
@@ -266,6 +270,7 @@ class Multipart:
             result = await self.kv.txn(compares, ops, [])
             if result.succeeded:
                 return
+            await check_fence(self.kv, fence)
             if await self.kv.get(ukey) is None:
                 raise NoSuchUpload(f"upload {upload.upload_id} was completed or aborted")
         raise Conflict(f"part {part.number} is changing too fast; retry")

@@ -64,6 +64,11 @@ class MapHistory:
         """The map placing a chunk written under ``epoch`` in placement group ``pg``."""
         return self.at(max(epoch, self.moved.get(pg, 0)))
 
+    def known(self, epoch: int) -> bool:
+        """Whether this history has the map of ``epoch`` (or a newer one): data written by a
+        gateway that already follows a newer map must not be looked for with an older one."""
+        return epoch <= self._epochs[-1]
+
     def drive_ids(self) -> set[str]:
         """Every drive any kept map places data on."""
         return {d.drive_id for m in self._maps.values() for d in m.drives}

@@ -51,6 +51,7 @@ STATUS_CORRUPT = 0xFFFC  # a request's payload arrived damaged (a block failed i
 SUSPECT_S = 10.0  # a peer that missed a deadline gets no calls for this long
 _BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 JOIN_BELOW_BYTES = 64 << 10  # frames smaller than this are joined into one send
+SEND_TIMEOUT_S = 30.0  # a peer that takes no bytes this long is dropped
 
 Buffer = bytes | bytearray | memoryview
 
@@ -166,17 +167,27 @@ class _Channel:
             if not self._outbox:
                 return  # sent by the holder before us
             out, self._outbox = self._outbox, []
-            small: list[bytes] = []
-            for encoded in out:  # small frames joined; a big one (DATA) sent as it is
-                if len(encoded) < JOIN_BELOW_BYTES:
-                    small.append(encoded)
-                    continue
-                if small:
-                    await self.stream.send_all(b"".join(small))
-                    small = []
-                await self.stream.send_all(encoded)
+            # Others' frames ride in this batch and their sequence numbers are spent: a flush
+            # cut short would leave the peer a gap, so it is not cancelled with our caller; a
+            # peer that takes nothing for SEND_TIMEOUT_S gets the connection closed instead.
+            with trio.CancelScope(shield=True), trio.move_on_after(SEND_TIMEOUT_S) as late:
+                await self._flush(out)
+            if late.cancelled_caught:
+                await trio.aclose_forcefully(self.stream)
+                raise Unavailable(f"the peer took nothing for {SEND_TIMEOUT_S:.0f} s")
+
+    async def _flush(self, out: list[bytes]) -> None:
+        small: list[bytes] = []
+        for encoded in out:  # small frames joined; a big one (DATA) sent as it is
+            if len(encoded) < JOIN_BELOW_BYTES:
+                small.append(encoded)
+                continue
             if small:
                 await self.stream.send_all(b"".join(small))
+                small = []
+            await self.stream.send_all(encoded)
+        if small:
+            await self.stream.send_all(b"".join(small))
 
 
 # -- client -------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from store.errors import (
     NotFound,
     ReadOnly,
     StoreError,
+    Unavailable,
 )
 from store.meta.api import KV, Compare, Delete, Put, prefix_end, scan_prefix
 from store.placement.history import MapHistory
@@ -326,6 +327,8 @@ class Volumes:
 
     def replica_drives(self, eid: str, replicas: int, epoch: int) -> list[str]:
         """An extent's replica drives, by the map of the epoch it was placed under."""
+        if not self.maps.known(epoch):
+            raise Unavailable(f"extent {eid} was placed by map epoch {epoch}, newer than ours")
         return place(self.maps.at(epoch), eid, replicas)
 
     async def chain(self, layer: str) -> list[str]:

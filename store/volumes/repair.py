@@ -24,7 +24,9 @@ from store.volumes.state import VolumeState
 
 log = logging.getLogger(__name__)
 
-_BAD = (Corrupt, NotFound, OSError)
+# What a replica may answer that leaves it unusable for now (Unavailable: its chunk server
+# is down): a source to skip, a target to leave stale.
+_BAD = (Corrupt, NotFound, OSError, Unavailable)
 
 
 class VolumeRepair:

@@ -5,6 +5,7 @@ and after, and the drive ends empty; a second run moves nothing."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,48 @@ async def test_the_embedded_node_has_nothing_to_rebalance(tmp_path: Path) -> Non
     async with open_local_engine(tmp_path, drives=4) as engine:
         with pytest.raises(InvalidArgument, match="embedded"):
             await rebalance(engine)
+
+
+async def test_one_rebalance_at_a_time(tmp_path: Path) -> None:
+    from store.cluster_map import REBALANCE_LOCK
+    from store.errors import Conflict
+
+    engine, kv = await cluster_engine(tmp_path)
+    await take_out(engine, kv, "h0.d0")
+    await kv.put(REBALANCE_LOCK, b"running")  # another one holds it
+    with pytest.raises(Conflict, match="already running"):
+        await rebalance(engine, read_grace_s=0)
+    await kv.delete(REBALANCE_LOCK)
+    await rebalance(engine, read_grace_s=0)
+    assert await kv.get(REBALANCE_LOCK) is None  # let go when done
+
+
+async def test_chunks_placed_before_a_switch_cannot_be_committed_after_it(tmp_path: Path) -> None:
+    """A writer paused between writing its chunks and recording them (or one whose map lagged)
+    must not record them once a rebalance switched their groups: no map would look there."""
+    from store.cluster_map import REBALANCED_KEY
+    from store.errors import Unavailable
+
+    engine, kv = await cluster_engine(tmp_path)
+    engine.chunks.fence_key = REBALANCED_KEY
+    await take_out(engine, kv, "h0.d0")
+    released = trio.Event()
+    resume = trio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield os.urandom(200_000)
+        released.set()
+        await resume.wait()  # its chunks are written; the commit waits for us
+
+    async def writer() -> None:
+        with pytest.raises(Unavailable, match="rebalance"):
+            await engine.put_object("bkt", "late", body())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await released.wait()
+        await kv.put(REBALANCED_KEY, b"a switch happened")
+        resume.set()
+    engine.chunks.maps.revision = await kv.revision()  # what the gateway's watch does
+    await engine.put_object("bkt", "retried", b"r" * 200_000)  # a retry goes through
+    assert (await engine.get_object("bkt", "retried"))[1] == b"r" * 200_000

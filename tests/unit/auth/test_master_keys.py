@@ -62,3 +62,18 @@ async def test_a_gateways_own_file_seeds_the_shared_keys(tmp_path: Path) -> None
     assert current is not None and current.value.decode() == own.current
     doc = json.loads((tmp_path / FILE).read_text())
     assert doc["current"] == own.current  # the file is left as it was
+
+
+async def test_a_later_gateways_own_keys_are_shared_too(tmp_path: Path) -> None:
+    kv = MemoryKV()
+    first = await ensure_shared_master_keys(kv, SECRET, tmp_path, env={})
+    late = tmp_path / "late"
+    late.mkdir()
+    own = await ensure_master_keys(late, env={})  # it encrypted alone before joining
+    joined = await ensure_shared_master_keys(kv, SECRET, late, env={})
+    assert joined.current == first.current  # the cluster's current key wraps new objects
+    assert joined.keys[own.current] == own.keys[own.current]
+    other = tmp_path / "other"
+    other.mkdir()
+    everyone = await ensure_shared_master_keys(kv, SECRET, other, env={})
+    assert set(everyone.keys) == {first.current, own.current}  # readable on every gateway

@@ -45,3 +45,22 @@ async def test_old_chunks_are_read_by_their_epoch_new_ones_avoid_a_drained_drive
     assert all(ref.epoch == 2 and "d0" not in store.placement(ref) for ref in new)
     shard_dirs = list((tmp_path / "d0" / "shards").glob("*/*"))
     assert len(shard_dirs) == sum("d0" in store.placement(ref) for ref in refs)
+
+
+async def test_a_chunk_of_a_map_newer_than_ours_is_not_looked_for_in_the_wrong_place(
+    tmp_path: Path,
+) -> None:
+    """Another gateway already follows epoch 2: until our watch brings it, its chunks are
+    Unavailable (the client retries), never read or repaired by our older map."""
+    from dataclasses import replace
+
+    from store.errors import Unavailable
+
+    drives = {f"d{i}": Drive(tmp_path / f"d{i}") for i in range(6)}
+    history = MapHistory([ClusterMap(1, 64, tuple(DriveInfo(d, d) for d in drives))])
+    store = ChunkStore(drives, history, ErasureCoded(4, 2), block_bytes=128 << 10)
+    (ref,) = await store.write(b"epoch one")
+    with pytest.raises(Unavailable, match="newer"):
+        store.placement(replace(ref, epoch=2))
+    history.add(ClusterMap(2, 64, tuple(DriveInfo(d, d) for d in drives)))
+    assert store.placement(replace(ref, epoch=2)) == store.placement(ref)
