@@ -58,7 +58,8 @@ def local_drives(data_dir: Path, drives: int | Sequence[Path]) -> dict[str, Driv
 
 def local_volumes(engine: ObjectEngine) -> Volumes:
     """The block volumes of an engine: on the same drives and cluster map as its objects."""
-    return Volumes(engine.kv, engine.chunks.drives, engine.chunks.maps)
+    chunks = engine.chunks
+    return Volumes(engine.kv, chunks.drives, chunks.maps, hedge_after_s=chunks.hedge_after_s)
 
 
 @asynccontextmanager

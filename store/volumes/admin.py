@@ -60,10 +60,16 @@ class Volumes:
     """Volume admin (create, list, resize, delete) and ``open`` for I/O."""
 
     def __init__(
-        self, kv: KV, drives: Mapping[str, DriveAPI], maps: MapHistory | ClusterMap
+        self,
+        kv: KV,
+        drives: Mapping[str, DriveAPI],
+        maps: MapHistory | ClusterMap,
+        *,
+        hedge_after_s: float | None = None,
     ) -> None:
         self.kv = kv
         self.drives = drives
+        self.hedge_after_s = hedge_after_s
         self.maps = MapHistory([maps]) if isinstance(maps, ClusterMap) else maps
 
     async def create(self, name: str, size: int, **options: object) -> V.Volume:

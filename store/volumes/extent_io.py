@@ -17,6 +17,8 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+import trio
+
 from store.chunk.api import Buffer, DriveAPI, ExtentGeometry, ExtentImage, InlineExtents
 from store.errors import Conflict, Corrupt, NotFound, StoreError, Unavailable
 from store.volumes.pieces import on_drives
@@ -37,8 +39,12 @@ class ExtentIO:
         geometry: ExtentGeometry,
         on_damage: Callable[[str, int], None],
         state: VolumeState,
+        hedge_after_s: float | None = None,
     ) -> None:
         self._name = name
+        # Remote drives: a replica that has not answered a read in this long is raced by the
+        # next one (None: one after another, only on failure; local drives answer at once).
+        self.hedge_after_s = hedge_after_s
         self._state = state  # its fencing token goes with every change; a fenced one ends I/O
         self.drives = drives
         self.replicas = replicas
@@ -63,9 +69,15 @@ class ExtentIO:
             return None
 
     async def read(self, layer: str, index: int, offset: int, length: int) -> bytearray:
-        problems = []
+        problems: list[str] = []
         eid = self.replicas.eid(layer, index)
-        for drive_id in self.replicas.good(layer, index):
+        good = self.replicas.good(layer, index)
+        if self.hedge_after_s is not None and len(good) > 1:
+            found = await self._hedged_read(layer, index, good, offset, length, problems)
+            if found is not None:
+                return found
+            good = []  # every replica was tried
+        for drive_id in good:
             try:
                 return await self.drives[drive_id].extent_read(eid, self.geometry, offset, length)
             except Unavailable as e:  # its chunk server is down or suspect: not damage
@@ -76,6 +88,42 @@ class ExtentIO:
         raise Unavailable(
             f"extent {index} of {self._name}: no good replica ({'; '.join(problems)})"
         )
+
+    async def _hedged_read(
+        self, layer: str, index: int, good: list[str], offset: int, length: int, problems: list[str]
+    ) -> bytearray | None:
+        """The first answer of the good replicas, each asked once the one before it failed or
+        has not answered within the hedge delay; None if every one failed."""
+        assert self.hedge_after_s is not None
+        eid = self.replicas.eid(layer, index)
+        result: list[bytearray] = []
+        async with trio.open_nursery() as nursery:
+            for i, drive_id in enumerate(good):
+                failed = trio.Event()
+
+                async def one(drive_id: str = drive_id, failed: trio.Event = failed) -> None:
+                    try:
+                        data = await self.drives[drive_id].extent_read(
+                            eid, self.geometry, offset, length
+                        )
+                    except Unavailable as e:  # its chunk server is down or suspect: not damage
+                        problems.append(f"{drive_id}: {e}")
+                        failed.set()
+                        return
+                    except (Corrupt, NotFound, OSError) as e:
+                        problems.append(f"{drive_id}: {e}")
+                        self._on_damage(layer, index)
+                        failed.set()
+                        return
+                    if not result:
+                        result.append(data)
+                        nursery.cancel_scope.cancel()  # the others need not answer
+
+                nursery.start_soon(one)
+                if i + 1 < len(good):
+                    with trio.move_on_after(self.hedge_after_s):
+                        await failed.wait()
+        return result[0] if result else None
 
     async def states(self, layer: str, index: int, offset: int, length: int) -> bytes | None:
         """HOLE/DATA/ZERO of each block, from the first replica that answers; None if none."""

@@ -46,6 +46,7 @@ class VolumeHost(Protocol):
 
     kv: KV
     drives: Mapping[str, DriveAPI]
+    hedge_after_s: float | None  # replica reads raced after this long (cluster gateways)
 
     @property
     def epoch(self) -> int: ...
@@ -95,7 +96,13 @@ class OpenVolume:
             stale,
         )
         self.io = ExtentIO(
-            self.name, volumes.drives, self.replicas, self.geometry, self._damaged, self.state
+            self.name,
+            volumes.drives,
+            self.replicas,
+            self.geometry,
+            self._damaged,
+            self.state,
+            hedge_after_s=volumes.hedge_after_s,
         )
         self.gate = WriteGate()
         self.guard = ExtentGuard()

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import trio
 
 from store.chunk.extentfile import ExtentFile
 from store.errors import Unavailable
@@ -248,3 +249,32 @@ async def test_a_scrub_reports_an_unreachable_replica_and_is_not_clean(volumes: 
         report = await cut_off.scrub("far", repair=repair)
         assert report["unreachable"] == [f"{layer}.0@{first}"] and not report["clean"]
         assert report["corrupt"] == report["missing"] == [] and report["repaired"] == 0
+
+
+class Paused(Unreachable):
+    """A replica's chunk server that is paused: its reads answer only after ``delay``."""
+
+    delay = 3.0
+
+    async def extent_read(self, *args: object, **kw: object) -> bytearray:
+        await trio.sleep(self.delay)
+        return await self._drive.extent_read(*args, **kw)  # type: ignore[attr-defined]
+
+
+async def test_a_slow_replica_is_raced_by_the_next(volumes: Volumes) -> None:
+    await volumes.create("raced", SIZE, extent_bytes=EXTENT)
+    async with volumes.open("raced") as vol:
+        await vol.write(0, b"h" * EXTENT)
+        layer = vol.layer
+    first = volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[0]
+    drives = {**volumes.drives, first: Paused(volumes.drives[first])}
+    for hedge, bound in ((None, None), (0.05, 1.0)):
+        slow = Volumes(volumes.kv, drives, volumes.maps, hedge_after_s=hedge)  # type: ignore[arg-type]
+        async with slow.open("raced", writable=False) as vol:
+            began = trio.current_time()
+            with trio.move_on_after(1.5) as waited:
+                assert await vol.read(0, 2 * BLOCK) == b"h" * 2 * BLOCK
+            if bound is None:
+                assert waited.cancelled_caught  # without the hedge it waits for the paused one
+            else:
+                assert not waited.cancelled_caught and trio.current_time() - began < bound
