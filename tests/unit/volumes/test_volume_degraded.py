@@ -216,14 +216,19 @@ class Unreachable:
         raise Unavailable("chunk server 10.0.0.9:7480: no answer in time")
 
 
+async def first_replica_of(volumes: Volumes, name: str, fill: bytes) -> tuple[str, str]:
+    """A volume whose extent 0 holds ``fill``: its layer, and the drive of its first replica."""
+    await volumes.create(name, SIZE, extent_bytes=EXTENT)
+    async with volumes.open(name) as vol:
+        await vol.write(0, fill * EXTENT)
+        layer = vol.layer
+    return layer, volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[0]
+
+
 async def test_reads_go_to_the_next_replica_when_a_server_is_unreachable(
     volumes: Volumes,
 ) -> None:
-    await volumes.create("reachable", SIZE, extent_bytes=EXTENT)
-    async with volumes.open("reachable") as vol:
-        await vol.write(0, b"r" * EXTENT)
-        layer = vol.layer
-    first = volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[0]
+    layer, first = await first_replica_of(volumes, "reachable", b"r")
     drives = {**volumes.drives, first: Unreachable(volumes.drives[first])}
     cut_off = Volumes(volumes.kv, drives, volumes.maps)  # type: ignore[arg-type]
     async with cut_off.open("reachable", writable=False) as vol:
@@ -233,11 +238,7 @@ async def test_reads_go_to_the_next_replica_when_a_server_is_unreachable(
 
 
 async def test_a_scrub_reports_an_unreachable_replica_and_is_not_clean(volumes: Volumes) -> None:
-    await volumes.create("far", SIZE, extent_bytes=EXTENT)
-    async with volumes.open("far") as vol:
-        await vol.write(0, b"f" * EXTENT)
-        layer = vol.layer
-    first = volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[0]
+    layer, first = await first_replica_of(volumes, "far", b"f")
 
     class Silent(Unreachable):
         async def extent_verify(self, *args: object, **kw: object) -> None:
@@ -262,11 +263,7 @@ class Paused(Unreachable):
 
 
 async def test_a_slow_replica_is_raced_by_the_next(volumes: Volumes) -> None:
-    await volumes.create("raced", SIZE, extent_bytes=EXTENT)
-    async with volumes.open("raced") as vol:
-        await vol.write(0, b"h" * EXTENT)
-        layer = vol.layer
-    first = volumes.replica_drives(V.extent_id(layer, 0), 2, volumes.epoch)[0]
+    layer, first = await first_replica_of(volumes, "raced", b"h")
     drives = {**volumes.drives, first: Paused(volumes.drives[first])}
     for hedge, bound in ((None, None), (0.05, 1.0)):
         slow = Volumes(volumes.kv, drives, volumes.maps, hedge_after_s=hedge)  # type: ignore[arg-type]
