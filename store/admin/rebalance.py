@@ -22,7 +22,7 @@ Volumes' extents are not moved yet: they stay where their epoch's map put them.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -45,7 +45,7 @@ from store.errors import (
     Unavailable,
     collapse_single_group,
 )
-from store.meta.api import KV, Compare, KeyValue, Put, prefix_end, scan_prefix
+from store.meta.api import KV, Compare, Put, prefix_end, scan_prefix
 from store.objects.chunk_refs import REFS_PREFIX, refs_from_value
 from store.objects.engine import ObjectEngine
 from store.placement.hrw import pg_of
@@ -137,12 +137,9 @@ async def _rebalance(
     copied_bytes = checked = 0
     # Garbage (G/) is not moved: the collector deletes where the newest placement says (absent
     # shards are fine) and the orphan sweep takes the old copies once no record names them.
-    prefixes = (REFS_PREFIX,)
-    total = 0
-    for prefix in prefixes:
-        total += sum([1 async for _ in scan_prefix(kv, prefix, keys_only=True)])
+    total = sum([1 async for _ in scan_prefix(kv, REFS_PREFIX, keys_only=True)])
     done = 0
-    async for item in _records(kv, prefixes):
+    async for item in scan_prefix(kv, REFS_PREFIX):
         for ref in refs_from_value(item.value):
             checked += 1
             pg = pg_of(ref.chunk_id, pg_count)
@@ -212,9 +209,3 @@ async def _rebalance(
         "pgs_switched": len(switched),
         "pgs_failed": sorted(failed | changed_under_us),
     }
-
-
-async def _records(kv: KV, prefixes: tuple[bytes, ...]) -> AsyncIterator[KeyValue]:
-    for prefix in prefixes:
-        async for item in scan_prefix(kv, prefix):
-            yield item

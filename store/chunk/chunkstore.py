@@ -229,19 +229,16 @@ class ChunkStore:
         got: dict[int, tuple[int, Any]] = {}
         all_in = trio.Event()
 
-        async def fetch(index: int, lo: int, hi: int) -> None:
-            began = trio.current_time()
-            data = await self._read_shard(ref, drive_ids, index, lo, hi - lo)
-            if data is not None:
-                got[index] = (lo, data)
-                self._took(trio.current_time() - began)
-
         failed: set[int] = set()
 
-        async def fetch_or_fail(index: int, lo: int, hi: int) -> None:
+        async def fetch(index: int, lo: int, hi: int) -> None:
+            began = trio.current_time()
             try:
-                await fetch(index, lo, hi)
-            finally:
+                data = await self._read_shard(ref, drive_ids, index, lo, hi - lo)
+                if data is not None:
+                    got[index] = (lo, data)
+                    self._took(trio.current_time() - began)
+            finally:  # answered, failed or cancelled: the hedge stops waiting for it
                 if index not in got:
                     failed.add(index)
                 if all(i in got or i in failed for i in spans):
@@ -249,7 +246,7 @@ class ChunkStore:
 
         async with trio.open_nursery() as nursery:
             for index, (lo, hi) in spans.items():
-                nursery.start_soon(fetch_or_fail, index, lo, hi)
+                nursery.start_soon(fetch, index, lo, hi)
             hedge = self.hedge_delay()
             if hedge is not None:
                 with trio.move_on_after(hedge):

@@ -73,7 +73,7 @@ class ExtentIO:
         eid = self.replicas.eid(layer, index)
         good = self.replicas.good(layer, index)
         if self.hedge_after_s is not None and len(good) > 1:
-            found = await self._hedged_read(layer, index, good, offset, length, problems)
+            found = await self._hedged_read(layer, index, eid, good, offset, length, problems)
             if found is not None:
                 return found
             good = []  # every replica was tried
@@ -90,12 +90,18 @@ class ExtentIO:
         )
 
     async def _hedged_read(
-        self, layer: str, index: int, good: list[str], offset: int, length: int, problems: list[str]
+        self,
+        layer: str,
+        index: int,
+        eid: str,
+        good: list[str],
+        offset: int,
+        length: int,
+        problems: list[str],
     ) -> bytearray | None:
         """The first answer of the good replicas, each asked once the one before it failed or
         has not answered within the hedge delay; None if every one failed."""
         assert self.hedge_after_s is not None
-        eid = self.replicas.eid(layer, index)
         result: list[bytearray] = []
         async with trio.open_nursery() as nursery:
             for i, drive_id in enumerate(good):

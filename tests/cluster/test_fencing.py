@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from store.volumes.admin import LEASE_TTL_S
 from tests.cluster.lab import running_cluster
-from tests.integration.conftest import ACCESS_KEY, SECRET_KEY, start_server, stop_server
+from tests.integration.conftest import admin_json, start_server, stop_server
 
 NBDSH_ENV = {**os.environ, "PATH": "/usr/bin:" + os.environ.get("PATH", "")}
 
@@ -43,9 +42,7 @@ def test_a_paused_owner_is_fenced_off(tmp_path: Path) -> None:
         extra = ["--meta", first.meta, "--cluster", "--secret-file", str(secret)]
         second = start_server(data, [*extra, "--workers", "1"])
         try:
-            env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-            create = [sys.executable, "-m", "store", "volume", "create", "v", "--size", "16M"]
-            subprocess.run([*create, "--endpoint", first.endpoint], check=True, env=env)
+            admin_json(first, "volume", "create", "v", "--size", "16M")
             connected, go, result = tmp_path / "connected", tmp_path / "go", tmp_path / "result"
             script = textwrap.dedent(f"""
                 import os, time

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from store.lab.etcd import free_ports
-from tests.integration.conftest import ACCESS_KEY, SECRET_KEY, make_client
+from tests.integration.conftest import ADMIN_ENV, make_client
 
 
 def alive(pid: int) -> bool:
@@ -24,7 +24,7 @@ def alive(pid: int) -> bool:
 
 def test_a_lab_serves_s3_and_stops_whole(tmp_path: Path) -> None:
     s3_port, nbd_port = free_ports(2)
-    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+    env = ADMIN_ENV  # the lab's root key, as the tests sign with it
     out = tmp_path / "lab.out"
     argv = [sys.executable, "-m", "store", "lab", "--hosts", "4", "--data", str(tmp_path / "lab")]
     argv += ["--s3", f"127.0.0.1:{s3_port}", "--nbd", f"127.0.0.1:{nbd_port}"]

@@ -22,10 +22,11 @@ from botocore.exceptions import ClientError
 from store.lab.etcd import EtcdCluster, free_ports
 from tests.cluster.load import Load
 from tests.integration.conftest import (
-    ACCESS_KEY,
-    SECRET_KEY,
     Server,
+    admin_json,
     make_client,
+    nbd_round_trip,
+    run_admin,
     start_server,
     stop_server,
 )
@@ -105,10 +106,7 @@ def gateway(tmp_path: Path, etcd: EtcdCluster, chunks: Chunks) -> Iterator[Serve
 
 def cluster_status(server: Server) -> dict:
     """`store cluster status --json` through the admin API (exit 1: some drive is not up)."""
-    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-    argv = [sys.executable, "-m", "store", "cluster", "status", "--json"]
-    argv += ["--endpoint", server.endpoint]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    done = run_admin(server, "cluster", "status")
     assert done.returncode in (0, 1), done.stderr
     return dict(json.loads(done.stdout))
 
@@ -147,18 +145,8 @@ def test_objects_and_a_volume_on_chunk_servers(
     s3.put_object(Bucket="bkt", Key="back", Body=b"all six again")
     assert s3.get_object(Bucket="bkt", Key="one-down")["Body"].read() == big[: 3 << 20]
 
-    source = tmp_path / "in.raw"
-    source.write_bytes(os.urandom(8 << 20))
-    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-    create = [sys.executable, "-m", "store", "volume", "create", "v", "--size", "8M"]
-    subprocess.run([*create, "--endpoint", gateway.endpoint], check=True, env=env, timeout=60)
-    for argv in (
-        ["nbdcopy", str(source), f"{gateway.nbd}/v"],
-        ["nbdcopy", f"{gateway.nbd}/v", str(tmp_path / "out.raw")],
-    ):
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out.raw").read_bytes() == source.read_bytes()
+    admin_json(gateway, "volume", "create", "v", "--size", "8M")
+    nbd_round_trip(f"{gateway.nbd}/v", tmp_path, 8 << 20)
 
 
 def test_a_paused_chunk_server_is_routed_around_then_rejoins(
@@ -202,9 +190,7 @@ def test_a_paused_chunk_server_is_routed_around_then_rejoins(
 
 
 def cluster_command(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-    argv = [sys.executable, "-m", "store", "cluster", *args, "--endpoint", server.endpoint]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    return run_admin(server, "cluster", *args, json_out=False)
 
 
 @pytest.mark.slow
@@ -291,10 +277,7 @@ def test_chunk_servers_die_under_s3_and_nbd_load(
     with three replicas: no read fails, no acknowledged write is lost (object writes may be
     refused with 503 while fewer than k + 1 servers are up), fio's verify passes; both back:
     writes succeed again and everything reads."""
-    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-    create = [sys.executable, "-m", "store", "volume", "create", "loaded", "--size", "32M"]
-    create += ["--replicas", "3", "--endpoint", gateway.endpoint]
-    subprocess.run(create, check=True, env=env, timeout=60, capture_output=True)
+    admin_json(gateway, "volume", "create", "loaded", "--size", "32M", "--replicas", "3")
     s3 = make_client(gateway.endpoint)
     s3.create_bucket(Bucket="load")
     fio = subprocess.Popen(

@@ -6,12 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -21,10 +18,10 @@ from store.meta.api import prefix_end
 from store.meta.etcd import open_etcd_kv
 from tests.cluster.load import Load
 from tests.integration.conftest import (
-    ACCESS_KEY,
-    SECRET_KEY,
     Server,
+    admin_json,
     make_client,
+    nbd_round_trip,
     start_server,
     stop_server,
 )
@@ -41,17 +38,7 @@ def served(etcd: EtcdCluster, tmp_path: Path) -> Iterator[Server]:
         stop_server(server)
 
 
-def admin(server: Server, *args: str) -> Any:
-    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-    done = subprocess.run(
-        [sys.executable, "-m", "store", *args, "--endpoint", server.endpoint, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout) if done.stdout.strip() else None
+admin = admin_json  # a `store` admin command through the admin API: the JSON it printed
 
 
 def test_objects_on_etcd_metadata(served: Server, etcd: EtcdCluster) -> None:
@@ -101,15 +88,7 @@ def test_volumes_on_etcd_metadata(served: Server, tmp_path: Path) -> None:
     admin(served, "volume", "create", "v", "--size", "16M")
     listed = admin(served, "volume", "list")
     assert "v" in json.dumps(listed)
-    source = tmp_path / "in.raw"
-    source.write_bytes(os.urandom(16 << 20))
-    for argv in (
-        ["nbdcopy", str(source), f"{served.nbd}/v"],
-        ["nbdcopy", f"{served.nbd}/v", str(tmp_path / "out.raw")],
-    ):
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out.raw").read_bytes() == source.read_bytes()
+    nbd_round_trip(f"{served.nbd}/v", tmp_path, 16 << 20)
 
 
 @pytest.mark.slow

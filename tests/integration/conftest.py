@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 ACCESS_KEY = "itestaccesskey"
 SECRET_KEY = "itestsecretkey123"
+ADMIN_ENV = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
 
 
 @dataclass
@@ -51,6 +53,38 @@ def admin_args(server: Server) -> list[str]:
     return ["--data", str(server.data)] + (["--meta", server.meta] if server.meta else [])
 
 
+def admin_argv(server: Server, *args: str, json_out: bool = True) -> list[str]:
+    """A `store` command through the service's admin API, as an operator runs it (its
+    credentials in ADMIN_ENV)."""
+    argv = [sys.executable, "-m", "store", *args, "--endpoint", server.endpoint]
+    argv += ["--json"] if json_out else []
+    return argv + (["--ca-bundle", server.ca_bundle] if server.ca_bundle else [])
+
+
+def run_admin(
+    server: Server, *args: str, json_out: bool = True
+) -> subprocess.CompletedProcess[str]:
+    argv = admin_argv(server, *args, json_out=json_out)
+    return subprocess.run(argv, env=ADMIN_ENV, capture_output=True, text=True, timeout=120)
+
+
+def admin_json(server: Server, *args: str) -> Any:
+    """The JSON an admin command printed (None if nothing); it must succeed."""
+    done = run_admin(server, *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def nbd_round_trip(uri: str, tmp_path: Path, size: int) -> None:
+    """``size`` random bytes into the volume at ``uri`` and back out with nbdcopy, equal."""
+    source = tmp_path / "in.raw"
+    source.write_bytes(os.urandom(size))
+    for argv in (["nbdcopy", str(source), uri], ["nbdcopy", uri, str(tmp_path / "out.raw")]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.raw").read_bytes() == source.read_bytes()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,7 +99,7 @@ def start_server(
     args = list(extra)
     if "--nbd" not in extra:
         extra = [*extra, "--nbd", f"127.0.0.1:{nbd_port}"]
-    env = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+    env = ADMIN_ENV
     log = (data / f"{name}.log").open("w")  # stderr: the log (stdout, printed once, apart)
     out = (data / f"{name}.out").open("w")
     process = subprocess.Popen(

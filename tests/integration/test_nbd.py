@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -15,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import (
-    ACCESS_KEY,
-    SECRET_KEY,
+    ADMIN_ENV,
     Server,
+    admin_argv,
+    admin_json,
     start_server,
     stop_server,
 )
@@ -25,21 +25,7 @@ from tests.integration.conftest import (
 MIB = 1 << 20
 # Debian's libnbd binding is built for /usr/bin/python3; nbdsh runs whatever python3 is first.
 NBDSH_ENV = {**os.environ, "PATH": "/usr/bin:" + os.environ.get("PATH", "")}
-ADMIN_ENV = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
-
-
-def store_argv(server: Server, *args: str) -> list[str]:
-    """A `store` admin command through the service's admin API (as an operator runs it)."""
-    argv = [sys.executable, "-m", "store", *args, "--endpoint", server.endpoint, "--json"]
-    return argv + (["--ca-bundle", server.ca_bundle] if server.ca_bundle else [])
-
-
-def store(server: Server, *args: str) -> dict:
-    done = subprocess.run(
-        store_argv(server, *args), env=ADMIN_ENV, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+store = admin_json  # a `store` admin command through the admin API: the JSON it printed
 
 
 def run(*argv: str, **kw: object) -> str:
@@ -359,7 +345,7 @@ def test_live_snapshot_while_clients_write(nbd_server: Server, volume: str, tmp_
     flushes and moves on; a client connected across it sees no error, the snapshot holds
     exactly what was acknowledged before, and fio's verify of the live volume still passes."""
     name = volume.rsplit("/", 1)[1]
-    cli = store_argv(nbd_server, "volume", "snapshot", f"{name}@live")
+    cli = admin_argv(nbd_server, "volume", "snapshot", f"{name}@live")
     nbdsh(
         volume,
         f"""
