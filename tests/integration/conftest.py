@@ -17,7 +17,15 @@ import pytest
 
 ACCESS_KEY = "itestaccesskey"
 SECRET_KEY = "itestsecretkey123"
-ADMIN_ENV = {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+
+
+def admin_env() -> dict[str, str]:
+    """The environment as it is now (a test's monkeypatched settings too), with the tests'
+    root key."""
+    return {**os.environ, "STORE_ACCESS_KEY": ACCESS_KEY, "STORE_SECRET_KEY": SECRET_KEY}
+
+
+ADMIN_ENV = admin_env()  # as the session started: for scripts handed to other processes
 
 
 @dataclass
@@ -65,7 +73,7 @@ def run_admin(
     server: Server, *args: str, json_out: bool = True
 ) -> subprocess.CompletedProcess[str]:
     argv = admin_argv(server, *args, json_out=json_out)
-    return subprocess.run(argv, env=ADMIN_ENV, capture_output=True, text=True, timeout=120)
+    return subprocess.run(argv, env=admin_env(), capture_output=True, text=True, timeout=120)
 
 
 def admin_json(server: Server, *args: str) -> Any:
@@ -99,7 +107,7 @@ def start_server(
     args = list(extra)
     if "--nbd" not in extra:
         extra = [*extra, "--nbd", f"127.0.0.1:{nbd_port}"]
-    env = ADMIN_ENV
+    env = admin_env()
     log = (data / f"{name}.log").open("w")  # stderr: the log (stdout, printed once, apart)
     out = (data / f"{name}.out").open("w")
     process = subprocess.Popen(
