@@ -165,6 +165,17 @@ def _cluster(args: argparse.Namespace) -> int:
         print(f"store cluster {args.action}: name a drive (see store cluster status)")
         return 2
     request: dict[str, object] = {"drive": args.target}
+    if args.action == "remove":
+        removed = _admin_command(args, "cluster.remove", request)
+        if removed is None:
+            return 1
+        pruned = ", ".join(map(str, removed["maps_pruned"])) or "none"
+        print(
+            json.dumps(removed)
+            if args.json
+            else f"{removed['drive']}: removed from the cluster map (maps pruned: {pruned})"
+        )
+        return 0
     if args.action == "set-weight":
         if args.weight is None:
             print("store cluster set-weight: give the weight (a number, 0 takes no new data)")
@@ -523,13 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster",
         help="the drives data is placed on: where, up or down, how full (status); "
         "which take new data (set-weight, drain, out, in); move data to the newest map "
-        "(rebalance)",
+        "(rebalance); forget a drive that holds nothing (remove)",
     )
     cluster.add_argument(
-        "action", choices=["status", "set-weight", "drain", "out", "in", "rebalance"]
+        "action", choices=["status", "set-weight", "drain", "out", "in", "rebalance", "remove"]
     )
     cluster.add_argument(
-        "target", nargs="?", metavar="DRIVE", help="the drive (set-weight, drain, out, in)"
+        "target", nargs="?", metavar="DRIVE", help="the drive (set-weight, drain, out, in, remove)"
     )
     cluster.add_argument("weight", nargs="?", type=float, help="set-weight: its new weight")
     _service_args(cluster)

@@ -112,8 +112,18 @@ class _ClusterView:
                 if epoch > self.history.current.epoch:
                     self.history.add(state.history.at(epoch))
                     log.info("cluster map: now at epoch %d", epoch)
+            kept = set(state.history.epochs)
+            for epoch in self.history.epochs:
+                if epoch not in kept and epoch < self.history.current.epoch:
+                    self.history.drop(epoch)  # pruned by `store cluster remove`
+                    log.info("cluster map: the map of epoch %d is no longer needed", epoch)
         self.history.moved = dict(state.moved)  # after the maps it names
         self.history.revision = state.revision
+        # Removed drives last: no map kept names them (the removal pruned those maps first).
+        for drive_id in set(self.drives) - set(state.drives) - self.history.drive_ids():
+            del self.drives[drive_id]
+            del self._where[drive_id]
+            log.info("cluster map: drive %s was removed", drive_id)
 
     async def follow(self, revision: int) -> None:
         """Apply every change to the drives and maps from ``revision`` on."""

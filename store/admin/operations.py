@@ -19,6 +19,7 @@ import trio
 from store import __version__
 from store.admin.cluster_status import cluster_status as status_of_cluster
 from store.admin.rebalance import rebalance
+from store.admin.remove import remove_drive
 from store.auth import users
 from store.cluster_map import change_drive
 from store.errors import InvalidArgument
@@ -241,6 +242,10 @@ async def cluster_rebalance(ctx: Context, args: Mapping[str, Any], progress: Pro
     return await rebalance(ctx.engine, progress)
 
 
+async def cluster_remove(ctx: Context, args: Mapping[str, Any], progress: Progress) -> object:
+    return await remove_drive(ctx.engine, ctx.volumes, _text(args, "drive"))
+
+
 def _drive_change(state: str | None, weighted: bool = False) -> Operation:
     """An operator's change to a drive in the cluster map; answered once this gateway places
     by the new map (the others follow within their watch's delay)."""
@@ -293,6 +298,7 @@ OPERATIONS: dict[str, Operation] = {
     "cluster.out": _drive_change("out"),
     "cluster.in": _drive_change("up"),
     "cluster.rebalance": cluster_rebalance,
+    "cluster.remove": cluster_remove,
 }
 # Long operations: the admin API runs them as jobs (started, then polled with progress).
 JOBS = frozenset(
@@ -304,6 +310,7 @@ JOBS = frozenset(
         "maintenance.heal",
         "maintenance.gc",
         "cluster.rebalance",
+        "cluster.remove",
     }
 )
 

@@ -22,7 +22,8 @@ Volumes' extents are not moved yet: they stay where their epoch's map put them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -80,24 +81,31 @@ async def rebalance(
     barrier_timeout_s: float = BARRIER_TIMEOUT_S,
     read_grace_s: float = READ_GRACE_S,
 ) -> dict[str, Any]:
-    """One rebalance at a time in the cluster: under ``CM/rebalance``, a key on a lease of its
-    own kept alive while it runs."""
-    kv = engine.kv
-    if (await read_cluster(kv)).history is None:
+    """One rebalance at a time in the cluster (``map_lock``)."""
+    if (await read_cluster(engine.kv)).history is None:
         raise InvalidArgument("the embedded node has one map: there is nothing to rebalance")
+    async with map_lock(engine.kv, "a rebalance"):
+        return await _rebalance(engine, progress, barrier_timeout_s, read_grace_s)
+
+
+@asynccontextmanager
+async def map_lock(kv: KV, what: str) -> AsyncIterator[None]:
+    """Exclusive work on where data is (a rebalance, a drive's removal): ``CM/rebalance``, a
+    key on a lease of its own kept alive while the body runs."""
     lease = await kv.lease_grant(LOCK_TTL_S)
     try:
         held = await kv.txn(
-            [Compare.absent(REBALANCE_LOCK)], [Put(REBALANCE_LOCK, b"running", lease=lease)]
+            [Compare.absent(REBALANCE_LOCK)], [Put(REBALANCE_LOCK, what.encode(), lease=lease)]
         )
         if not held.succeeded:
-            raise Conflict("a rebalance is already running (CM/rebalance): wait for it")
+            running = await kv.get(REBALANCE_LOCK)
+            doing = running.value.decode(errors="replace") if running else "another change"
+            raise Conflict(f"{doing} is already running (CM/rebalance): wait for it")
         with collapse_single_group():  # the job's own error, not a group of one
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_keep, kv, lease)
-                summary = await _rebalance(engine, progress, barrier_timeout_s, read_grace_s)
+                yield
                 nursery.cancel_scope.cancel()
-        return summary
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await kv.lease_revoke(lease)

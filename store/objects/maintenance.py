@@ -201,7 +201,7 @@ async def sweep_orphans(
     cutoff = time.time() - grace_s
     known: dict[str, bool] = {}
     found = 0
-    for drive in engine.chunks.drives.values():
+    for drive in list(engine.chunks.drives.values()):  # a drive may be removed meanwhile
         if not dry_run:
             try:
                 await drive.clean_tmp(older_than_s=grace_s)

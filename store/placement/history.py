@@ -48,6 +48,14 @@ class MapHistory:
         self._maps[cmap.epoch] = cmap
         self._epochs.append(cmap.epoch)
 
+    def drop(self, epoch: int) -> None:
+        """Forget a map no data is placed by any more (``store cluster remove`` pruned it);
+        the newest is never dropped."""
+        if epoch == self._epochs[-1]:
+            raise InvalidArgument("the newest map cannot be dropped")
+        if self._maps.pop(epoch, None) is not None:
+            self._epochs.remove(epoch)
+
     def at(self, epoch: int) -> ClusterMap:
         """The map in force at ``epoch``: the newest one not after it.
 

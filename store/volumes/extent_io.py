@@ -293,6 +293,6 @@ class ExtentIO:
     async def release(self, layers: list[str], *, save: bool = True) -> None:
         """Close the open files of these layers' extents on every drive (the volume closes);
         ``save`` false drops their tables unsaved (the lease was lost)."""
-        for drive in self.drives.values():
+        for drive in list(self.drives.values()):
             for layer in layers:
                 await drive.extent_release(layer + ".", save=save)

@@ -60,6 +60,10 @@ class Chunks:
         self.processes[i].send_signal(signal.SIGKILL)
         self.processes[i].wait()
 
+    def stop(self, i: int) -> None:
+        self.processes[i].send_signal(signal.SIGTERM)
+        self.processes[i].wait(10)
+
     def stop_all(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -240,9 +244,14 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
 
         drained = cluster_command(gateway, "drain", "node1.d0")
         assert drained.returncode == 0, drained.stderr
-        status = cluster_status(gateway)
+        deadline = time.monotonic() + 5  # the gateway reports every half second
+        while True:
+            status = cluster_status(gateway)
+            if [g["settled_epoch"] for g in status["gateways"]] == [epoch + 2]:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
         assert 0 < status["misplaced_pgs"] <= status["pgs"]
-        assert [g["settled_epoch"] for g in status["gateways"]] == [epoch + 2]
         assert "state draining" in drained.stdout and f"epoch {epoch + 2}" in drained.stdout
         node1 = tmp_path / "node1" / "d0" / "shards"
         before = len(list(node1.glob("*/*")))
@@ -265,6 +274,27 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
             assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
         for i in range(6):
             s3.get_object(Bucket="bkt", Key=f"new-{i}")["Body"].read()
+
+        # Retiring it for good: stop its server, weight 0 (out of the newest map), rebalance
+        # (what the weight change moved: the draws it took part in), remove.
+        refused = cluster_command(gateway, "remove", "node1.d0")
+        assert refused.returncode != 0 and "server is running" in refused.stdout + refused.stderr
+        chunks.stop(1)
+        refused = cluster_command(gateway, "remove", "node1.d0")
+        assert refused.returncode != 0
+        assert "set-weight node1.d0 0" in refused.stdout + refused.stderr
+        assert cluster_command(gateway, "set-weight", "node1.d0", "0").returncode == 0
+        moved = cluster_command(gateway, "rebalance", "--json")
+        assert moved.returncode == 0 and json.loads(moved.stdout)["pgs_failed"] == []
+        removed = cluster_command(gateway, "remove", "node1.d0", "--json")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert json.loads(removed.stdout)["maps_pruned"] == list(range(2, epoch + 3))
+        status = cluster_status(gateway)
+        assert "node1.d0" not in {d["drive"] for d in status["drives"]}
+        assert status["up"] == SERVERS and status["misplaced_pgs"] == 0
+        for key, body in bodies.items():
+            assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
+        s3.put_object(Bucket="bkt", Key="after-remove", Body=b"r" * (1 << 20))
     finally:
         stop_server(gateway)
 
