@@ -82,7 +82,11 @@ async def main(calls: int) -> None:
         server = DriveServer({"d0": local})
         async with trio.open_nursery() as nursery:
             listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-            await nursery.start(partial(serve_rpc, listeners, "chunk", SECRET, server.handle))
+            await nursery.start(
+                partial(
+                    serve_rpc, listeners, "chunk", SECRET, server.handle, inline=server.handle_now
+                )
+            )
             port = listeners[0].socket.getsockname()[1]
             async with open_rpc_client(("127.0.0.1", port), "gateway", SECRET) as client:
                 results["rpc"] = await cases(RemoteDrive(client, "d0"), calls)

@@ -114,7 +114,11 @@ async def serve_chunks(
     name = config.host_name
     async with trio.open_nursery() as nursery:
         tls = None if config.tls is None else server_context(config.tls)
-        await nursery.start(partial(serve_rpc, listeners, name, secret, server.handle, tls=tls))
+        await nursery.start(
+            partial(
+                serve_rpc, listeners, name, secret, server.handle, inline=server.handle_now, tls=tls
+            )
+        )
         nursery.start_soon(server.sweep_sinks)
         if config.meta:
             await nursery.start(_registered, config, bound, list(drives))

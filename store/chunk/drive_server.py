@@ -106,22 +106,53 @@ class DriveServer:
         """One call (transport.Handler), counted in the metrics."""
         began = time.monotonic()
         reply = await self._handle(request, peer)
-        if self.metrics is not None:
-            try:
-                method = Method(request.code).name
-            except ValueError:
-                method = "unknown"
-            drive = decode_drive(request.body)
-            outcome = "ok" if reply.code == 0 else error_kind(reply.code)
-            self.metrics.record(
-                drive if drive in self.drives else "unknown",
-                method,
-                outcome,
-                time.monotonic() - began,
-                len(request.payload),
-                len(reply.payload),
-            )
+        self._record(request, reply, began)
         return reply
+
+    def handle_now(self, request: Message, peer: str) -> Message | None:
+        """An extent read the page cache holds, or a write it takes, answered without blocking
+        (transport.Inline: no task, no thread); None for everything else."""
+        if request.code not in (Method.EXTENT_READ, Method.EXTENT_WRITE):
+            return None
+        began = time.monotonic()
+        try:
+            args = decode(request.body)
+            drive = self.drives.get(_str(args, "drive"))
+            if drive is None:
+                return None  # the handler gives the error
+            eid, geometry, offset = _str(args, "eid"), _geometry(args), _int(args, "offset")
+            inline = drive.inline_extents()
+            if request.code == Method.EXTENT_READ:
+                data = inline.read_now(eid, geometry, offset, _int(args, "length"))
+                if data is None:
+                    return None
+                reply = Message(0, b"", data)
+            else:
+                if not inline.write_now(eid, geometry, offset, request.payload, fence=_fence(args)):
+                    return None
+                reply = Message(0)
+        except (StoreError, OSError) as e:
+            reply = error_reply(e)
+        self._record(request, reply, began)
+        return reply
+
+    def _record(self, request: Message, reply: Message, began: float) -> None:
+        if self.metrics is None:
+            return
+        try:
+            method = Method(request.code).name
+        except ValueError:
+            method = "unknown"
+        drive = decode_drive(request.body)
+        outcome = "ok" if reply.code == 0 else error_kind(reply.code)
+        self.metrics.record(
+            drive if drive in self.drives else "unknown",
+            method,
+            outcome,
+            time.monotonic() - began,
+            len(request.payload),
+            len(reply.payload),
+        )
 
     async def _handle(self, request: Message, peer: str) -> Message:
         try:

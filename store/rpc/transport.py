@@ -18,7 +18,9 @@ out every call, long before its registration lease expires; then calls try it ag
 Server (``serve_rpc``): a handshake under a deadline, then every request handled in its own task
 (at most ``MAX_CALLS_PER_CONNECTION`` at once: the reader waits, and TCP pushes back), under the
 deadline the caller sent; a CANCEL cancels it. A peer that fails the handshake or sends a bad
-frame is logged and disconnected.
+frame is logged and disconnected. A server may also answer some calls at once (``Inline``: a
+read the page cache holds): those take no task, and the answers to everything that arrived in
+one read of the socket leave together, in one send, before the server waits for more.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ SUSPECT_S = 10.0  # a peer that missed a deadline gets no calls for this long
 _BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 JOIN_BELOW_BYTES = 64 << 10  # frames smaller than this are joined into one send
 SEND_TIMEOUT_S = 30.0  # a peer that takes no bytes this long is dropped
+MAX_ANSWERED_FRAMES = 64  # inline answers held for one send (DATA frames are 1 MiB at most)
 
 Buffer = bytes | bytearray | memoryview
 
@@ -91,7 +94,8 @@ class _Incoming:
 
     code: int
     body: bytes
-    payload: bytearray = field(default_factory=bytearray)
+    pieces: list[Buffer] = field(default_factory=list)  # the DATA frames' blocks
+    length: int = 0
     block_bytes: int = 0
     crcs: list[int] = field(default_factory=list)
     damaged: bool = False  # a block failed its CRC on the way
@@ -99,17 +103,21 @@ class _Incoming:
     def add(self, data: wire.Data) -> None:
         if self.block_bytes and data.block_bytes != self.block_bytes:
             raise wire.ProtocolError("DATA frames of one message change their block size")
-        if self.payload and len(self.payload) % data.block_bytes:
+        if self.length % data.block_bytes:
             raise wire.ProtocolError("a DATA frame after a short block")
-        if len(self.payload) + len(data.payload) > MAX_PAYLOAD_BYTES:
+        if self.length + len(data.payload) > MAX_PAYLOAD_BYTES:
             raise wire.ProtocolError(f"a payload past {MAX_PAYLOAD_BYTES} bytes")
         self.block_bytes = data.block_bytes
-        self.payload += data.payload
+        self.pieces.append(data.payload)
+        self.length += len(data.payload)
         self.crcs += data.crcs
         self.damaged = self.damaged or data.bad_block >= 0
 
     def message(self) -> Message:
-        return Message(self.code, self.body, self.payload, self.block_bytes, tuple(self.crcs))
+        # One frame's blocks are the payload as they are (read-only); more are joined once.
+        pieces = self.pieces
+        payload = pieces[0] if len(pieces) == 1 else bytearray().join(pieces)
+        return Message(self.code, self.body, payload, self.block_bytes, tuple(self.crcs))
 
 
 class _Channel:
@@ -119,7 +127,7 @@ class _Channel:
         self.stream = stream
         self.conn = conn
         self._send_lock = trio.Lock()
-        self._outbox: list[bytes] = []  # encoded frames not yet sent, in sequence order
+        self._outbox: list[Buffer] = []  # encoded frames not yet sent, in sequence order
 
     async def handshake(self) -> str:
         with trio.fail_after(HANDSHAKE_TIMEOUT_S):
@@ -143,12 +151,15 @@ class _Channel:
         if pending:
             await self.stream.send_all(pending)
 
-    async def next_event(self) -> wire.Event:
+    async def next_event(self, idle: Callable[[], Awaitable[None]] | None = None) -> wire.Event:
+        """The next event; ``idle`` runs first whenever that means waiting for the peer."""
         while True:
             event = self.conn.next_event()
             if event is not wire.NEED_DATA:
                 assert not isinstance(event, wire._NeedData)
                 return event
+            if idle is not None:
+                await idle()
             await self._flush_handshake()
             data = await self.stream.receive_some(READ_BYTES)
             if not data:
@@ -161,7 +172,7 @@ class _Channel:
         send, so calls made together share system calls (on loopback a send costs the
         receiver's work too: a third of a gateway's time went to sends of one frame each)."""
         for frame in frames:
-            self._outbox.append(self.conn.send(frame))
+            self._outbox += self.conn.send_parts(frame)
         await trio.lowlevel.checkpoint()  # let the calls made in this turn queue theirs too
         async with self._send_lock:
             if not self._outbox:
@@ -176,9 +187,9 @@ class _Channel:
                 await trio.aclose_forcefully(self.stream)
                 raise Unavailable(f"the peer took nothing for {SEND_TIMEOUT_S:.0f} s")
 
-    async def _flush(self, out: list[bytes]) -> None:
-        small: list[bytes] = []
-        for encoded in out:  # small frames joined; a big one (DATA) sent as it is
+    async def _flush(self, out: list[Buffer]) -> None:
+        small: list[Buffer] = []
+        for encoded in out:  # small pieces joined; a big one (DATA blocks) sent as it is
             if len(encoded) < JOIN_BELOW_BYTES:
                 small.append(encoded)
                 continue
@@ -361,6 +372,8 @@ async def open_rpc_client(
 # -- server -------------------------------------------------------------------------------------
 
 Handler = Callable[[Message, str], Awaitable[Message]]
+# Answers a call at once, without blocking (None: it cannot, so ``Handler`` will).
+Inline = Callable[[Message, str], Message | None]
 
 
 async def serve_rpc(
@@ -369,11 +382,13 @@ async def serve_rpc(
     secret: bytes,
     handler: Handler,
     *,
+    inline: Inline | None = None,
     tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve calls on ``listeners`` until cancelled: ``handler(request, peer)`` answers each
-    (over mutual TLS first, with ``tls``: store/rpc/tls.py)."""
+    """Serve calls on ``listeners`` until cancelled: ``inline(request, peer)``, if given,
+    answers what it can at once and ``handler(request, peer)`` the rest (over mutual TLS
+    first, with ``tls``: store/rpc/tls.py)."""
 
     async def connection(stream: trio.SocketStream) -> None:
         wrapped = stream if tls is None else trio.SSLStream(stream, tls, server_side=True)
@@ -394,7 +409,7 @@ async def serve_rpc(
         # The channel's tasks run in a nursery, so what ends it arrives as an exception group.
         # Nothing one connection does (a close, a bad frame, a bug) may stop the server.
         try:
-            await _serve_channel(channel, peer, handler)
+            await _serve_channel(channel, peer, handler, inline)
         except* (wire.ProtocolError, Unavailable, *_BROKEN) as group:
             ended = group.exceptions[0]
             log.warning(
@@ -421,11 +436,20 @@ def _remote(stream: trio.SocketStream) -> str:
         return "?"
 
 
-async def _serve_channel(channel: _Channel, peer: str, handler: Handler) -> None:
+async def _serve_channel(
+    channel: _Channel, peer: str, handler: Handler, inline: Inline | None = None
+) -> None:
     limiter = trio.CapacityLimiter(MAX_CALLS_PER_CONNECTION)
     incoming: dict[int, _Incoming] = {}
     scopes: dict[int, trio.CancelScope] = {}
     deadlines: dict[int, int] = {}
+    answered: list[wire.FrameEvent] = []  # inline answers, sent before the next wait
+
+    async def send_answered() -> None:
+        if answered:
+            frames = answered[:]
+            answered.clear()
+            await channel.send(frames)
 
     async def answer(request_id: int, request: Message, millis: int) -> None:
         try:
@@ -451,7 +475,7 @@ async def _serve_channel(channel: _Channel, peer: str, handler: Handler) -> None
 
     async with trio.open_nursery() as nursery:
         while True:
-            event = await channel.next_event()
+            event = await channel.next_event(send_answered)
             if isinstance(event, wire.Request):
                 if event.request_id in incoming or event.request_id in scopes:
                     raise wire.ProtocolError(f"request id {event.request_id} is in use")
@@ -478,11 +502,20 @@ async def _serve_channel(channel: _Channel, peer: str, handler: Handler) -> None
                 continue
             else:
                 raise wire.ProtocolError(f"a client sent {type(event).__name__}")
-            await limiter.acquire_on_behalf_of(rid)
             done = incoming.pop(rid)
             millis = deadlines.pop(rid)
+            request = done.message()
+            if inline is not None and not done.damaged:
+                reply = inline(request, peer)
+                if reply is not None:
+                    head = wire.Response(rid, reply.code, reply.body, not len(reply.payload))
+                    answered.extend(_frames(rid, head, reply))
+                    if len(answered) >= MAX_ANSWERED_FRAMES:  # a bound on what waits here
+                        await send_answered()
+                    continue
+            await limiter.acquire_on_behalf_of(rid)
             if done.damaged:  # answered without the handler: nothing damaged is ever used
                 damaged = Message(STATUS_CORRUPT, b"the request's data arrived damaged")
                 nursery.start_soon(reply_now, rid, damaged)
                 continue
-            nursery.start_soon(answer, rid, done.message(), millis)
+            nursery.start_soon(answer, rid, request, millis)

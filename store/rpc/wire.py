@@ -175,7 +175,7 @@ def derive_keys(
 
 
 def frame_mac(key: bytes, sequence: int, head: bytes) -> bytes:
-    return hmac.new(key, struct.pack(">Q", sequence) + head, hashlib.sha256).digest()[:MAC_BYTES]
+    return hmac.digest(key, struct.pack(">Q", sequence) + head, "sha256")[:MAC_BYTES]
 
 
 def _hello(role: Role, nonce: bytes, name: str) -> bytes:
@@ -185,12 +185,9 @@ def _hello(role: Role, nonce: bytes, name: str) -> bytes:
     return _HELLO.pack(MAGIC, role, len(raw), nonce) + raw
 
 
-def data_body(
-    block_bytes: int, payload: bytes | bytearray | memoryview, crcs: tuple[int, ...]
-) -> bytes:
-    """A DATA frame's body: the block size, the CRC table, then the blocks."""
-    table = struct.pack(f">II{len(crcs)}I", block_bytes, len(crcs), *crcs)
-    return table + bytes(payload)
+def data_table(block_bytes: int, crcs: tuple[int, ...]) -> bytes:
+    """The start of a DATA frame's body: the block size and the CRC table (the blocks follow)."""
+    return struct.pack(f">II{len(crcs)}I", block_bytes, len(crcs), *crcs)
 
 
 # -- the connection -----------------------------------------------------------------------------
@@ -334,7 +331,8 @@ class Connection:
             raise ProtocolError(f"a frame body of {length} bytes (at most {MAX_BODY_BYTES})")
         if len(self._buffer) < HEADER_BYTES + length:
             return NEED_DATA
-        body = bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + length])
+        with memoryview(self._buffer) as view:  # one copy (a slice of the buffer is another)
+            body = bytes(view[HEADER_BYTES : HEADER_BYTES + length])
         del self._buffer[: HEADER_BYTES + length]
         self._recv_seq += 1
         return _decode(kind, flags, code, deadline, request_id, body, body_crc)
@@ -343,23 +341,30 @@ class Connection:
 
     def send(self, event: FrameEvent) -> bytes:
         """The bytes of one frame (after ``Authenticated``)."""
+        return b"".join(self.send_parts(event))
+
+    def send_parts(self, event: FrameEvent) -> list[bytes | memoryview]:
+        """The bytes of one frame in pieces to send one after the other: a DATA frame's
+        blocks are the caller's buffer, not a copy."""
         if self._dead is not None:
             raise self._dead
         if not self.authenticated or self._keys is None:
             raise ProtocolError("no frames before the handshake is done")
-        kind, flags, code, deadline, request_id, body, crc = _encode(event)
-        if len(body) > MAX_BODY_BYTES:
-            raise ValueError(f"a frame body of {len(body)} bytes (at most {MAX_BODY_BYTES})")
-        head = _HEADER.pack(kind, flags, code, deadline, request_id, len(body), crc)
+        kind, flags, code, deadline, request_id, body, payload, crc = _encode(event)
+        length = len(body) + len(payload)
+        if length > MAX_BODY_BYTES:
+            raise ValueError(f"a frame body of {length} bytes (at most {MAX_BODY_BYTES})")
+        head = _HEADER.pack(kind, flags, code, deadline, request_id, length, crc)
         key = (
             self._keys.client_to_server if self.role is Role.CLIENT else self._keys.server_to_client
         )
         mac = frame_mac(key, self._send_seq, head)
         self._send_seq += 1
-        return head + mac + body
+        return [head + mac + body, payload] if len(payload) else [head + mac + body]
 
 
-def _encode(event: FrameEvent) -> tuple[int, int, int, int, int, bytes, int]:
+def _encode(event: FrameEvent) -> tuple[int, int, int, int, int, bytes, memoryview, int]:
+    """A frame's header fields, its body, and (DATA) the blocks that follow the body."""
     if isinstance(event, Request):
         if not 0 <= event.method <= 0xFFFF or not 0 <= event.deadline_ms <= 0xFFFFFFFF:
             raise ValueError("method or deadline out of range")
@@ -371,6 +376,7 @@ def _encode(event: FrameEvent) -> tuple[int, int, int, int, int, bytes, int]:
             event.deadline_ms,
             event.request_id,
             body,
+            _NOTHING,
             crc32c(body),
         )
     if isinstance(event, Response):
@@ -382,24 +388,28 @@ def _encode(event: FrameEvent) -> tuple[int, int, int, int, int, bytes, int]:
             0,
             event.request_id,
             body,
+            _NOTHING,
             crc32c(body),
         )
     if isinstance(event, Data):
         _check_blocks(event.block_bytes, len(event.payload), len(event.crcs))
-        body = data_body(event.block_bytes, event.payload, event.crcs)
-        table = body[: 8 + 4 * len(event.crcs)]
+        table = data_table(event.block_bytes, event.crcs)
         return (
             FrameType.DATA,
             END if event.end else 0,
             0,
             0,
             event.request_id,
-            body,
+            table,
+            memoryview(event.payload).cast("B"),
             crc32c(table),
         )
     kinds = {Cancel: FrameType.CANCEL, Ping: FrameType.PING, Pong: FrameType.PONG}
     value = event.request_id if isinstance(event, Cancel) else event.token
-    return (kinds[type(event)], 0, 0, 0, value, b"", crc32c(b""))
+    return (kinds[type(event)], 0, 0, 0, value, b"", _NOTHING, crc32c(b""))
+
+
+_NOTHING = memoryview(b"")
 
 
 def _check_blocks(block_bytes: int, payload: int, count: int) -> None:
