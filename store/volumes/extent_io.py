@@ -102,6 +102,18 @@ class ExtentIO:
         """The first answer of the good replicas, each asked once the one before it failed or
         has not answered within the hedge delay; None if every one failed."""
         assert self.hedge_after_s is not None
+        # Most reads: the first replica answers in time, with no task or event to set up.
+        with trio.move_on_after(self.hedge_after_s):
+            try:
+                return await self.drives[good[0]].extent_read(eid, self.geometry, offset, length)
+            except Unavailable as e:
+                problems.append(f"{good[0]}: {e}")
+                good = good[1:]
+            except (Corrupt, NotFound, OSError) as e:
+                problems.append(f"{good[0]}: {e}")
+                self._on_damage(layer, index)
+                good = good[1:]
+        # Slow (asked again, raced by the next ones) or failed (the others race).
         result: list[bytearray] = []
         async with trio.open_nursery() as nursery:
             for i, drive_id in enumerate(good):
