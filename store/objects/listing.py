@@ -216,7 +216,7 @@ async def find_null_version(kv: KV, bucket: str, key: str) -> KeyValue | None:
     while True:
         page = await kv.range(start, end, limit=MAX_LIST)
         for item in page.kvs:
-            if b'"null":true' in item.value.partition(b"\0")[0]:
+            if b'"null":true' in R.plain_record(item.value).partition(b"\0")[0]:
                 return item
         if not page.more:
             return None

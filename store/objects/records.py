@@ -22,6 +22,12 @@ Invariants: O/<b>/<k> exists iff some V/<b>/<k>\\0* entry exists, and it names t
 changes O/<b>/<k>, and a transaction comparing it is serialised with all of them.
 Every chunk named by a version, a part or a G/ entry has an R/ entry; shards whose chunk has no
 R/ entry are orphans of a crash (removed after a grace period).
+
+A version record above ``COMPRESS_ABOVE_BYTES`` (one of thousands of parts or chunks) is stored
+zstd-compressed (its value then starts with zstd's frame magic, where a plain record starts with
+"{"): chunk ids share their stream's prefix and the record compresses about 13-fold, so the
+largest object S3 allows (10,000 parts, 5 TiB in 81,920 chunks) stays under the 1 MiB a
+metadata value may be.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import zstandard
 
 from store.chunk.chunkstore import ChunkRef
 from store.errors import InvalidArgument, InvalidBucketName, KeyTooLong, NoSuchUpload, OutOfRange
@@ -210,6 +218,18 @@ def check_upload_id(upload_id: str) -> None:
 # -- records -------------------------------------------------------------------------------------
 
 
+COMPRESS_ABOVE_BYTES = 64 << 10
+MAX_RECORD_BYTES = 256 << 20  # a decompressed version record (5 TiB of chunks is ~55 MB)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def plain_record(raw: bytes) -> bytes:
+    """A stored version record as ``Version.encode`` made it before compression."""
+    if raw.startswith(_ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().decompress(raw, max_output_size=MAX_RECORD_BYTES)
+    return raw
+
+
 def _dumps(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -338,11 +358,15 @@ class Version:
             _encode_attributes(self, body)
         # Inline data follows the JSON after a NUL (JSON text never contains a raw NUL).
         head = _dumps(body)
-        return head if self.inline is None else head + b"\0" + self.inline
+        if self.inline is not None:
+            return head + b"\0" + self.inline
+        if len(head) > COMPRESS_ABOVE_BYTES:
+            return zstandard.ZstdCompressor(level=3).compress(head)
+        return head
 
     @classmethod
     def decode(cls, bucket: str, key: str, raw: bytes) -> Version:
-        head, sep, inline = raw.partition(b"\0")
+        head, sep, inline = plain_record(raw).partition(b"\0")
         body = json.loads(head)
         z = body.get("z")
         ck = body.get("ck")
