@@ -154,7 +154,7 @@ def _cluster(args: argparse.Namespace) -> int:
             if args.json
             else "\n".join(f"{k:>20}: {v}" for k, v in summary.items())
         )
-        return 1 if summary["pgs_failed"] else 0
+        return 1 if summary["pgs_failed"] or summary.get("volumes_failed") else 0
     if args.action == "status":
         result = _admin_command(args, "cluster.status", {})
         if result is None:

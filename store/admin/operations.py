@@ -239,7 +239,7 @@ async def cluster_status(ctx: Context, args: Mapping[str, Any], progress: Progre
 
 
 async def cluster_rebalance(ctx: Context, args: Mapping[str, Any], progress: Progress) -> object:
-    return await rebalance(ctx.engine, progress)
+    return await rebalance(ctx.engine, progress, volumes=ctx.volumes)
 
 
 async def cluster_remove(ctx: Context, args: Mapping[str, Any], progress: Progress) -> object:

@@ -1,4 +1,4 @@
-"""``cluster.rebalance``: move objects' chunks to where the newest cluster map places them.
+"""``cluster.rebalance``: move chunks and volume extents to where the newest map places them.
 
 After a drive is drained, taken out, reweighted or added, new chunks follow the new map but
 what was written before stays where its own epoch's map put it. The rebalancer moves it, one
@@ -16,7 +16,8 @@ placement group (PG) at a time in effect, never making data unreachable:
 5. Delete the old copies (and, for a PG whose copy failed, the new copies: it stays as it was,
    to be moved by the next run).
 
-Volumes' extents are not moved yet: they stay where their epoch's map put them.
+6. Volumes' extents placed by older maps: moved extent by extent, frozen layers here and each
+   volume's own layer by its writer (store/admin/rebalance_volumes.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import trio
 
+from store.admin.rebalance_volumes import move_volumes
 from store.chunk.chunkref import ChunkRef
 from store.chunk.ids import shard_id
 from store.cluster_map import (
@@ -50,6 +52,7 @@ from store.meta.api import KV, Compare, Put, prefix_end, scan_prefix
 from store.objects.chunk_refs import REFS_PREFIX, refs_from_value
 from store.objects.engine import ObjectEngine
 from store.placement.hrw import pg_of
+from store.volumes.admin import Volumes
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +81,19 @@ async def rebalance(
     engine: ObjectEngine,
     progress: Callable[[int, int], None] | None = None,
     *,
+    volumes: Volumes | None = None,
     barrier_timeout_s: float = BARRIER_TIMEOUT_S,
     read_grace_s: float = READ_GRACE_S,
 ) -> dict[str, Any]:
-    """One rebalance at a time in the cluster (``map_lock``)."""
+    """One rebalance at a time in the cluster (``map_lock``): objects' chunks, then (given
+    ``volumes``) volumes' extents."""
     if (await read_cluster(engine.kv)).history is None:
         raise InvalidArgument("the embedded node has one map: there is nothing to rebalance")
     async with map_lock(engine.kv, "a rebalance"):
-        return await _rebalance(engine, progress, barrier_timeout_s, read_grace_s)
+        summary = await _rebalance(engine, progress, barrier_timeout_s, read_grace_s)
+        if volumes is not None:
+            summary.update(await move_volumes(volumes, summary["epoch"]))
+        return summary
 
 
 @asynccontextmanager

@@ -305,6 +305,11 @@ class ExtentIO:
     async def release(self, layers: list[str], *, save: bool = True) -> None:
         """Close the open files of these layers' extents on every drive (the volume closes);
         ``save`` false drops their tables unsaved (the lease was lost)."""
-        for drive in list(self.drives.values()):
-            for layer in layers:
-                await drive.extent_release(layer + ".", save=save)
+        for drive_id, drive in list(self.drives.items()):
+            try:
+                for layer in layers:
+                    await drive.extent_release(layer + ".", save=save)
+            except (StoreError, OSError) as e:  # down: what it had open went with it
+                log.warning(
+                    "volume %s: cannot release its extents on %s: %s", self._name, drive_id, e
+                )

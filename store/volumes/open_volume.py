@@ -21,13 +21,14 @@ from typing import Protocol
 
 import trio
 
-from store.chunk.api import HOLE, ZERO, DriveAPI, ExtentGeometry
+from store.chunk.api import HOLE, ZERO, DriveAPI, ExtentGeometry, ExtentImage
 from store.errors import Conflict, InvalidArgument, OutOfRange, ReadOnly, Unavailable
 from store.meta.api import KV, MAX_TXN_OPS, Delete
 from store.volumes import records as V
 from store.volumes import unaligned
 from store.volumes.extent_io import INLINE_WRITE_BYTES, ExtentIO
 from store.volumes.gates import ExtentGuard, WriteGate
+from store.volumes.migrate import move_extent
 from store.volumes.pieces import Piece, each_piece, split
 from store.volumes.repair import VolumeRepair
 from store.volumes.replicas import ReplicaSet
@@ -106,7 +107,9 @@ class OpenVolume:
         )
         self.gate = WriteGate()
         self.guard = ExtentGuard()
-        self.repair = VolumeRepair(self.state, self._kv, self.io, self.guard, volumes.allocated)
+        self.repair = VolumeRepair(
+            self.state, self._kv, self.io, self.guard, volumes.allocated, self._moved
+        )
         self._alloc_locks: dict[int, trio.Lock] = {}
         self._dirty: set[int] = set()  # marked in the metadata since the last flush
         self._marking: dict[int, trio.Event] = {}
@@ -241,16 +244,88 @@ class OpenVolume:
             layer = self.state.allocated.get(index)
             if layer is None:
                 return bytes(length)
-            return await self.io.read(layer, index, within, length)
+            return await self._read_extent(layer, index, within, length)
         out = bytearray(length)
 
         async def read_piece(p: Piece) -> None:
             layer = self.state.allocated.get(p.index)
             if layer is not None:
-                out[p.at : p.at + p.length] = await self.io.read(layer, p.index, p.offset, p.length)
+                data = await self._read_extent(layer, p.index, p.offset, p.length)
+                out[p.at : p.at + p.length] = data
 
         await each_piece(read_piece, self.pieces(offset, length))  # the extents in parallel
         return out
+
+    async def _read_extent(self, layer: str, index: int, offset: int, length: int) -> bytearray:
+        try:
+            return await self.io.read(layer, index, offset, length)
+        except Unavailable:
+            if not await self._moved(layer, index):
+                raise
+            return await self.io.read(layer, index, offset, length)
+
+    async def _moved(self, layer: str, index: int) -> bool:
+        """Whether the extent's record names another placement epoch than the one this volume
+        has (the rebalancer moved it since the volume opened): then it is placed anew."""
+        found = await self._kv.get(V.extent_key(layer, index))
+        eid = V.extent_id(layer, index)
+        if found is None or V.extent_epoch(found.value) == self._epochs.get(eid):
+            return False
+        self._epochs[eid] = V.extent_epoch(found.value)
+        self.replicas.forget(layer, index)
+        self.replicas.stale.pop((layer, index), None)  # the move rewrote them all
+        self.repair.damaged.discard((layer, index))  # not damage: no longer there
+        log.info("volume %s: extent %s was moved; reading it where it is now", self.name, eid)
+        return True
+
+    async def _image(self, layer: str, index: int) -> ExtentImage:
+        try:
+            return await self.io.image(layer, index)
+        except Unavailable:
+            if not await self._moved(layer, index):
+                raise
+            return await self.io.image(layer, index)
+
+    # -- moving extents (store cluster rebalance) -------------------------------------------------
+
+    async def migrate(self, target: int, budget_s: float = 20.0) -> dict[str, int]:
+        """Move this volume's own extents placed by maps older than ``target`` to the drives
+        ``target``'s map names (store/volumes/migrate.py), each exclusive while it moves, for
+        at most ``budget_s``; what is moved, copied and left."""
+        if not self.state.writable:
+            raise ReadOnly(f"volume {self.name} is open read-only: its writer moves it")
+        if target > self._host.epoch:
+            raise Unavailable(f"this gateway has not seen epoch {target} of the cluster map")
+        layer = self.state.layer
+        todo = [
+            i
+            for i, owner in sorted(self.state.allocated.items())
+            if owner == layer and self._epochs.get(V.extent_id(layer, i), 0) < target
+        ]
+        moved = copied = 0
+        with trio.move_on_after(budget_s):
+            for index in todo:
+                async with self.guard.exclusive(index):
+                    n, switched = await move_extent(
+                        self._kv,
+                        self._host.drives,
+                        lambda eid, epoch: self._host.replica_drives(
+                            eid, self.volume.replicas, epoch
+                        ),
+                        layer,
+                        index,
+                        self.geometry,
+                        target,
+                        fence=self.state.fence,
+                    )
+                    if switched:
+                        self._epochs[V.extent_id(layer, index)] = target
+                        self.replicas.forget(layer, index)
+                        self.replicas.stale.pop((layer, index), None)
+                copied += n
+                moved += switched
+        left = sum(1 for i in todo if self._epochs.get(V.extent_id(layer, i), 0) < target)
+        return {"extents_moved": moved, "bytes_copied": copied, "extents_left": left}
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -353,7 +428,7 @@ class OpenVolume:
         """The extent's replicas in this layer (a copy of the parent's, copy-on-write, from a
         replica that verifies), then its key naming the placement epoch it was written under."""
         layer = self.state.layer
-        image = None if parent is None else await self.io.image(parent, index)
+        image = None if parent is None else await self._image(parent, index)
         epoch = self._epochs[V.extent_id(layer, index)] = self._host.epoch
         self.replicas.forget(layer, index)
         await self.io.create(layer, index, image)
@@ -417,6 +492,11 @@ class OpenVolume:
             return json.loads(frozen.encode())
         if action == "scrub":
             return await self.scrub(repair=bool(args.get("repair")))
+        if action == "migrate":
+            epoch = args.get("epoch")
+            if not isinstance(epoch, int) or isinstance(epoch, bool):
+                raise InvalidArgument("migrate: epoch must be an integer")
+            return await self.migrate(epoch)
         raise InvalidArgument(f"unknown volume request {action!r}")
 
     # -- status ---------------------------------------------------------------------------------

@@ -37,8 +37,12 @@ class VolumeRepair:
         io: ExtentIO,
         guard: ExtentGuard,
         allocated_in: Callable[[str], Awaitable[list[int]]],
+        moved: Callable[[str, int], Awaitable[bool]] | None = None,
     ) -> None:
         self._state = state
+        # Whether an extent was moved by the rebalancer since it was placed here (then what a
+        # read missed is where it went, not damage): checked before repairing what reads found.
+        self._moved = moved
         self._kv = kv
         self._io = io
         self._replicas = io.replicas
@@ -64,6 +68,9 @@ class VolumeRepair:
 
     async def _repair_quietly(self, layer: str, index: int) -> None:
         try:
+            if self._moved is not None and await self._moved(layer, index):
+                self.damaged.discard((layer, index))
+                return
             await self.repair_extent(layer, index)
         except StoreError as e:
             log.warning("volume %s extent %d: repair failed: %s", self._state.name, index, e)

@@ -193,6 +193,11 @@ def test_a_paused_chunk_server_is_routed_around_then_rejoins(
         assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
 
 
+def nbdcopy(source: str, destination: str) -> None:
+    done = subprocess.run(["nbdcopy", source, destination], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def cluster_command(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     return run_admin(server, "cluster", *args, json_out=False)
 
@@ -212,6 +217,10 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
     bodies = {f"k{i}": os.urandom(2 << 20) for i in range(4)}
     for key, body in bodies.items():
         s3.put_object(Bucket="bkt", Key=key, Body=body)
+    admin_json(gateway, "volume", "create", "vol", "--size", "32M")
+    disk = tmp_path / "vol.raw"
+    disk.write_bytes(os.urandom(32 << 20))
+    nbdcopy(str(disk), f"{gateway.nbd}/vol")  # 8 extents, on every drive
     epoch = cluster_status(gateway)["epoch"]  # one per server that brought a new drive
     assert epoch == SERVERS
     chunks.kill(0)
@@ -285,7 +294,11 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
         assert "set-weight node1.d0 0" in refused.stdout + refused.stderr
         assert cluster_command(gateway, "set-weight", "node1.d0", "0").returncode == 0
         moved = cluster_command(gateway, "rebalance", "--json")
-        assert moved.returncode == 0 and json.loads(moved.stdout)["pgs_failed"] == []
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        summary = json.loads(moved.stdout)
+        assert summary["pgs_failed"] == [] and summary["volumes_failed"] == []
+        assert summary["extents_moved"] > 0  # the volume's, off node1 and after the reweight
+        assert not list((tmp_path / "node1" / "d0" / "extents").rglob("*.ext"))
         removed = cluster_command(gateway, "remove", "node1.d0", "--json")
         assert removed.returncode == 0, removed.stdout + removed.stderr
         assert json.loads(removed.stdout)["maps_pruned"] == list(range(2, epoch + 3))
@@ -295,6 +308,8 @@ def test_the_map_outlives_its_servers_and_follows_the_operator(
         for key, body in bodies.items():
             assert s3.get_object(Bucket="bkt", Key=key)["Body"].read() == body
         s3.put_object(Bucket="bkt", Key="after-remove", Body=b"r" * (1 << 20))
+        nbdcopy(f"{gateway.nbd}/vol", str(tmp_path / "back.raw"))
+        assert (tmp_path / "back.raw").read_bytes() == disk.read_bytes()
     finally:
         stop_server(gateway)
 
