@@ -84,5 +84,3 @@ async def _move_writable(volumes: Volumes, name: str, target: int) -> dict[str, 
             total[key] = total[key] + int(result[key]) if key != "extents_left" else result[key]
         if not result["extents_left"]:
             return total
-        if not result["extents_moved"]:  # no progress in a whole round: give up for now
-            raise StoreError(f"{result['extents_left']} extents could not be moved")

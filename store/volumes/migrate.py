@@ -38,10 +38,12 @@ async def move_extent(
     target: int,
     *,
     fence: int = 0,
+    switched: Callable[[], None] | None = None,
 ) -> tuple[int, bool]:
     """Move extent ``index`` of ``layer`` to the drives ``place(eid, target)`` names (``place``
-    gives an extent's replica drives by a map epoch). Returns (bytes copied, whether its record
-    now names ``target``); a record already at ``target`` or newer is left alone."""
+    gives an extent's replica drives by a map epoch); ``switched`` runs once its record names
+    ``target``, before the old replicas go. Returns (bytes copied, whether it moved); a record
+    already at ``target`` or newer is left alone."""
     eid = V.extent_id(layer, index)
     record = await kv.get(V.extent_key(layer, index))
     if record is None:
@@ -65,12 +67,14 @@ async def move_extent(
         compares.append(Compare.mod_is(stale_kv.key, stale_kv.mod_revision))
     else:
         compares.append(Compare.absent(V.stale_key(layer, index)))
-    switched = await kv.txn(
+    done = await kv.txn(
         compares,
         [Put(record.key, V.extent_value(target)), Delete(V.stale_key(layer, index))],
     )
-    if not switched.succeeded:
+    if not done.succeeded:
         raise Conflict(f"extent {eid} changed while it was being moved")
+    if switched is not None:
+        switched()
     for drive_id in old:
         if drive_id not in new:
             try:

@@ -302,29 +302,33 @@ class OpenVolume:
             for i, owner in sorted(self.state.allocated.items())
             if owner == layer and self._epochs.get(V.extent_id(layer, i), 0) < target
         ]
-        moved = copied = 0
-        with trio.move_on_after(budget_s):
-            for index in todo:
-                async with self.guard.exclusive(index):
-                    n, switched = await move_extent(
-                        self._kv,
-                        self._host.drives,
-                        lambda eid, epoch: self._host.replica_drives(
-                            eid, self.volume.replicas, epoch
-                        ),
-                        layer,
-                        index,
-                        self.geometry,
-                        target,
-                        fence=self.state.fence,
-                    )
-                    if switched:
-                        self._epochs[V.extent_id(layer, index)] = target
-                        self.replicas.forget(layer, index)
-                        self.replicas.stale.pop((layer, index), None)
-                copied += n
-                moved += switched
-        left = sum(1 for i in todo if self._epochs.get(V.extent_id(layer, i), 0) < target)
+        moved = copied = processed = 0
+        deadline = trio.current_time() + budget_s  # checked between extents, never in one
+        for index in todo:
+            if trio.current_time() > deadline:
+                break
+
+            def switched(index: int = index) -> None:  # our own reads follow at once
+                self._epochs[V.extent_id(layer, index)] = target
+                self.replicas.forget(layer, index)
+                self.replicas.stale.pop((layer, index), None)
+
+            async with self.guard.exclusive(index):
+                n, was_moved = await move_extent(
+                    self._kv,
+                    self._host.drives,
+                    lambda eid, epoch: self._host.replica_drives(eid, self.volume.replicas, epoch),
+                    layer,
+                    index,
+                    self.geometry,
+                    target,
+                    fence=self.state.fence,
+                    switched=switched,
+                )
+            copied += n
+            moved += was_moved
+            processed += 1  # moved, or nothing to move any more (trimmed, already there)
+        left = len(todo) - processed
         return {"extents_moved": moved, "bytes_copied": copied, "extents_left": left}
 
     # -- writes ---------------------------------------------------------------------------------
