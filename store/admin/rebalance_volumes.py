@@ -5,8 +5,8 @@ Frozen layers (snapshots', which nobody writes) are moved here directly, extent 
 exclusive while it moves: the gateway holding the volume open is asked to (a ``migrate``
 request through the volume's mailbox, store/volumes/requests.py, answered in rounds of a few
 seconds); a volume nobody holds is opened for writing here (its lease fences any other writer
-meanwhile, so an attach elsewhere waits for it). A volume whose move fails is named in the
-summary and left where it was, to be moved by the next run.
+meanwhile: an attach elsewhere is refused until it is done). A volume whose move fails is
+named in the summary and left where it was, to be moved by the next run.
 """
 
 from __future__ import annotations

@@ -27,11 +27,13 @@ from store.cluster_map import (
     ALIVE_PREFIX,
     DRIVES_PREFIX,
     EPOCH_KEY,
+    REBALANCED_KEY,
     map_key,
+    moved_value,
     read_cluster,
 )
 from store.errors import Conflict, InvalidArgument, NotFound
-from store.meta.api import Compare, Delete, scan_prefix
+from store.meta.api import Compare, Delete, Put, scan_prefix
 from store.objects.chunk_refs import REFS_PREFIX, refs_from_value
 from store.objects.engine import ObjectEngine
 from store.placement.hrw import pg_of, place
@@ -87,7 +89,7 @@ async def remove_drive(
             raise Conflict(
                 f"drive {drive_id} still holds {used['chunks_on_it']} chunks' and "
                 f"{used['extents_on_it']} volume extents' data: run `store cluster rebalance` "
-                "(volumes' extents stay where they were placed until their volume is deleted)"
+                "(and see its summary for what it could not move)"
             )
         needed = sorted(set(naming) & used["epochs"])
         if needed:
@@ -97,7 +99,8 @@ async def remove_drive(
             )
         # Maps first, in batches; the last transaction takes the drive's record with the rest.
         deletes = [Delete(map_key(e)) for e in naming]
-        batches = [deletes[i : i + TXN_OPS - 1] for i in range(0, len(deletes), TXN_OPS - 1)]
+        per = TXN_OPS - 2  # room in the last for the record and the fence
+        batches = [deletes[i : i + per] for i in range(0, len(deletes), per)]
         drive_key = DRIVES_PREFIX + drive_id.encode()
         for i, batch in enumerate(batches or [[]]):
             last = i == len(batches or [[]]) - 1
@@ -106,7 +109,11 @@ async def remove_drive(
                 Compare(drive_key, "mod", "=", after.drive_revisions[drive_id]),
                 Compare.absent(ALIVE_PREFIX + drive_id.encode()),
             ]
-            ops = [*batch, Delete(drive_key)] if last else batch
+            # The last one bumps the commit fence too: chunks a paused gateway placed by a map
+            # pruned here can never be recorded after it (objects/common.py).
+            ops: list[Put | Delete] = list(batch)
+            if last:
+                ops += [Delete(drive_key), Put(REBALANCED_KEY, moved_value(state.epoch))]
             if not (await kv.txn(compares, ops)).succeeded:
                 raise Conflict("the cluster map changed meanwhile (or the drive came back)")
     return {

@@ -36,6 +36,10 @@ from store.rpc.transport import Message
 log = logging.getLogger(__name__)
 
 SINK_IDLE_S = 600.0
+# Extent calls answered on the event loop: reads the page cache holds (RWF_NOWAIT: they never
+# wait for the disk) up to a frame, writes up to a few blocks (a write may wait for writeback).
+INLINE_READ_BYTES = 1 << 20
+INLINE_WRITE_BYTES = 128 << 10
 MAX_SINKS = 4096
 
 
@@ -114,6 +118,8 @@ class DriveServer:
         (transport.Inline: no task, no thread); None for everything else."""
         if request.code not in (Method.EXTENT_READ, Method.EXTENT_WRITE):
             return None
+        if len(request.payload) > INLINE_WRITE_BYTES:
+            return None
         began = time.monotonic()
         try:
             args = decode(request.body)
@@ -123,7 +129,10 @@ class DriveServer:
             eid, geometry, offset = _str(args, "eid"), _geometry(args), _int(args, "offset")
             inline = drive.inline_extents()
             if request.code == Method.EXTENT_READ:
-                data = inline.read_now(eid, geometry, offset, _int(args, "length"))
+                length = _int(args, "length")
+                if length > INLINE_READ_BYTES:
+                    return None
+                data = inline.read_now(eid, geometry, offset, length)
                 if data is None:
                     return None
                 reply = Message(0, b"", data)

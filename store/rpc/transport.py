@@ -513,6 +513,8 @@ async def _serve_channel(
                     if len(answered) >= MAX_ANSWERED_FRAMES:  # a bound on what waits here
                         await send_answered()
                     continue
+            if answered and not limiter.available_tokens:
+                await send_answered()  # ready answers never wait on slower calls
             await limiter.acquire_on_behalf_of(rid)
             if done.damaged:  # answered without the handler: nothing damaged is ever used
                 damaged = Message(STATUS_CORRUPT, b"the request's data arrived damaged")

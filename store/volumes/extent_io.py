@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 import trio
 
@@ -28,6 +28,26 @@ from store.volumes.state import VolumeState
 log = logging.getLogger(__name__)
 
 INLINE_WRITE_BYTES = 64 << 10  # smaller writes go to the page cache from the event loop
+
+
+class _Drives(Mapping[str, DriveAPI]):
+    """The drives as the cluster map has them now (a gateway's watch adds and removes them): a
+    drive no longer there is an unreachable replica (Unavailable), never a KeyError."""
+
+    def __init__(self, drives: Mapping[str, DriveAPI]) -> None:
+        self._drives = drives
+
+    def __getitem__(self, drive_id: str) -> DriveAPI:
+        try:
+            return self._drives[drive_id]
+        except KeyError:
+            raise Unavailable(f"drive {drive_id} is not in the cluster map (removed)") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._drives)
+
+    def __len__(self) -> int:
+        return len(self._drives)
 
 
 class ExtentIO:
@@ -46,7 +66,7 @@ class ExtentIO:
         # next one (None: one after another, only on failure; local drives answer at once).
         self.hedge_after_s = hedge_after_s
         self._state = state  # its fencing token goes with every change; a fenced one ends I/O
-        self.drives = drives
+        self.drives = _Drives(drives)
         self.replicas = replicas
         self.geometry = geometry
         self._on_damage = on_damage
@@ -60,7 +80,7 @@ class ExtentIO:
         """The bytes from the first good replica, if its drive can serve them inline and
         they are cached; else None (the async path then reads, and copes with failures)."""
         eid, good = self.replicas.target(layer, index)
-        inline = self._inline[good[0]] if good else None
+        inline = self._inline.get(good[0]) if good else None
         if inline is None:
             return None
         try:
@@ -103,7 +123,7 @@ class ExtentIO:
         has not answered within the hedge delay; None if every one failed."""
         assert self.hedge_after_s is not None
         # Most reads: the first replica answers in time, with no task or event to set up.
-        with trio.move_on_after(self.hedge_after_s):
+        with trio.move_on_after(self.hedge_after_s) as first:
             try:
                 return await self.drives[good[0]].extent_read(eid, self.geometry, offset, length)
             except Unavailable as e:
@@ -113,7 +133,8 @@ class ExtentIO:
                 problems.append(f"{good[0]}: {e}")
                 self._on_damage(layer, index)
                 good = good[1:]
-        # Slow (asked again, raced by the next ones) or failed (the others race).
+        if first.cancelled_caught:  # slow: the next one at once, the slow one again last
+            good = good[1:] + good[:1]
         result: list[bytearray] = []
         async with trio.open_nursery() as nursery:
             for i, drive_id in enumerate(good):
@@ -173,7 +194,7 @@ class ExtentIO:
         if len(data) > INLINE_WRITE_BYTES:
             return False
         eid, drives = self.replicas.target(layer, index)
-        inline = [self._inline[d] for d in drives]
+        inline = [self._inline.get(d) for d in drives]
         if not drives or None in inline:
             return False
         try:
@@ -192,7 +213,7 @@ class ExtentIO:
             later = []
             failed: dict[str, Exception] = {}
             for drive_id in drives:  # a page-cache copy: cheaper than a thread hop
-                inline = self._inline[drive_id]
+                inline = self._inline.get(drive_id)
                 try:
                     if inline is None or not inline.write_now(
                         eid, self.geometry, offset, data, fence=self._state.fence

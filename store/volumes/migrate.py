@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 _BAD = (Corrupt, NotFound, OSError, Unavailable)  # a source to skip
 
 
+class SwitchUnknown(Unavailable):
+    """The switch's transaction went out and no answer came back, nor could the record be
+    read since: whether the extent moved is not known (its writer must stop writing it)."""
+
+
 async def move_extent(
     kv: KV,
     drives: Mapping[str, DriveAPI],
@@ -38,12 +43,14 @@ async def move_extent(
     target: int,
     *,
     fence: int = 0,
+    owner: bytes = b"",
     switched: Callable[[], None] | None = None,
 ) -> tuple[int, bool]:
     """Move extent ``index`` of ``layer`` to the drives ``place(eid, target)`` names (``place``
     gives an extent's replica drives by a map epoch); ``switched`` runs once its record names
     ``target``, before the old replicas go. Returns (bytes copied, whether it moved); a record
-    already at ``target`` or newer is left alone."""
+    already at ``target`` or newer is left alone. A writer passes its ``owner`` key and
+    ``fence``: the switch then holds only while that key is still the one it created."""
     eid = V.extent_id(layer, index)
     record = await kv.get(V.extent_key(layer, index))
     if record is None:
@@ -67,11 +74,23 @@ async def move_extent(
         compares.append(Compare.mod_is(stale_kv.key, stale_kv.mod_revision))
     else:
         compares.append(Compare.absent(V.stale_key(layer, index)))
-    done = await kv.txn(
-        compares,
-        [Put(record.key, V.extent_value(target)), Delete(V.stale_key(layer, index))],
-    )
-    if not done.succeeded:
+    if owner:  # a writer that lost the volume (paused past its lease) switches nothing
+        compares.append(Compare(owner, "create", "=", fence))
+    ops: list[Put | Delete] = [
+        Put(record.key, V.extent_value(target)),
+        Delete(V.stale_key(layer, index)),
+    ]
+    try:
+        succeeded = (await kv.txn(compares, ops)).succeeded
+    except (StoreError, OSError) as e:  # it may have been applied: look
+        try:
+            again = await kv.get(record.key)
+        except (StoreError, OSError):
+            raise SwitchUnknown(f"extent {eid}: the move's outcome is unknown ({e})") from e
+        if again is None or again.mod_revision == record.mod_revision:
+            raise  # not applied
+        succeeded = V.extent_epoch(again.value) == target  # only its mover changes it
+    if not succeeded:
         raise Conflict(f"extent {eid} changed while it was being moved")
     if switched is not None:
         switched()
@@ -79,7 +98,7 @@ async def move_extent(
         if drive_id not in new:
             try:
                 await drives[drive_id].extent_delete(eid)
-            except (StoreError, OSError) as e:  # left behind: the orphan sweep's
+            except (StoreError, OSError) as e:  # no record names it: unused space, not data
                 log.warning("rebalance: the old replica of %s on %s stays: %s", eid, drive_id, e)
     return copied, True
 

@@ -28,7 +28,7 @@ from store.volumes import records as V
 from store.volumes import unaligned
 from store.volumes.extent_io import INLINE_WRITE_BYTES, ExtentIO
 from store.volumes.gates import ExtentGuard, WriteGate
-from store.volumes.migrate import move_extent
+from store.volumes.migrate import SwitchUnknown, move_extent
 from store.volumes.pieces import Piece, each_piece, split
 from store.volumes.repair import VolumeRepair
 from store.volumes.replicas import ReplicaSet
@@ -257,34 +257,47 @@ class OpenVolume:
         return out
 
     async def _read_extent(self, layer: str, index: int, offset: int, length: int) -> bytearray:
+        placed = self._epochs.get(V.extent_id(layer, index))
         try:
             return await self.io.read(layer, index, offset, length)
         except Unavailable:
-            if not await self._moved(layer, index):
+            if not await self._placed_since(layer, index, placed):
                 raise
             return await self.io.read(layer, index, offset, length)
 
+    async def _image(self, layer: str, index: int) -> ExtentImage:
+        placed = self._epochs.get(V.extent_id(layer, index))
+        try:
+            return await self.io.image(layer, index)
+        except Unavailable:
+            if not await self._placed_since(layer, index, placed):
+                raise
+            return await self.io.image(layer, index)
+
+    async def _placed_since(self, layer: str, index: int, placed: int | None) -> bool:
+        """Whether the extent is placed by another epoch than ``placed`` (what a read that
+        failed used) once its record is read again: then that read is worth another try."""
+        await self._moved(layer, index)
+        return self._epochs.get(V.extent_id(layer, index)) != placed
+
     async def _moved(self, layer: str, index: int) -> bool:
         """Whether the extent's record names another placement epoch than the one this volume
-        has (the rebalancer moved it since the volume opened): then it is placed anew."""
+        has (the rebalancer moved it since the volume opened): then it is placed anew, with its
+        stale marks as they are now."""
         found = await self._kv.get(V.extent_key(layer, index))
         eid = V.extent_id(layer, index)
         if found is None or V.extent_epoch(found.value) == self._epochs.get(eid):
             return False
+        stale = await self._kv.get(V.stale_key(layer, index))
         self._epochs[eid] = V.extent_epoch(found.value)
         self.replicas.forget(layer, index)
-        self.replicas.stale.pop((layer, index), None)  # the move rewrote them all
+        if stale is None:
+            self.replicas.stale.pop((layer, index), None)
+        else:
+            self.replicas.stale[(layer, index)] = frozenset(json.loads(stale.value))
         self.repair.damaged.discard((layer, index))  # not damage: no longer there
         log.info("volume %s: extent %s was moved; reading it where it is now", self.name, eid)
         return True
-
-    async def _image(self, layer: str, index: int) -> ExtentImage:
-        try:
-            return await self.io.image(layer, index)
-        except Unavailable:
-            if not await self._moved(layer, index):
-                raise
-            return await self.io.image(layer, index)
 
     # -- moving extents (store cluster rebalance) -------------------------------------------------
 
@@ -307,6 +320,7 @@ class OpenVolume:
         for index in todo:
             if trio.current_time() > deadline:
                 break
+            self._check(0, 0)  # the lease still ours (else: Conflict, and nothing more moves)
 
             def switched(index: int = index) -> None:  # our own reads follow at once
                 self._epochs[V.extent_id(layer, index)] = target
@@ -314,17 +328,26 @@ class OpenVolume:
                 self.replicas.stale.pop((layer, index), None)
 
             async with self.guard.exclusive(index):
-                n, was_moved = await move_extent(
-                    self._kv,
-                    self._host.drives,
-                    lambda eid, epoch: self._host.replica_drives(eid, self.volume.replicas, epoch),
-                    layer,
-                    index,
-                    self.geometry,
-                    target,
-                    fence=self.state.fence,
-                    switched=switched,
-                )
+                try:
+                    n, was_moved = await move_extent(
+                        self._kv,
+                        self._host.drives,
+                        lambda eid, epoch: self._host.replica_drives(
+                            eid, self.volume.replicas, epoch
+                        ),
+                        layer,
+                        index,
+                        self.geometry,
+                        target,
+                        fence=self.state.fence,
+                        owner=V.owner_key(self.name),
+                        switched=switched,
+                    )
+                except SwitchUnknown:
+                    # Its writes might go where no reader looks: stop, as on a lost lease.
+                    log.error("volume %s: a move's outcome is unknown; no more I/O", self.name)
+                    self.state.lost = True
+                    raise
             copied += n
             moved += was_moved
             processed += 1  # moved, or nothing to move any more (trimmed, already there)

@@ -68,6 +68,8 @@ class VolumeRepair:
 
     async def _repair_quietly(self, layer: str, index: int) -> None:
         try:
+            if (layer, index) not in self.damaged:
+                return  # found where it was moved to meanwhile
             if self._moved is not None and await self._moved(layer, index):
                 self.damaged.discard((layer, index))
                 return
@@ -106,6 +108,8 @@ class VolumeRepair:
         first, and every other replica rewritten). Stale replicas are never the source; once
         rewritten they are stale no more. Writes to the extent wait meanwhile. Returns the
         replicas rewritten."""
+        if self._moved is not None:  # placed where its record says now, moved or not
+            await self._moved(layer, index)
         async with self._exclusive(layer, index):
             return await self._repair(layer, index, rebuild)
 
@@ -176,6 +180,8 @@ class VolumeRepair:
         for layer in list(self._state.chain):
             for index in await self._allocated_in(layer):
                 extents += 1
+                if self._moved is not None:
+                    await self._moved(layer, index)
                 async with self._exclusive(layer, index):
                     problems = await self._check_replicas(layer, index)
                 checked += len(self._replicas.drives(layer, index))

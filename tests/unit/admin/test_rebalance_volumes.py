@@ -74,3 +74,34 @@ async def test_volumes_move_off_a_drive_with_their_snapshots_and_readers(tmp_pat
     assert again["extents_moved"] == 0 and again["volumes_failed"] == []
     await remove_drive(engine, volumes, busy)
     assert busy not in (await read_cluster(kv)).drives
+
+
+async def test_an_open_clone_reads_a_parent_extent_whose_every_replica_moved(
+    tmp_path: Path,
+) -> None:
+    """Both replicas of a snapshot's extent leave their drives while a clone of it is open for
+    writing (reads hedged, as on a cluster gateway): the clone's read misses, its background
+    repair looks too, and the read still finds the extent where it went, once."""
+    engine, kv = await cluster_engine(tmp_path)
+    volumes = Volumes(kv, engine.chunks.drives, engine.chunks.maps, hedge_after_s=0.05)
+    await volumes.create("v", 4 * MIB, extent_bytes=MIB, replicas=2)
+    data = os.urandom(4096)
+    async with volumes.open("v") as vol:
+        await vol.write(0, data, fua=True)
+        layer = vol.layer
+    await volumes.snapshot("v", "s")
+    await volumes.clone("v@s", "c")
+    eid = f"{layer}.0"
+    holders = sorted(d for d in engine.chunks.drives if (tmp_path / d / "extents").rglob(eid + "*"))
+    holders = [d for d in holders if list((tmp_path / d / "extents").rglob(f"{eid}.ext"))]
+    assert len(holders) == 2
+    async with volumes.open("c") as clone:
+        for drive in holders:
+            await change_drive(kv, drive, weight=0, min_drives=6)
+        await follow(engine, kv)
+        summary = await rebalance(engine, volumes=volumes, read_grace_s=0)
+        assert summary["volumes_failed"] == []
+        for drive in holders:
+            assert not list((tmp_path / drive / "extents").rglob(f"{eid}.ext"))
+        assert await clone.read(0, 4096) == data
+        assert clone.damaged == set()
