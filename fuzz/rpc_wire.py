@@ -93,9 +93,9 @@ def _insider(data: bytes, seed: int) -> None:
 
 
 def _reencode(event: wire.FrameEvent, keys: wire.SessionKeys, sequence: int) -> bytes:
-    kind, flags, code, deadline, rid, body, crc = wire._encode(event)
-    head = struct.pack(">BBHIQII", kind, flags, code, deadline, rid, len(body), crc)
-    return head + wire.frame_mac(keys.client_to_server, sequence, head) + body
+    kind, flags, code, deadline, rid, body, blocks, crc = wire._encode(event)
+    head = struct.pack(">BBHIQII", kind, flags, code, deadline, rid, len(body) + len(blocks), crc)
+    return head + wire.frame_mac(keys.client_to_server, sequence, head) + body + bytes(blocks)
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris's name
