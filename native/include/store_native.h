@@ -75,7 +75,9 @@ void store_ec_cache_stats(const store_ec *ec, uint64_t *hits, uint64_t *misses);
 #define STORE_CRC_SSE42 1      /* crc32q, one stream */
 #define STORE_CRC_CLMUL 2      /* PCLMULQDQ folding, 128-bit, crc32 finish */
 #define STORE_CRC_VPCLMUL 3    /* VPCLMULQDQ folding, 512-bit, crc32 finish */
-#define STORE_CRC_COUNT 4
+#define STORE_CRC_CRC3 4       /* crc32q, three streams merged by PCLMULQDQ */
+#define STORE_CRC_VPCLMUL256 5 /* VPCLMULQDQ folding, 256-bit (AVX2), crc32 finish */
+#define STORE_CRC_COUNT 6
 
 const char *store_crc_name(int kernel);
 int store_crc_supported(int kernel);

@@ -63,7 +63,8 @@ uint64_t store_crc_fold_const(unsigned n) {
     return out;
 }
 
-static const char *const crc_names[STORE_CRC_COUNT] = {"sw", "sse42", "clmul", "vpclmul"};
+static const char *const crc_names[STORE_CRC_COUNT] = {"sw",      "sse42", "clmul",
+                                                        "vpclmul", "crc3",  "vpclmul256"};
 
 const char *store_crc_name(int kernel) {
     return (kernel >= 0 && kernel < STORE_CRC_COUNT) ? crc_names[kernel] : NULL;
@@ -79,29 +80,37 @@ int store_crc_supported(int kernel) {
     case STORE_CRC_VPCLMUL:
         return store_crc_supported(STORE_CRC_CLMUL) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("vpclmulqdq");
+    case STORE_CRC_CRC3: return store_crc_supported(STORE_CRC_CLMUL);
+    case STORE_CRC_VPCLMUL256:
+        return store_crc_supported(STORE_CRC_CLMUL) && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("vpclmulqdq");
     default: return 0;
     }
 }
 
 typedef uint32_t (*crc_kernel)(uint32_t, const uint8_t *, size_t);
-static const crc_kernel crc_kernels[STORE_CRC_COUNT] = {store_crc_sw, store_crc_sse42,
-                                                        store_crc_clmul, store_crc_vpclmul};
+static const crc_kernel crc_kernels[STORE_CRC_COUNT] = {
+    store_crc_sw, store_crc_sse42, store_crc_clmul, store_crc_vpclmul, store_crc_crc3,
+    store_crc_vpclmul256};
 static int crc_default = STORE_CRC_SW;
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
-/* STORE_NATIVE_ISA also pins the CRC kernel to the matching generation (ref: the table oracle). */
+/* The kernels best first (bench/ec.py): the widest folding the CPU has, then three crc32 streams.
+ * STORE_NATIVE_ISA also pins the CRC kernel to its generation: avx2 takes no 512-bit kernel, ref
+ * the table oracle. */
+static const int crc_preference[] = {STORE_CRC_VPCLMUL, STORE_CRC_VPCLMUL256, STORE_CRC_CRC3,
+                                     STORE_CRC_CLMUL,   STORE_CRC_SSE42,      STORE_CRC_SW};
+
 static void choose_crc(void) {
     int isa = store_isa_default();
-    int best = STORE_CRC_SW;
-    for (int i = STORE_CRC_COUNT - 1; i > 0; i--) {
-        if (store_crc_supported(i)) {
-            best = i;
-            break;
-        }
+    for (size_t i = 0; i < sizeof crc_preference / sizeof crc_preference[0]; i++) {
+        int kernel = crc_preference[i];
+        if (!store_crc_supported(kernel)) continue;
+        if (isa == STORE_ISA_REF && kernel != STORE_CRC_SW) continue;
+        if (isa == STORE_ISA_AVX2 && kernel == STORE_CRC_VPCLMUL) continue;
+        crc_default = kernel;
+        return;
     }
-    if (isa == STORE_ISA_REF) best = STORE_CRC_SW;
-    else if (isa == STORE_ISA_AVX2 && best > STORE_CRC_CLMUL) best = STORE_CRC_CLMUL;
-    crc_default = best;
 }
 
 int store_crc_default(void) {

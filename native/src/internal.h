@@ -60,6 +60,8 @@ uint32_t store_crc_sw(uint32_t state, const uint8_t *buf, size_t len);
 uint32_t store_crc_sse42(uint32_t state, const uint8_t *buf, size_t len);
 uint32_t store_crc_clmul(uint32_t state, const uint8_t *buf, size_t len);
 uint32_t store_crc_vpclmul(uint32_t state, const uint8_t *buf, size_t len);
+uint32_t store_crc_crc3(uint32_t state, const uint8_t *buf, size_t len);
+uint32_t store_crc_vpclmul256(uint32_t state, const uint8_t *buf, size_t len);
 /* Folding constants: reflected x^(n) mod P as a 64-bit pclmul operand (see crc32c.c). */
 uint64_t store_crc_fold_const(unsigned n);
 

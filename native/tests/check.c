@@ -127,10 +127,15 @@ int main(void) {
     int st;
     const uint8_t v[] = "123456789";
     CHECK(store_crc32c(0, v, 9) == 0xE3069283u, "crc32c check value");
-    size_t lens[] = {0, 1, 15, 31, 32, 33, 63, 64, 65, 127, 255, 256, 511, 512, 4095, 4097, 65539};
+    /* ... and every chunk size of the three-stream kernel (3 x 4096, 3 x 1024, 3 x 256), with
+     * what each leaves over. */
+    size_t lens[] = {0,   1,   15,  31,   32,   33,   63,   64,   65,    127,   255,   256,
+                     511, 512, 767, 768,  769,  3071, 3072, 3073, 4095,  4097,  12287, 12288,
+                     12289, 15359, 16127, 24576, 65539, 1 << 20};
     for (use_guard = 0; use_guard < 2; use_guard++) {
         for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) check_crc(lens[i]);
         for (int i = 0; i < 300; i++) check_crc((size_t)(next() % 5000));
+        for (int i = 0; i < 40; i++) check_crc((size_t)(next() % 100000));
         for (int i = 0; i < 150; i++) {
             int k = 1 + (int)(next() % 16), m = 1 + (int)(next() % 8);
             if (k + m > STORE_EC_MAX_SHARDS) continue;

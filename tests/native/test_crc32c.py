@@ -40,7 +40,11 @@ def test_known_answers(kernel: str, data: bytes, expected: int) -> None:
 @pytest.mark.parametrize("kernel", CRC_KERNELS)
 @given(
     data=st.binary(max_size=5000),
-    length=st.sampled_from([0, 1, 15, 16, 63, 64, 127, 128, 255, 256, 511, 512, 513, 4097]),
+    # ... and each chunk size of the three-stream kernel (3 x 4096, 3 x 1024, 3 x 256), +- 1
+    length=st.sampled_from(
+        [0, 1, 15, 16, 63, 64, 127, 128, 255, 256, 511, 512, 513, 767, 768, 769, 3071, 3072]
+        + [3073, 4097, 12287, 12288, 12289, 16127, 24577, 65536 + 8]
+    ),
     seed=st.integers(0, 2**32 - 1),
     offset=st.integers(0, 63),
 )
