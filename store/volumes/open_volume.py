@@ -547,7 +547,10 @@ class OpenVolume:
             layer = self.state.allocated.get(p.index)
             states = None
             if layer is not None:
+                placed = self._epochs.get(V.extent_id(layer, p.index))
                 states = await self.io.states(layer, p.index, p.offset, p.length)
+                if states is None and await self._placed_since(layer, p.index, placed):
+                    states = await self.io.states(layer, p.index, p.offset, p.length)
             if states is None:
                 add(p.length, 3 if layer is None else 0)  # unreadable: "data" is always safe
                 continue

@@ -104,4 +104,7 @@ async def test_an_open_clone_reads_a_parent_extent_whose_every_replica_moved(
         for drive in holders:
             assert not list((tmp_path / drive / "extents").rglob(f"{eid}.ext"))
         assert await clone.read(0, 4096) == data
+        await clone.repair.repairs_idle.wait()  # a look its miss started finds nothing wrong
         assert clone.damaged == set()
+        runs = await clone.block_status(0, MIB)  # where it is now: data, then holes
+        assert runs[0] == (4096, 0) and runs[-1][1] == 3
