@@ -22,7 +22,7 @@ from store.errors import (
     NoSuchBucket,
 )
 from store.meta.api import KV, Compare, KeyValue, Put, prefix_end
-from store.objects import records as R
+from store.objects import keyspace as K
 from store.objects.records import Bucket
 
 if TYPE_CHECKING:  # typing only: the mixin's host provides it
@@ -52,13 +52,13 @@ class BucketMethods:
         compression: str = "",
         settings: dict[str, Any] | None = None,
     ) -> Bucket:
-        R.check_bucket_name(name)
+        K.check_bucket_name(name)
         if versioning not in ("", "Enabled", "Suspended"):
             raise InvalidArgument("versioning must be Enabled or Suspended")
         if compression not in ("", "zstd"):
             raise InvalidArgument(f"unknown compression {compression!r}")
         bucket = Bucket(name, owner, time.time(), versioning, compression, dict(settings or {}))
-        key = R.bucket_key(name)
+        key = K.bucket_key(name)
         result = await self.kv.txn([Compare.absent(key)], [Put(key, bucket.encode())], [])
         if not result.succeeded:
             existing = await self.bucket_record(name)
@@ -66,8 +66,8 @@ class BucketMethods:
         return bucket
 
     async def bucket_record(self, name: str) -> tuple[Bucket, KeyValue]:
-        R.check_bucket_lookup(name)
-        kv = await self.kv.get(R.bucket_key(name))
+        K.check_bucket_lookup(name)
+        kv = await self.kv.get(K.bucket_key(name))
         if kv is None:
             raise NoSuchBucket(f"no bucket {name!r}")
         bucket = Bucket.decode(kv.value)
@@ -130,7 +130,7 @@ class BucketMethods:
         are aborted. The bucket is first marked as being deleted, which makes every concurrent
         write fail its compare, so nothing can land in it between the check and the delete."""
         bucket, kv = await self.bucket_record(name)
-        if await self._has_any(R.versions_prefix(name)):
+        if await self._has_any(K.versions_prefix(name)):
             raise BucketNotEmpty(f"bucket {name} is not empty")
         marked = Bucket(**{**_fields(bucket), "deleting": True})
         ok = await self.kv.txn(
@@ -138,7 +138,7 @@ class BucketMethods:
         )
         if not ok.succeeded:
             raise Conflict(f"bucket {name} changed while being deleted")
-        if await self._has_any(R.versions_prefix(name)):
+        if await self._has_any(K.versions_prefix(name)):
             await self.kv.put(kv.key, bucket.encode())  # undo the mark
             raise BucketNotEmpty(f"bucket {name} is not empty")
         await self.multipart.abort_all(name)

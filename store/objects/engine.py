@@ -2,7 +2,7 @@
 
 Every change is one KV transaction that compares what it read (the bucket record's and the
 object's revisions), so concurrent writers and a concurrent bucket deletion never leave the key
-space inconsistent (see records.py for the invariants); a transaction that lost a race re-reads and
+space inconsistent (see keyspace.py for the invariants); a transaction that lost a race re-reads and
 retries. Data is written (and fsynced) before the transaction that makes it visible; data that
 becomes unreachable moves to the garbage queue in the same transaction.
 
@@ -36,6 +36,7 @@ from store.errors import (
 )
 from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
 from store.objects import ingest, listing
+from store.objects import keyspace as K
 from store.objects import records as R
 from store.objects.buckets import BucketMethods
 from store.objects.chunk_refs import garbage_ops, ref_ops
@@ -160,7 +161,7 @@ class ObjectEngine(BucketMethods):
         With ``sealing`` the stored bytes are encrypted (sealing.py); an SSE-C version's ETag is
         not the MD5 of its plaintext (which would tell about data the key protects), as in S3.
         """
-        R.check_new_key(key)
+        K.check_new_key(key)
         bucket_rec, bucket_kv = await self.bucket_record(bucket)
         algorithm = (
             checksums.canonical_algorithm(checksum_algorithm) if checksum_algorithm else None
@@ -246,7 +247,7 @@ class ObjectEngine(BucketMethods):
             if prepare is not None:
                 version, extra_ops, extra_compares = await prepare()
             assert version is not None
-            okey = R.current_key(version.bucket, version.key)
+            okey = K.current_key(version.bucket, version.key)
             if attempt == 0 and bucket_read is not None:
                 bucket, bkv = bucket_read
             else:
@@ -255,9 +256,9 @@ class ObjectEngine(BucketMethods):
             entry = R.IndexEntry.decode(version.key, current.value) if current else None
             _check_preconditions(entry, if_match, if_none_match, version.key)
             null = bucket.versioning != "Enabled"
-            vid = R.new_version_id(before=entry.version_id if entry else None)
+            vid = K.new_version_id(before=entry.version_id if entry else None)
             new = version.with_(null=null, version_id=vid)
-            vkey = R.version_key(new.bucket, new.key, vid)
+            vkey = K.version_key(new.bucket, new.key, vid)
             compares = [
                 Compare.mod_is(bkv.key, bkv.mod_revision),
                 Compare.mod_is(okey, current.mod_revision) if current else Compare.absent(okey),
@@ -303,7 +304,7 @@ class ObjectEngine(BucketMethods):
         delete marker (versioned); with one, remove exactly that version. Deleting what is not
         there succeeds (S3 semantics). A version under object lock (a legal hold, or retention
         not yet over; GOVERNANCE yields to ``bypass_governance``) is never removed: Locked."""
-        R.check_object_key(key)
+        K.check_object_key(key)
         self.stats.deletes += 1
         if version_id is None:
             bucket_rec = await self.get_bucket(bucket)
@@ -312,15 +313,15 @@ class ObjectEngine(BucketMethods):
             marker = Version(bucket, key, "", delete_marker=True, mtime=time.time(), owner=owner)
             new = await self.commit_version(marker)
             return DeleteResult(new.public_id, True)
-        R.check_version_id(version_id)
+        K.check_version_id(version_id)
         return await self._delete_version(bucket, key, version_id, bypass_governance)
 
     async def _delete_version(
         self, bucket: str, key: str, version_id: str | None, bypass_governance: bool = False
     ) -> DeleteResult:
         """Remove one version (``None``: the null version) and repoint the current entry."""
-        okey = R.current_key(bucket, key)
-        bucket_key = R.bucket_key(bucket)
+        okey = K.current_key(bucket, key)
+        bucket_key = K.bucket_key(bucket)
         for _ in range(TXN_RETRIES):
             _, bkv = await self.bucket_record(bucket)
             found = await self._lookup_version(bucket, key, version_id or "null")
@@ -353,7 +354,7 @@ class ObjectEngine(BucketMethods):
     async def _newest_other(
         self, bucket: str, key: str, skip: bytes
     ) -> tuple[KeyValue, Version] | None:
-        prefix = R.versions_of(bucket, key)
+        prefix = K.versions_of(bucket, key)
         page = await self.kv.range(prefix, prefix_end(prefix), limit=2)
         for kv in page.kvs:
             if kv.key != skip:
@@ -365,7 +366,7 @@ class ObjectEngine(BucketMethods):
     ) -> tuple[KeyValue, Version] | None:
         if version_id == "null":
             return await self._find_null(bucket, key)
-        kv = await self.kv.get(R.version_key(bucket, key, version_id))
+        kv = await self.kv.get(K.version_key(bucket, key, version_id))
         return None if kv is None else (kv, Version.decode(bucket, key, kv.value))
 
     # -- objects: read ----------------------------------------------------------------------------
@@ -374,11 +375,11 @@ class ObjectEngine(BucketMethods):
         """The version record (GET without the data). NoSuchKey (with ``delete_marker`` set when
         the newest version is one) or NoSuchVersion; MethodNotAllowed for a delete marker asked
         for by id."""
-        R.check_bucket_lookup(bucket)
-        R.check_object_key(key)
+        K.check_bucket_lookup(bucket)
+        K.check_object_key(key)
         if version_id is not None:
             await self.get_bucket(bucket)
-            R.check_version_id(version_id)
+            K.check_version_id(version_id)
             found = await self._lookup_version(bucket, key, version_id)
             if found is None:
                 raise NoSuchVersion(f"no version {version_id} of {key!r}")
@@ -388,14 +389,14 @@ class ObjectEngine(BucketMethods):
                     "the version is a delete marker", delete_marker=True, version_id=version_id
                 )
             return rec
-        current = await self.kv.get(R.current_key(bucket, key))
+        current = await self.kv.get(K.current_key(bucket, key))
         if current is not None:  # a version exists, so its bucket does: no bucket read needed
             entry = R.IndexEntry.decode(key, current.value)
             if entry.delete_marker:
                 raise NoSuchKey(
                     f"no object {key!r}", delete_marker=True, version_id=entry.public_id
                 )
-            kv = await self.kv.get(R.version_key(bucket, key, entry.version_id))
+            kv = await self.kv.get(K.version_key(bucket, key, entry.version_id))
             if kv is not None:
                 return Version.decode(bucket, key, kv.value)
         await self.get_bucket(bucket)
@@ -540,7 +541,7 @@ class ObjectEngine(BucketMethods):
         compare-and-swapped: ``change`` sees the record as committed and may raise to refuse."""
         for _ in range(TXN_RETRIES):
             rec = await self.head_object(bucket, key, version_id)
-            vkey = R.version_key(bucket, key, rec.version_id)
+            vkey = K.version_key(bucket, key, rec.version_id)
             kv = await self.kv.get(vkey)
             if kv is None:
                 continue

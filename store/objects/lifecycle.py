@@ -23,7 +23,7 @@ import time
 
 from store.errors import Locked, NoSuchUpload, StoreError
 from store.meta.api import prefix_end
-from store.objects import records as R
+from store.objects import keyspace as K
 from store.objects.engine import ObjectEngine
 from store.objects.records import Bucket, Version
 from store.s3 import lifecycle, lifecycle_due
@@ -69,7 +69,7 @@ class LifecycleRunner:
         after = json.loads(saved.value)["after"] if saved else ""
         if after == "":
             await self._abort_uploads(bucket, rules, now)
-        base = R.current_prefix(bucket.name)
+        base = K.current_prefix(bucket.name)
         start = base + after.encode() + b"\0" if after else base
         page = await self.kv.range(start, prefix_end(base), limit=batch, keys_only=True)
         for item in page.kvs:
@@ -83,7 +83,7 @@ class LifecycleRunner:
         return bool(last)
 
     async def _versions(self, bucket: str, key: str) -> list[Version]:
-        prefix = R.versions_of(bucket, key)
+        prefix = K.versions_of(bucket, key)
         page = await self.kv.range(prefix, prefix_end(prefix), limit=MAX_VERSIONS_PER_KEY)
         return [Version.decode(bucket, key, kv.value) for kv in page.kvs]
 

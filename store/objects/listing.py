@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from store.errors import InvalidArgument
 from store.meta.api import KV, KeyValue, prefix_end
+from store.objects import keyspace as K
 from store.objects import records as R
 from store.objects.records import IndexEntry, Upload, Version
 
@@ -117,7 +118,7 @@ async def _scan_ids(
 
 
 def _check(max_items: int, delimiter: str, bucket: str) -> None:
-    R.check_bucket_lookup(bucket)
+    K.check_bucket_lookup(bucket)
     if max_items < 0:
         raise InvalidArgument("max-keys must not be negative")
     if "\0" in delimiter:
@@ -146,7 +147,7 @@ async def list_objects(
 ) -> ObjectListing:
     """ListObjects (v1 marker, v2 start-after / continuation): keys strictly after ``after``."""
     _check(max_keys, delimiter, bucket)
-    base = R.current_prefix(bucket)
+    base = K.current_prefix(bucket)
     result = await scan(
         kv,
         base,
@@ -185,14 +186,14 @@ async def list_versions(
 ) -> VersionListing:
     """ListObjectVersions: newest first within a key, keys in byte order."""
     _check(max_keys, delimiter, bucket)
-    base = R.versions_prefix(bucket)
+    base = K.versions_prefix(bucket)
     if version_marker and key_marker:
         if version_marker == "null":
             found = await find_null_version(kv, bucket, key_marker)
             start = (found.key + b"\0") if found else base + key_marker.encode() + b"\1"
         else:
-            R.check_version_id(version_marker)
-            start = R.version_key(bucket, key_marker, version_marker) + b"\0"
+            K.check_version_id(version_marker)
+            start = K.version_key(bucket, key_marker, version_marker) + b"\0"
     elif key_marker:
         start = _after_all_of(base, key_marker, prefix, delimiter)
     else:
@@ -211,7 +212,7 @@ async def list_versions(
 
 async def find_null_version(kv: KV, bucket: str, key: str) -> KeyValue | None:
     """The V/ entry of a key's "null" version, if it has one (any number of versions)."""
-    prefix = R.versions_of(bucket, key)
+    prefix = K.versions_of(bucket, key)
     start, end = prefix, prefix_end(prefix)
     while True:
         page = await kv.range(start, end, limit=MAX_LIST)
@@ -246,10 +247,10 @@ async def list_uploads(
     max_uploads: int = MAX_LIST,
 ) -> UploadListing:
     _check(max_uploads, delimiter, bucket)
-    base = R.uploads_prefix(bucket)
+    base = K.uploads_prefix(bucket)
     if key_marker and upload_marker:
-        R.check_upload_id(upload_marker)
-        start = R.upload_key(bucket, key_marker, upload_marker) + b"\0"
+        K.check_upload_id(upload_marker)
+        start = K.upload_key(bucket, key_marker, upload_marker) + b"\0"
     elif key_marker:
         start = _after_all_of(base, key_marker, prefix, delimiter)
     else:
@@ -257,7 +258,7 @@ async def list_uploads(
     result = await _scan_ids(kv, base, prefix, delimiter, start, max_uploads)
     uploads = []
     for key, item in result.entries:
-        _, upload_id = R.split_versioned(item.key, base)
+        _, upload_id = K.split_versioned(item.key, base)
         uploads.append(Upload.decode(bucket, key, upload_id, item.value))
     next_upload = ""
     if result.truncated and uploads and result.last == uploads[-1].key:

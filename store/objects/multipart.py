@@ -36,7 +36,7 @@ from store.errors import (
     NoSuchUpload,
 )
 from store.meta.api import KV, Compare, Delete, KeyValue, Op, Put, prefix_end
-from store.objects import records as R
+from store.objects import keyspace as K
 from store.objects.chunk_refs import garbage_ops, ref_ops
 from store.objects.common import (
     Body,
@@ -134,7 +134,7 @@ class Multipart:
     ) -> Upload:
         """A new upload; ``attributes`` (``records.ATTRIBUTES``: ACL, storage class, object lock,
         encryption) go to the completed object's version."""
-        R.check_new_key(key)
+        K.check_new_key(key)
         if checksum_algorithm:
             checksum_algorithm = checksums.canonical_algorithm(checksum_algorithm)
             checksum_type = checksum_type or checksums.default_checksum_type(checksum_algorithm)
@@ -147,7 +147,7 @@ class Multipart:
         upload = Upload(
             bucket,
             key,
-            R.new_upload_id(),
+            K.new_upload_id(),
             time.time(),
             owner,
             content_type,
@@ -158,7 +158,7 @@ class Multipart:
             checksum_type,
             **dict(attributes or {}),
         )
-        ukey = R.upload_key(bucket, key, upload.upload_id)
+        ukey = K.upload_key(bucket, key, upload.upload_id)
         for _ in range(20):
             # Comparing the bucket record's revision fails if the bucket is being deleted.
             _, bkv = await self.engine.bucket_record(bucket)
@@ -170,9 +170,9 @@ class Multipart:
         raise Conflict(f"bucket {bucket} is changing too fast; retry")
 
     async def get(self, bucket: str, key: str, upload_id: str) -> Upload:
-        R.check_object_key(key)
-        R.check_upload_id(upload_id)
-        kv = await self.kv.get(R.upload_key(bucket, key, upload_id))
+        K.check_object_key(key)
+        K.check_upload_id(upload_id)
+        kv = await self.kv.get(K.upload_key(bucket, key, upload_id))
         if kv is None:
             await self.engine.get_bucket(bucket)
             raise NoSuchUpload(f"no upload {upload_id} for {key!r}")
@@ -195,8 +195,8 @@ class Multipart:
     ) -> Part:
         """Store one part. For an encrypted upload ``data_key`` gives the upload's data key
         (checked against the upload's envelope: the same SSE-C key for every part)."""
-        if not 1 <= number <= R.MAX_PART_NUMBER:
-            raise InvalidArgument(f"part number must be 1..{R.MAX_PART_NUMBER}")
+        if not 1 <= number <= K.MAX_PART_NUMBER:
+            raise InvalidArgument(f"part number must be 1..{K.MAX_PART_NUMBER}")
         upload = await self.get(bucket, key, upload_id)
         sealing = None
         if upload.encryption is not None:
@@ -248,8 +248,8 @@ class Multipart:
         return part
 
     async def _commit_part(self, upload: Upload, part: Part) -> None:
-        ukey = R.upload_key(upload.bucket, upload.key, upload.upload_id)
-        pkey = R.part_key(upload.upload_id, part.number)
+        ukey = K.upload_key(upload.bucket, upload.key, upload.upload_id)
+        pkey = K.part_key(upload.upload_id, part.number)
         for _ in range(20):
             old = await self.kv.get(pkey)
             ukv = await self.kv.get(ukey)
@@ -278,7 +278,7 @@ class Multipart:
     async def _all_parts(self, upload_id: str) -> list[tuple[bytes, int, Part]]:
         """(KV key, mod revision, part) of every uploaded part, by number."""
         out = []
-        start, end = R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))
+        start, end = K.parts_prefix(upload_id), prefix_end(K.parts_prefix(upload_id))
         while True:
             page = await self.kv.range(start, end, limit=1000)
             for kv in page.kvs:
@@ -294,9 +294,9 @@ class Multipart:
         upload = await self.get(bucket, key, upload_id)
         if max_parts < 0 or marker < 0:
             raise InvalidArgument("max-parts and part-number-marker must not be negative")
-        start = R.part_key(upload_id, marker) + b"\0" if marker else R.parts_prefix(upload_id)
+        start = K.part_key(upload_id, marker) + b"\0" if marker else K.parts_prefix(upload_id)
         page = await self.kv.range(
-            start, prefix_end(R.parts_prefix(upload_id)), limit=min(max_parts, 1000) or 1
+            start, prefix_end(K.parts_prefix(upload_id)), limit=min(max_parts, 1000) or 1
         )
         kvs = page.kvs[: min(max_parts, 1000)]
         parts = [Part.decode(int(kv.key.rpartition(b"/")[2]), kv.value) for kv in kvs]
@@ -320,7 +320,7 @@ class Multipart:
         numbers = [p.number for p in listed]
         if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
             raise InvalidPartOrder("the list of parts was not in ascending order")
-        ukey = R.upload_key(bucket, key, upload_id)
+        ukey = K.upload_key(bucket, key, upload_id)
 
         async def prepare() -> Prepared:
             """Re-read on every attempt: a part uploaded meanwhile bumps the upload record, so a
@@ -338,8 +338,8 @@ class Multipart:
             done = json.dumps({"b": bucket, "k": key, "etag": etag, "t": time.time()}).encode()
             ops: list[Op] = [
                 Delete(ukey),
-                Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
-                Put(R.completed_key(upload_id), done),
+                Delete(K.parts_prefix(upload_id), prefix_end(K.parts_prefix(upload_id))),
+                Put(K.completed_key(upload_id), done),
             ]
             keep = set(numbers)
             unused = [c for n, p in uploaded.items() if n not in keep for c in p.chunks]
@@ -389,8 +389,8 @@ class Multipart:
     ) -> Version | None:
         """A retried Complete of an upload that completed: S3 answers it with the same result
         (clients retry after a timeout), as long as the object it made is still the key's."""
-        R.check_upload_id(upload_id)
-        kv = await self.kv.get(R.completed_key(upload_id))
+        K.check_upload_id(upload_id)
+        kv = await self.kv.get(K.completed_key(upload_id))
         if kv is None:
             return None
         done = json.loads(kv.value)
@@ -408,7 +408,7 @@ class Multipart:
     async def expire_completed(self, older_than_s: float = COMPLETED_KEEP_S) -> int:
         """Drop the records of completions older than ``older_than_s`` (retries come soon)."""
         dropped = 0
-        start, end = R.COMPLETED_PREFIX, prefix_end(R.COMPLETED_PREFIX)
+        start, end = K.COMPLETED_PREFIX, prefix_end(K.COMPLETED_PREFIX)
         cutoff = time.time() - older_than_s
         while True:
             page = await self.kv.range(start, end, limit=1000)
@@ -464,7 +464,7 @@ class Multipart:
 
     async def abort(self, bucket: str, key: str, upload_id: str) -> None:
         await self.get(bucket, key, upload_id)
-        await self._drop(R.upload_key(bucket, key, upload_id), upload_id)
+        await self._drop(K.upload_key(bucket, key, upload_id), upload_id)
 
     async def _drop(self, ukey: bytes, upload_id: str) -> None:
         for _ in range(20):
@@ -475,7 +475,7 @@ class Multipart:
             compares = [Compare.mod_is(ukey, ukv.mod_revision)]
             ops: list[Op] = [
                 Delete(ukey),
-                Delete(R.parts_prefix(upload_id), prefix_end(R.parts_prefix(upload_id))),
+                Delete(K.parts_prefix(upload_id), prefix_end(K.parts_prefix(upload_id))),
             ]
             ops += garbage_ops([c for _, _, part in parts for c in part.chunks])
             result = await self.kv.txn(compares, ops, [])
@@ -488,11 +488,11 @@ class Multipart:
     async def abort_all(self, bucket: str) -> int:
         """Abort every upload in a bucket (when the bucket is deleted)."""
         count = 0
-        base = R.uploads_prefix(bucket)
+        base = K.uploads_prefix(bucket)
         while True:
             page = await self.kv.range(base, prefix_end(base), limit=100)
             for kv in page.kvs:
-                _, upload_id = R.split_versioned(kv.key, base)
+                _, upload_id = K.split_versioned(kv.key, base)
                 try:
                     await self._drop(kv.key, upload_id)
                     count += 1

@@ -17,8 +17,8 @@ from store.errors import (
     PreconditionFailed,
 )
 from store.meta.api import Put
+from store.objects import keyspace as K
 from store.objects import listing
-from store.objects import records as R
 from store.objects.engine import ObjectEngine
 from tests.unit.objects.helpers import (
     BUCKET,
@@ -240,7 +240,7 @@ async def test_an_upload_created_during_bucket_deletion_does_not_survive_it(
         upload_commit = gate.hold(
             "txn", lambda compares, ops, *_: any(isinstance(o, Put) for o in ops)
         )
-        bucket_removal = gate.hold("delete", lambda key, *_: key == R.bucket_key(BUCKET))
+        bucket_removal = gate.hold("delete", lambda key, *_: key == K.bucket_key(BUCKET))
         nursery.start_soon(create_upload)
         await upload_commit.held.wait()  # create has seen the bucket; its write waits
         nursery.start_soon(engine.delete_bucket, BUCKET)

@@ -14,6 +14,7 @@ import pytest
 from store.chunk.chunkref import ChunkRef
 from store.chunk.ids import chunk_id_in, new_stream_id
 from store.meta.api import MAX_VALUE_BYTES
+from store.objects import keyspace as K
 from store.objects import listing, records
 from store.objects.engine import ObjectEngine
 from store.objects.records import PartInfo, Version
@@ -79,7 +80,7 @@ async def test_a_compressed_record_serves_like_any_other(
     parts = [os.urandom(MIN_PART), os.urandom(MIN_PART), os.urandom(5)]
     upload_id, done = await upload_parts(engine, "mp", parts)
     version = await engine.multipart.complete(BUCKET, "mp", upload_id, done)
-    stored = await engine.kv.get(records.version_key(BUCKET, "mp", version.version_id))
+    stored = await engine.kv.get(K.version_key(BUCKET, "mp", version.version_id))
     assert stored is not None and stored.value.startswith(b"\x28\xb5\x2f\xfd")
     assert (await engine.get_object(BUCKET, "mp"))[1] == b"".join(parts)
     assert (await engine.head_object(BUCKET, "mp")).etag == version.etag
