@@ -96,7 +96,11 @@ static const size_t crc3_stream[CRC3_SIZES] = {4096, 1024, 256}; /* bytes per st
 static __m128i crc3_shift[CRC3_SIZES][2];                       /* by L and by 2L bytes */
 static pthread_once_t crc3_once = PTHREAD_ONCE_INIT;
 
-static __m128i shift_const(size_t bytes) {
+/* Shared with the 256-bit kernel's chunks (crc32c_vpclmul256.c). */
+__m128i store_crc_shift_const(size_t bytes);
+uint32_t store_crc_shift(uint32_t s, __m128i k);
+
+__m128i store_crc_shift_const(size_t bytes) {
     unsigned bits = (unsigned)(8 * (bytes - 16)); /* from offset 0 to the last 16 bytes */
     return _mm_set_epi64x((long long)store_crc_fold_const(bits - 1),
                           (long long)store_crc_fold_const(bits + 63));
@@ -104,13 +108,14 @@ static __m128i shift_const(size_t bytes) {
 
 static void crc3_init(void) {
     for (int i = 0; i < CRC3_SIZES; i++) {
-        crc3_shift[i][0] = shift_const(crc3_stream[i]);
-        crc3_shift[i][1] = shift_const(2 * crc3_stream[i]);
+        crc3_shift[i][0] = store_crc_shift_const(crc3_stream[i]);
+        crc3_shift[i][1] = store_crc_shift_const(2 * crc3_stream[i]);
     }
 }
 
-static inline uint32_t shift_state(uint64_t s, __m128i k) {
-    return finish(fold(_mm_cvtsi32_si128((int)(uint32_t)s), k), NULL, 0);
+/* The state s followed by the zero bytes ``k`` was made for (store_crc_shift_const). */
+uint32_t store_crc_shift(uint32_t s, __m128i k) {
+    return finish(fold(_mm_cvtsi32_si128((int)s), k), NULL, 0);
 }
 
 /* Above this the three streams wait on memory (13 GB/s at 64 MiB, one folding chain 14). */
@@ -132,7 +137,8 @@ uint32_t store_crc_crc3(uint32_t c, const uint8_t *p, size_t len) {
                 b = _mm_crc32_u64(b, wb);
                 d = _mm_crc32_u64(d, wd);
             }
-            c = shift_state(a, crc3_shift[i][1]) ^ shift_state(b, crc3_shift[i][0]) ^ (uint32_t)d;
+            c = store_crc_shift((uint32_t)a, crc3_shift[i][1]) ^
+                store_crc_shift((uint32_t)b, crc3_shift[i][0]) ^ (uint32_t)d;
             p += 3 * n;
             len -= 3 * n;
         }

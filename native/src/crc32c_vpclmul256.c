@@ -16,6 +16,8 @@
 #include "internal.h"
 
 uint32_t store_crc_fold128_tail(__m128i x, const uint8_t *p, size_t len);
+__m128i store_crc_shift_const(size_t bytes);
+uint32_t store_crc_shift(uint32_t s, __m128i k);
 
 #define HY_STEPS 64
 #define HY_FOLD (128 * HY_STEPS)
@@ -39,8 +41,7 @@ static void init_consts(void) {
     k1024 = _mm256_broadcastsi128_si256(lane_consts(1024));
     k256 = _mm256_broadcastsi128_si256(lane_consts(256));
     k128 = lane_consts(128);
-    /* A state followed by n zero bytes: the block [s, 0, 0, 0] folded to the last 16 bytes. */
-    for (unsigned i = 0; i < 3; i++) hy_shift[i] = lane_consts(8 * ((i + 1) * HY_LANE - 16));
+    for (size_t i = 0; i < 3; i++) hy_shift[i] = store_crc_shift_const((i + 1) * HY_LANE);
 }
 
 static inline __m256i load(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
@@ -60,13 +61,6 @@ static inline __m128i lanes(__m256i y) {
     __m128i first = _mm256_castsi256_si128(y), second = _mm256_extracti128_si256(y, 1);
     return _mm_xor_si128(second, _mm_xor_si128(_mm_clmulepi64_si128(first, k128, 0x00),
                                                _mm_clmulepi64_si128(first, k128, 0x11)));
-}
-
-static inline uint32_t shift_state(uint64_t s, __m128i k) {
-    __m128i x = _mm_cvtsi32_si128((int)(uint32_t)s);
-    x = _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
-    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(x));
-    return (uint32_t)_mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(x, 1));
 }
 
 static inline uint64_t crc32_of_32(uint64_t s, const uint8_t *p) {
@@ -97,8 +91,8 @@ static uint32_t hybrid_chunk(uint32_t c, const uint8_t *p) {
     sd = crc32_of_32(sd, d + 32 * (HY_STEPS - 1));
     y3 = yfold(yfold(yfold(y0, k256, y1), k256, y2), k256, y3);
     uint32_t sf = store_crc_fold128_tail(lanes(y3), p + HY_FOLD, 0);
-    return shift_state(sf, hy_shift[2]) ^ shift_state(sa, hy_shift[1]) ^
-           shift_state(sb, hy_shift[0]) ^ (uint32_t)sd;
+    return store_crc_shift(sf, hy_shift[2]) ^ store_crc_shift((uint32_t)sa, hy_shift[1]) ^
+           store_crc_shift((uint32_t)sb, hy_shift[0]) ^ (uint32_t)sd;
 }
 
 uint32_t store_crc_vpclmul256(uint32_t c, const uint8_t *p, size_t len) {

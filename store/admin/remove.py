@@ -137,10 +137,14 @@ async def _epochs_in_use(engine: ObjectEngine, volumes: Volumes, drive_id: str) 
             counts["chunks"] += 1
             epochs.add(maps.for_chunk(ref.epoch, pg_of(ref.chunk_id, pg_count)).epoch)
             counts["chunks_on_it"] += drive_id in chunks.placement(ref)
-    # An extent is read with its reader's replica count: every volume's chain, as it reads it.
+    # An extent is read with its reader's replica count: every volume's chain, as it reads it
+    # (a layer under several volumes is read from the metadata once).
+    layers: dict[str, dict[int, int]] = {}
     for volume in await volumes.list_volumes():
         for layer in await volumes.chain(volume.layer):
-            for index, epoch in (await volumes.extent_epochs(layer)).items():
+            if layer not in layers:
+                layers[layer] = await volumes.extent_epochs(layer)
+            for index, epoch in layers[layer].items():
                 cmap = maps.at(epoch)
                 counts["extents"] += 1
                 epochs.add(cmap.epoch)

@@ -98,16 +98,33 @@ class ExtentIO:
                 return found
             good = []  # every replica was tried
         for drive_id in good:
-            try:
-                return await self.drives[drive_id].extent_read(eid, self.geometry, offset, length)
-            except Unavailable as e:  # its chunk server is down or suspect: not damage
-                problems.append(f"{drive_id}: {e}")
-            except (Corrupt, NotFound, OSError) as e:
-                problems.append(f"{drive_id}: {e}")
-                self._on_damage(layer, index)
+            found = await self._read_replica(layer, index, eid, drive_id, offset, length, problems)
+            if found is not None:
+                return found
         raise Unavailable(
             f"extent {index} of {self._name}: no good replica ({'; '.join(problems)})"
         )
+
+    async def _read_replica(
+        self,
+        layer: str,
+        index: int,
+        eid: str,
+        drive_id: str,
+        offset: int,
+        length: int,
+        problems: list[str],
+    ) -> bytearray | None:
+        """One replica's bytes, or None with the reason in ``problems`` (and damage reported,
+        unless its chunk server is merely down or suspect)."""
+        try:
+            return await self.drives[drive_id].extent_read(eid, self.geometry, offset, length)
+        except Unavailable as e:
+            problems.append(f"{drive_id}: {e}")
+        except (Corrupt, NotFound, OSError) as e:
+            problems.append(f"{drive_id}: {e}")
+            self._on_damage(layer, index)
+        return None
 
     async def _hedged_read(
         self,
@@ -124,15 +141,10 @@ class ExtentIO:
         assert self.hedge_after_s is not None
         # Most reads: the first replica answers in time, with no task or event to set up.
         with trio.move_on_after(self.hedge_after_s) as first:
-            try:
-                return await self.drives[good[0]].extent_read(eid, self.geometry, offset, length)
-            except Unavailable as e:
-                problems.append(f"{good[0]}: {e}")
-                good = good[1:]
-            except (Corrupt, NotFound, OSError) as e:
-                problems.append(f"{good[0]}: {e}")
-                self._on_damage(layer, index)
-                good = good[1:]
+            found = await self._read_replica(layer, index, eid, good[0], offset, length, problems)
+            if found is not None:
+                return found
+            good = good[1:]  # failed: the others race
         if first.cancelled_caught:  # slow: the next one at once, the slow one again last
             good = good[1:] + good[:1]
         result: list[bytearray] = []
@@ -141,17 +153,10 @@ class ExtentIO:
                 failed = trio.Event()
 
                 async def one(drive_id: str = drive_id, failed: trio.Event = failed) -> None:
-                    try:
-                        data = await self.drives[drive_id].extent_read(
-                            eid, self.geometry, offset, length
-                        )
-                    except Unavailable as e:  # its chunk server is down or suspect: not damage
-                        problems.append(f"{drive_id}: {e}")
-                        failed.set()
-                        return
-                    except (Corrupt, NotFound, OSError) as e:
-                        problems.append(f"{drive_id}: {e}")
-                        self._on_damage(layer, index)
+                    data = await self._read_replica(
+                        layer, index, eid, drive_id, offset, length, problems
+                    )
+                    if data is None:
                         failed.set()
                         return
                     if not result:

@@ -289,15 +289,20 @@ class OpenVolume:
         if found is None or V.extent_epoch(found.value) == self._epochs.get(eid):
             return False
         stale = await self._kv.get(V.stale_key(layer, index))
-        self._epochs[eid] = V.extent_epoch(found.value)
-        self.replicas.forget(layer, index)
-        if stale is None:
-            self.replicas.stale.pop((layer, index), None)
-        else:
-            self.replicas.stale[(layer, index)] = frozenset(json.loads(stale.value))
+        marks = frozenset(json.loads(stale.value)) if stale is not None else frozenset()
+        self._place_anew(layer, index, V.extent_epoch(found.value), marks)
         self.repair.damaged.discard((layer, index))  # not damage: no longer there
         log.info("volume %s: extent %s was moved; reading it where it is now", self.name, eid)
         return True
+
+    def _place_anew(self, layer: str, index: int, epoch: int, stale: frozenset[str]) -> None:
+        """The extent is placed by ``epoch``'s map now, with these stale replicas."""
+        self._epochs[V.extent_id(layer, index)] = epoch
+        self.replicas.forget(layer, index)
+        if stale:
+            self.replicas.stale[(layer, index)] = stale
+        else:
+            self.replicas.stale.pop((layer, index), None)
 
     # -- moving extents (store cluster rebalance) -------------------------------------------------
 
@@ -323,9 +328,7 @@ class OpenVolume:
             self._check(0, 0)  # the lease still ours (else: Conflict, and nothing more moves)
 
             def switched(index: int = index) -> None:  # our own reads follow at once
-                self._epochs[V.extent_id(layer, index)] = target
-                self.replicas.forget(layer, index)
-                self.replicas.stale.pop((layer, index), None)
+                self._place_anew(layer, index, target, frozenset())  # the move rewrote all
 
             async with self.guard.exclusive(index):
                 try:
