@@ -68,6 +68,24 @@ void ec_encode_data(int len, int k, int rows, unsigned char *gftbls, unsigned ch
                     unsigned char **coding);
 const char *isal_get_version_str(void);
 """
+# ISA-L's erasure-coding entry points of one level each (2.32 exports them all), by our kernel of
+# the same level, with the table builder each takes: the dispatcher's ec_init_tables builds GFNI
+# tables on a GFNI CPU, so the pshufb entry points need the base layout explicitly.
+ISAL_EC = {
+    "avx2": ("ec_encode_data_avx2", "ec_init_tables_base"),
+    "avx512": ("ec_encode_data_avx512", "ec_init_tables_base"),
+    "gfni": ("ec_encode_data_avx512_gfni", "ec_init_tables_gfni"),
+    "avx2gfni": ("ec_encode_data_avx2_gfni", "ec_init_tables_gfni"),
+}
+ISAL_EC_CDEF = (
+    "void ec_init_tables_gfni(int k, int rows, unsigned char *a, unsigned char *t);"
+    "void ec_init_tables_base(int k, int rows, unsigned char *a, unsigned char *t);"
+    + "".join(
+        f"void {name}(int len, int k, int rows, unsigned char *gftbls, unsigned char **data,"
+        " unsigned char **coding);"
+        for name, _ in ISAL_EC.values()
+    )
+)
 # ISA-L's CRC32C (iSCSI) entry points, each at one level (2.32 exports them all; 2.30 some), and
 # the kernel of ours at the same level. ISA-L's result is the inverse of the published CRC.
 ISAL_CRC = {
@@ -222,6 +240,7 @@ class IsaL:
         self.ffi = cffi.FFI()
         self.ffi.cdef(ISAL_CDEF)
         self.ffi.cdef(ISAL_CRC_CDEF)
+        self.ffi.cdef(ISAL_EC_CDEF)
         # DEEPBIND: each copy of ISA-L binds to its own internals, never to the other copy's.
         flags = os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0)
         self.lib = self.ffi.dlopen(str(path), flags)
@@ -248,13 +267,33 @@ class IsaL:
                 out[ours] = fn
         return out
 
+    def ec_levels(self) -> list[str]:
+        """Our kernels whose ISA-L counterpart of the same level this library exports (and this
+        CPU runs: it has what our kernel of that level needs)."""
+        out = []
+        for ours, (theirs, _init) in ISAL_EC.items():
+            try:
+                getattr(self.lib, theirs)
+            except AttributeError:
+                continue
+            if ours in native.supported_isas():
+                out.append(ours)
+        return out
+
+    def _entry(self, level: str | None) -> tuple[Callable[..., None], Callable[..., None]]:
+        """The encode entry point of one level (the dispatcher for None) and its table builder."""
+        if level is None:
+            return self.lib.ec_encode_data, self.lib.ec_init_tables
+        entry, init = ISAL_EC[level]
+        return getattr(self.lib, entry), getattr(self.lib, init)
+
     def _ptrs(self, bufs: Sequence[Any]) -> Any:
         views = [self.ffi.from_buffer("unsigned char[]", b, require_writable=True) for b in bufs]
         return self.ffi.new("unsigned char *[]", views), views
 
-    def _tables(self, k: int, rows: int, coeffs: Any) -> Any:
+    def _tables(self, k: int, rows: int, coeffs: Any, init: Callable[..., None]) -> Any:
         tables = self.ffi.new("unsigned char[]", 32 * k * rows)
-        self.lib.ec_init_tables(k, rows, coeffs, tables)
+        init(k, rows, coeffs, tables)
         return tables
 
     def encode_matrix(self, k: int, m: int) -> Any:
@@ -263,19 +302,27 @@ class IsaL:
         return a
 
     def encoder(
-        self, k: int, m: int, data: Sequence[Any], parity: Sequence[Any]
+        self, k: int, m: int, data: Sequence[Any], parity: Sequence[Any], level: str | None = None
     ) -> Callable[[], object]:
+        """Encode with the dispatcher's choice, or with the entry point of one level."""
+        entry, init = self._entry(level)
         a = self.encode_matrix(k, m)
-        tables = self._tables(k, m, a + k * k)
+        tables = self._tables(k, m, a + k * k, init)
         (dptr, dkeep), (pptr, pkeep) = self._ptrs(data), self._ptrs(parity)
-        call = functools.partial(self.lib.ec_encode_data, len(data[0]), k, m, tables, dptr, pptr)
+        call = functools.partial(entry, len(data[0]), k, m, tables, dptr, pptr)
         call.keepalive = (a, tables, dkeep, pkeep)  # type: ignore[attr-defined]
         return call
 
     def decoder(
-        self, k: int, m: int, shards: Sequence[Any | None], out: dict[int, Any]
+        self,
+        k: int,
+        m: int,
+        shards: Sequence[Any | None],
+        out: dict[int, Any],
+        level: str | None = None,
     ) -> Callable[[], object]:
         """Rebuild the lost data shards in ``out`` from the first k present shards."""
+        entry, init = self._entry(level)
         a = self.encode_matrix(k, m)
         survivors = [i for i, s in enumerate(shards) if s is not None][:k]
         b = self.ffi.new("unsigned char[]", k * k)
@@ -290,11 +337,11 @@ class IsaL:
         c = self.ffi.new("unsigned char[]", len(lost) * k)
         for row, idx in enumerate(lost):
             c[row * k : (row + 1) * k] = inv[idx * k : (idx + 1) * k]
-        tables = self._tables(k, len(lost), c)
+        tables = self._tables(k, len(lost), c, init)
         sptr, skeep = self._ptrs([shards[i] for i in survivors])
         optr, okeep = self._ptrs([out[i] for i in lost])
         size = len(shards[survivors[0]])  # type: ignore[arg-type]
-        call = functools.partial(self.lib.ec_encode_data, size, k, len(lost), tables, sptr, optr)
+        call = functools.partial(entry, size, k, len(lost), tables, sptr, optr)
         call.keepalive = (tables, skeep, okeep)  # type: ignore[attr-defined]
         return call
 
@@ -394,6 +441,18 @@ def ours_label(api: str, kernel: str) -> str:
     return f"{api}/{kernel}"
 
 
+def isal_entries(peers: Peers) -> list[tuple[IsaL, str | None]]:
+    """Every ISA-L's dispatcher (level None), then the headline ISA-L's entry point per level."""
+    entries: list[tuple[IsaL, str | None]] = [(lib, None) for lib in peers.isal]
+    if peers.isal:
+        entries += [(peers.isal[0], level) for level in peers.isal[0].ec_levels()]
+    return entries
+
+
+def isal_label(lib: IsaL, level: str | None) -> str:
+    return lib.name if level is None else f"{lib.name}:{level}"
+
+
 def encode_contenders(
     case: EcCase, peers: Peers, settings: Settings, report: Report
 ) -> list[Contender]:
@@ -401,15 +460,18 @@ def encode_contenders(
     k, m, tag = case.k, case.m, f"RS({case.k},{case.m}) {size_label(case.size)}"
     contenders = []
     reference: list[bytearray] | None = None
-    for lib in peers.isal:
-        parity = [bytearray(case.size) for _ in range(m)]
-        fn = lib.encoder(k, m, case.data, parity)
+    for lib, level in isal_entries(peers):
+        # Peers write the buffers ours write: the same placement (and huge pages or not) for all.
+        for p in case.parity:
+            p[:] = bytes(case.size)
+        fn = lib.encoder(k, m, case.data, case.parity, level)
         fn()
+        name = isal_label(lib, level)
         if reference is None:
-            reference = parity
+            reference = [bytearray(p) for p in case.parity]
         else:
-            report.check(parity == reference, f"{lib.name} parity != {peers.isal[0].name} {tag}")
-        contenders.append(Contender(lib.name, fn))
+            report.check(case.parity == reference, f"{name} parity != {peers.isal[0].name} {tag}")
+        contenders.append(Contender(name, fn))
     for isa in kernels_for(case.size, settings):
         ec = native.ErasureCode(k, m, isa=isa)
         for p in case.parity:
@@ -421,6 +483,9 @@ def encode_contenders(
         name = ours_label("encode_into", isa)
         fn = functools.partial(ec.encode_into, case.data, case.parity)
         contenders.append(Contender(name, fn, few=isa == "ref"))
+        if isa != "ref":  # the kernel called as ISA-L is: pointer arrays built once
+            prepared = ec.prepared_encode(case.data, case.parity)
+            contenders.append(Contender(ours_label("prepared", isa), prepared))
     stripe = make_stripe(case)
     stripe.encode()
     report.check(
@@ -459,12 +524,15 @@ def reconstruct_contenders(
     want = case.data[:m]
     contenders = []
     shards = case.shards
-    for lib in peers.isal:
-        out = {i: bytearray(case.size) for i in case.lost}
-        fn = lib.decoder(k, m, shards, out)
+    for lib, level in isal_entries(peers):
+        for buf in case.out.values():
+            buf[:] = bytes(case.size)
+        fn = lib.decoder(k, m, shards, case.out, level)
         fn()
-        report.check([out[i] for i in case.lost] == want, f"{lib.name} rebuilt != original {tag}")
-        contenders.append(Contender(lib.name, fn))
+        name = isal_label(lib, level)
+        rebuilt = [case.out[i] for i in case.lost]
+        report.check(rebuilt == want, f"{name} rebuilt != original {tag}")
+        contenders.append(Contender(name, fn))
     for isa in kernels_for(case.size, settings):
         ec = native.ErasureCode(k, m, isa=isa)
         for buf in case.out.values():
@@ -474,6 +542,9 @@ def reconstruct_contenders(
         report.check(rebuilt == want, f"reconstruct_into/{isa} rebuilt != original {tag}")
         fn = functools.partial(ec.reconstruct_into, shards, case.out)
         contenders.append(Contender(ours_label("reconstruct_into", isa), fn, few=isa == "ref"))
+        if isa != "ref":
+            prepared = ec.prepared_reconstruct(shards, case.out)
+            contenders.append(Contender(ours_label("prepared", isa), prepared))
     stripe = make_stripe(case)
     stripe.encode()
     for i in case.lost:
@@ -504,9 +575,10 @@ def emit_ec(report: Report, peers: Peers, case: EcCase, op: str, best: dict[str,
     peer_names = [lib.name for lib in peers.isal] + ([peers.pyeclib_name] if peers.pyeclib else [])
     headline = peer_names[0] if peer_names else None
     for name, value in rate.items():
-        if name in peer_names:
+        if name in peer_names or ":" in name:
             continue
         api, kernel = name.split("/")
+        same_level = rate.get(f"{headline}:{kernel}") if headline else None
         report.emit(
             **fields,
             api=api,
@@ -515,6 +587,10 @@ def emit_ec(report: Report, peers: Peers, case: EcCase, op: str, best: dict[str,
             peer=headline,
             peer_gbps=rate.get(headline) if headline else None,
             ratio=ratio(value, rate.get(headline)) if headline else None,
+            # ISA-L's entry point of the same level (issue 14's bar: >= 1.0 at every level)
+            isal_peer=f"{headline}:{kernel}" if same_level else None,
+            isal_gbps=same_level,
+            isal_ratio=ratio(value, same_level) if same_level else None,
         )
     ours_default = rate[ours_label(f"{op}_into", default)]
     for peer in peer_names[1:]:
@@ -709,6 +785,24 @@ def run_headlines(report: Report, peers: Peers) -> None:
             bar=bar,
             meets_bar=None if bar is None else line["ratio"] >= bar,
         )
+    for op in ("encode", "reconstruct"):
+        for level in peers.isal[0].ec_levels() if peers.isal else ():
+            api = "prepared"  # called as ISA-L is, on the same buffers: kernel against kernel
+            where = {"case": op, "api": api, "k": k, "m": m, "shard_bytes": MIB, "kernel": level}
+            line = find(report, **where)
+            if line is None or line.get("isal_ratio") is None:
+                continue
+            report.emit(
+                case="headline",
+                name=f"{op} {api}/{level} RS(8,3) 1 MiB vs ISA-L of the same level",
+                kernel=level,
+                gbps=line["gbps"],
+                peer=line["isal_peer"],
+                peer_gbps=line["isal_gbps"],
+                ratio=line["isal_ratio"],
+                bar=1.0,
+                meets_bar=line["isal_ratio"] >= 1.0,
+            )
 
 
 def fmt(value: Any, spec: str = "") -> str:
@@ -736,6 +830,8 @@ def table_row(line: dict[str, Any]) -> str:
     text = f"{case:<12} {what:<16} {label:<27} {line['gbps']:8.2f} GB/s"
     if line.get("peer"):
         text += f"  {line['peer']:<26} {line['peer_gbps']:8.2f} GB/s  x{line['ratio']:.2f}"
+    if line.get("isal_ratio") is not None:
+        text += f"  same level x{line['isal_ratio']:.2f}"
     if case == "overhead":
         peer_us = line["peer_us_per_call"]
         text += f"  {line['us_per_call']:.2f} us/call (peer {fmt(peer_us, '.2f')})"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import array
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from store import _native  # type: ignore[attr-defined]
@@ -119,6 +119,22 @@ def _crc_table(shards: int, size: int, block_bytes: int, crcs: Buffer | None) ->
     return out, ffi.cast("uint32_t *", view)
 
 
+class PreparedCall:
+    """One codec call on buffers fixed in advance. The buffers stay pinned while this object
+    lives (a pinned bytearray cannot be resized, so the saved pointers stay valid)."""
+
+    __slots__ = ("_fn", "_args", "_pinned")
+
+    def __init__(self, fn: Callable[..., int], args: tuple[Any, ...], pinned: object) -> None:
+        self._fn = fn
+        self._args = args
+        self._pinned = pinned
+
+    def __call__(self) -> int:
+        """Run the call; returns the library's status (0: done)."""
+        return int(self._fn(*self._args))
+
+
 class ErasureCode:
     """Reed-Solomon RS(k, m): k data shards, m parity shards, any k of them rebuild the rest.
 
@@ -183,6 +199,19 @@ class ErasureCode:
         if rc != lib.STORE_OK:
             raise ValueError("encode: parity buffers must not overlap each other or the data")
 
+    def prepared_encode(
+        self, data_shards: Sequence[Buffer], parity_shards: Sequence[Buffer]
+    ) -> PreparedCall:
+        """encode_into for buffers fixed in advance: checked and pinned once (a pinned bytearray
+        cannot be resized), so each call of the result is one native call, as ISA-L's callers
+        pass prebuilt pointer arrays. The call returns the library's status (0: done)."""
+        size, data, parity = self._encode_args(data_shards, parity_shards)
+        args = (self._ec, size, ffi.new("uint8_t *[]", data), ffi.new("uint8_t *[]", parity))
+        call = PreparedCall(lib.store_ec_encode, args, (data, parity))
+        if call() != lib.STORE_OK:
+            raise ValueError("encode: parity buffers must not overlap each other or the data")
+        return call
+
     def encode(self, data_shards: Sequence[Buffer]) -> list[bytearray]:
         """The m parity shards of k equal-length data shards, in new buffers."""
         size = _nbytes(data_shards[0], "data shard 0") if data_shards else 0
@@ -217,6 +246,28 @@ class ErasureCode:
         ``shards`` has k + m entries, None where a shard is missing; any k present ones suffice.
         Raises TooFewShards when fewer than k are present.
         """
+        size, views, want, outs = self._reconstruct_args(shards, out)
+        if not want:
+            return
+        rc = lib.store_ec_reconstruct(self._ec, size, views, want, len(want), outs)
+        if rc != lib.STORE_OK:
+            raise ValueError("reconstruct: output buffers must not overlap each other or the input")
+
+    def prepared_reconstruct(
+        self, shards: Sequence[Buffer | None], out: Mapping[int, Buffer]
+    ) -> PreparedCall:
+        """reconstruct_into for buffers fixed in advance (see prepared_encode)."""
+        size, views, want, outs = self._reconstruct_args(shards, out)
+        ptrs = ffi.new("uint8_t *[]", views), ffi.new("int[]", want), ffi.new("uint8_t *[]", outs)
+        args = (self._ec, size, ptrs[0], ptrs[1], len(want), ptrs[2])
+        call = PreparedCall(lib.store_ec_reconstruct, args, (views, outs))
+        if call() != lib.STORE_OK:
+            raise ValueError("reconstruct: output buffers must not overlap each other or the input")
+        return call
+
+    def _reconstruct_args(
+        self, shards: Sequence[Buffer | None], out: Mapping[int, Buffer]
+    ) -> tuple[int, list[Any], list[int], list[Any]]:
         n = self.k + self.m
         if len(shards) != n:
             raise ValueError(f"need {n} shard slots (None for missing), got {len(shards)}")
@@ -241,11 +292,7 @@ class ErasureCode:
                 raise ValueError(f"output index {idx!r} is not a shard index below {n}")
             if len(v) != size:
                 raise ValueError(f"output shard {idx} has {len(v)} bytes, shards have {size}")
-        if not want:
-            return
-        rc = lib.store_ec_reconstruct(self._ec, size, views, want, len(want), outs)
-        if rc != lib.STORE_OK:
-            raise ValueError("reconstruct: output buffers must not overlap each other or the input")
+        return size, views, want, outs
 
     def reconstruct(self, shards: Sequence[Buffer | None]) -> list[Buffer]:
         """All k + m shards: the present ones as given, the missing ones rebuilt in new buffers."""

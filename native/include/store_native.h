@@ -26,14 +26,15 @@
 #define STORE_ENOMEM (-3)
 #define STORE_ETOOFEW (-4)     /* fewer than k shards present: data is lost */
 
-/* Kernel ids, from slowest to fastest. */
+/* Kernel ids (store_isa_default() says which is preferred). */
 #define STORE_ISA_REF 0        /* portable C: the test oracle */
 #define STORE_ISA_AVX2 1       /* pshufb split-nibble tables, 256-bit */
 #define STORE_ISA_AVX512 2     /* pshufb split-nibble tables, 512-bit (AVX-512BW) */
 #define STORE_ISA_GFNI 3       /* vgf2p8affineqb, 512-bit (GFNI + AVX-512BW) */
-#define STORE_ISA_COUNT 4
+#define STORE_ISA_AVX2_GFNI 4  /* vgf2p8affineqb, 256-bit (GFNI + AVX2, no AVX-512 needed) */
+#define STORE_ISA_COUNT 5
 
-/* Name of a kernel id ("ref", "avx2", "avx512", "gfni"), or NULL. */
+/* Name of a kernel id ("ref", "avx2", "avx512", "gfni", "avx2gfni"), or NULL. */
 const char *store_isa_name(int isa);
 /* 1 if this CPU (and OS) can run the kernel, else 0. */
 int store_isa_supported(int isa);

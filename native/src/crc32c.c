@@ -96,8 +96,8 @@ static int crc_default = STORE_CRC_SW;
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 /* The kernels best first (bench/ec.py): the widest folding the CPU has, then three crc32 streams.
- * STORE_NATIVE_ISA also pins the CRC kernel to its generation: avx2 takes no 512-bit kernel, ref
- * the table oracle. */
+ * STORE_NATIVE_ISA also pins the CRC kernel to its generation: avx2 and avx2gfni take no 512-bit
+ * kernel, ref the table oracle. */
 static const int crc_preference[] = {STORE_CRC_VPCLMUL, STORE_CRC_VPCLMUL256, STORE_CRC_CRC3,
                                      STORE_CRC_CLMUL,   STORE_CRC_SSE42,      STORE_CRC_SW};
 
@@ -107,7 +107,8 @@ static void choose_crc(void) {
         int kernel = crc_preference[i];
         if (!store_crc_supported(kernel)) continue;
         if (isa == STORE_ISA_REF && kernel != STORE_CRC_SW) continue;
-        if (isa == STORE_ISA_AVX2 && kernel == STORE_CRC_VPCLMUL) continue;
+        if ((isa == STORE_ISA_AVX2 || isa == STORE_ISA_AVX2_GFNI) && kernel == STORE_CRC_VPCLMUL)
+            continue;
         crc_default = kernel;
         return;
     }

@@ -37,6 +37,7 @@ static store_ec_kernel kernel_for(int isa) {
     case STORE_ISA_AVX2: return store_ec_kernel_avx2;
     case STORE_ISA_AVX512: return store_ec_kernel_avx512;
     case STORE_ISA_GFNI: return store_ec_kernel_gfni;
+    case STORE_ISA_AVX2_GFNI: return store_ec_kernel_avx2_gfni;
     default: return store_ec_kernel_ref;
     }
 }

@@ -7,28 +7,47 @@
 #include "internal.h"
 
 
-static inline __attribute__((always_inline)) void avx2_rows(int R, size_t len, int k,
+/* U registers (32 bytes each) per source per step: each table broadcast then serves U lookups.
+ * U = 2 needs 2R accumulators + 2 tables + 4 nibble registers + the mask in the 16 ymm registers,
+ * so only groups of up to 4 rows take it. */
+static inline __attribute__((always_inline)) void avx2_step(int R, int U, size_t i, int k,
                                                            const uint8_t *tbl,
                                                            const uint8_t *const *src,
                                                            uint8_t *const *dst) {
     const __m256i nib = _mm256_set1_epi8(0x0f);
-    for (size_t i = 0; i + 32 <= len; i += 32) {
-        __m256i acc[STORE_ROW_GROUP];
-        for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
-        for (int j = 0; j < k; j++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(src[j] + i));
-            __m256i lo = _mm256_and_si256(v, nib);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi64(v, 4), nib);
-            for (int r = 0; r < R; r++) {
-                const uint8_t *t = tbl + ((size_t)r * (size_t)k + (size_t)j) * STORE_TBL_BYTES;
-                __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
-                __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(t + 16)));
-                acc[r] = _mm256_xor_si256(acc[r], _mm256_xor_si256(_mm256_shuffle_epi8(tl, lo),
-                                                                   _mm256_shuffle_epi8(th, hi)));
-            }
+    __m256i acc[2][STORE_ROW_GROUP];
+    for (int u = 0; u < U; u++)
+        for (int r = 0; r < R; r++) acc[u][r] = _mm256_setzero_si256();
+    for (int j = 0; j < k; j++) {
+        __m256i lo[2], hi[2];
+        for (int u = 0; u < U; u++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(src[j] + i + 32 * u));
+            lo[u] = _mm256_and_si256(v, nib);
+            hi[u] = _mm256_and_si256(_mm256_srli_epi64(v, 4), nib);
         }
-        for (int r = 0; r < R; r++) _mm256_storeu_si256((__m256i *)(dst[r] + i), acc[r]);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *t = tbl + ((size_t)r * (size_t)k + (size_t)j) * STORE_TBL_BYTES;
+            __m256i tl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
+            __m256i th = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(t + 16)));
+            for (int u = 0; u < U; u++)
+                acc[u][r] = _mm256_xor_si256(acc[u][r],
+                                             _mm256_xor_si256(_mm256_shuffle_epi8(tl, lo[u]),
+                                                              _mm256_shuffle_epi8(th, hi[u])));
+        }
     }
+    for (int u = 0; u < U; u++)
+        for (int r = 0; r < R; r++)
+            _mm256_storeu_si256((__m256i *)(dst[r] + i + 32 * u), acc[u][r]);
+}
+
+static inline __attribute__((always_inline)) void avx2_rows(int R, size_t len, int k,
+                                                           const uint8_t *tbl,
+                                                           const uint8_t *const *src,
+                                                           uint8_t *const *dst) {
+    size_t i = 0;
+    if (R <= 4)
+        for (; i + 64 <= len; i += 64) avx2_step(R, 2, i, k, tbl, src, dst);
+    for (; i + 32 <= len; i += 32) avx2_step(R, 1, i, k, tbl, src, dst);
 }
 
 void store_ec_kernel_avx2(size_t len, int k, int rows, const uint8_t *tbl,

@@ -99,7 +99,8 @@ void store_gf_expand(int isa, const uint8_t *coefs, int n, uint8_t *tbl) {
         uint8_t *t = tbl + (size_t)e * STORE_TBL_BYTES;
         memset(t, 0, STORE_TBL_BYTES);
         switch (isa) {
-        case STORE_ISA_GFNI: {
+        case STORE_ISA_GFNI:
+        case STORE_ISA_AVX2_GFNI: {
             uint64_t m = gfni_matrix(c);
             memcpy(t, &m, sizeof m);
             break;

@@ -10,7 +10,7 @@
 /* One expanded coefficient: what a kernel needs to multiply a byte stream by a GF(2^8) constant.
  *   ref:          byte 0 is the coefficient (the kernel uses gf_mul_table)
  *   avx2, avx512: lo[16] = c * x, hi[16] = c * (x << 4) for x < 16 (pshufb split-nibble tables)
- *   gfni:         the first 8 bytes are the 8x8 bit matrix for vgf2p8affineqb */
+ *   gfni, avx2gfni: the first 8 bytes are the 8x8 bit matrix for vgf2p8affineqb */
 #define STORE_TBL_BYTES 32
 
 /* dst[r] = sum_j coef[r][j] * src[j] over len bytes, for r < rows. tbl holds rows * k entries,
@@ -42,6 +42,8 @@ void store_ec_kernel_ref(size_t, int, int, const uint8_t *, const uint8_t *const
 void store_ec_kernel_avx2(size_t, int, int, const uint8_t *, const uint8_t *const *, uint8_t *const *);
 void store_ec_kernel_avx512(size_t, int, int, const uint8_t *, const uint8_t *const *, uint8_t *const *);
 void store_ec_kernel_gfni(size_t, int, int, const uint8_t *, const uint8_t *const *, uint8_t *const *);
+void store_ec_kernel_avx2_gfni(size_t, int, int, const uint8_t *, const uint8_t *const *,
+                               uint8_t *const *);
 
 /* GF(2^8), polynomial x^8 + x^4 + x^3 + x^2 + 1 (0x11d), as ISA-L. Tables are built once. */
 extern uint8_t store_gf_mul_table[256][256];

@@ -176,6 +176,31 @@ def test_overlapping_outputs_are_refused() -> None:
         ec.encode_into([buf, *data[1:]], [buf, bytearray(64)])
 
 
+@pytest.mark.parametrize("isa", FAST_ISAS)
+def test_prepared_calls_match_the_plain_ones(isa: str) -> None:
+    ec = ErasureCode(5, 3, isa)
+    data = [bytearray(os.urandom(3000)) for _ in range(5)]
+    parity = [bytearray(3000) for _ in range(3)]
+    encode = ec.prepared_encode(data, parity)
+    for _ in range(2):  # each call sees the buffers' current contents
+        data[1][:] = os.urandom(3000)
+        assert encode() == 0
+        assert [bytes(p) for p in parity] == [bytes(p) for p in ec.encode(data)]
+    with pytest.raises(BufferError):  # pinned: a resize would leave a dangling pointer
+        data[0].extend(b"x")
+    shards: list[bytearray | None] = [None, data[1], None, data[3], data[4], *parity[:2], None]
+    out = {0: bytearray(3000), 2: bytearray(3000), 7: bytearray(3000)}
+    reconstruct = ec.prepared_reconstruct(shards, out)
+    out[0][:] = bytes(3000)
+    assert reconstruct() == 0
+    assert (out[0], out[2], out[7]) == (data[0], data[2], parity[2])
+    with pytest.raises(ValueError, match="overlap"):
+        ec.prepared_encode(data, [data[0], bytearray(3000), bytearray(3000)])
+    with pytest.raises(TooFewShards):
+        ec.prepared_reconstruct([None] * 4 + data[4:] + parity, {0: bytearray(3000)})
+    assert ec.prepared_reconstruct(shards, {})() == 0
+
+
 def test_unsupported_forced_isa_is_refused() -> None:
     missing = [isa for isa in native.ISAS if isa not in ISAS]
     for isa in missing:
