@@ -10,6 +10,11 @@ write at queue depth 32 (IOPS, p50/p99 completion latency) and 1 MiB sequential 
 at queue depth 8 (MB/s). Also each server's CPU time per I/O (its processes' user + system time
 over the job, divided by the I/Os): the steadiest figure on a shared machine. Needs fio, nbdkit
 and qemu-nbd (``make test`` installs them).
+
+Then every core (``--no-volumes`` skips): two volumes, one fio job on each at the same time (4 KiB
+random read and write, QD 32), against ``store serve --workers 1`` and ``--workers N`` (one per
+CPU; the volumes' names are picked so that different workers own them): the sum of both jobs'
+IOPS and the ratio of N workers to one.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from benchlib import cpu_model, free_port, git_commit, save, wait_port
+
+from store.nbd.handoff import owner_of
 
 MIB = 1 << 20
 BIN = Path(sys.executable).parent
@@ -52,22 +60,67 @@ def tree_cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_store(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
-    data = root / "store"
-    subprocess.run(
-        [str(BIN / "store"), "volume", "create", "bench", "--size", str(size), "--data", str(data)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+def start_store(
+    root: Path, size: int, volumes: tuple[str, ...] = ("bench",), workers: int = 1
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A store serving ``volumes``; the URI of the first (the others: same server, their name)."""
+    data = root / f"store-{workers}"
+    for name in volumes:
+        argv = [str(BIN / "store"), "volume", "create", name, "--size", str(size)]
+        subprocess.run([*argv, "--data", str(data)], check=True, stdout=subprocess.DEVNULL)
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "store"), "serve", "--data", str(data), "--s3", f"127.0.0.1:{free_port()}"]
-        + ["--nbd", f"127.0.0.1:{port}", "--workers", "1"],
+        + ["--nbd", f"127.0.0.1:{port}", "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_port(port, proc)
-    return f"nbd://127.0.0.1:{port}/bench", proc
+    return f"nbd://127.0.0.1:{port}/{volumes[0]}", proc
+
+
+def spread_names(workers: int) -> tuple[str, str]:
+    """Two volume names that different workers own (the same worker when there is one)."""
+    first = "bench-0"
+    for i in range(1, 1000):
+        if workers == 1 or owner_of(f"bench-{i}", workers) != owner_of(first, workers):
+            return first, f"bench-{i}"
+    raise AssertionError("no second name")
+
+
+def every_core(root: Path, size: int, seconds: float, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two volumes at once, one fio job each, on one worker and on one worker per CPU."""
+    lines = []
+    cpus = len(os.sched_getaffinity(0))
+    for workers in sorted({1, cpus}):
+        names = spread_names(cpus)
+        uri, proc = start_store(root, size, names, workers)
+        uris = [uri.rsplit("/", 1)[0] + "/" + name for name in names]
+        try:
+            for u in uris:
+                fio(u, "write", "1m", 8, 1, size, 0)
+            for job, rw, bs, depth in JOBS[:2]:
+                cpu0 = tree_cpu_s(proc.pid)
+                results = fio_together([(u, rw, bs, depth, 1, size, seconds) for u in uris])
+                cpu = tree_cpu_s(proc.pid) - cpu0
+                sides = [r["read"] if "read" in rw else r["write"] for r in results]
+                ios = sum(side["total_ios"] for side in sides) or 1
+                line = {
+                    **base,
+                    "server": "store",
+                    "job": f"two_volumes_{job}",
+                    "workers": workers,
+                    "connections": 2,
+                    "iops": round(sum(side["iops"] for side in sides)),
+                    "per_volume_iops": [round(side["iops"]) for side in sides],
+                    "server_cpu_us_per_io": round(1e6 * cpu / ios, 1),
+                }
+                lines.append(line)
+                print(json.dumps(line), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return lines
 
 
 def start_nbdkit(root: Path, size: int) -> tuple[str, subprocess.Popen[bytes]]:
@@ -115,23 +168,32 @@ def fio(uri: str, rw: str, bs: str, depth: int, jobs: int, size: int, seconds: f
     return json.loads(out[out.index("{") :])["jobs"][0]
 
 
+def fio_together(jobs: list[tuple[Any, ...]]) -> list[Any]:
+    """Several fio runs at the same time (one per volume), each as ``fio`` runs one."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(lambda job: fio(*job), jobs))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="on the disk to test")
+    parser.add_argument("--no-volumes", action="store_true", help="skip the two-volume cases")
+    parser.add_argument("--volumes-only", action="store_true", help="only the two-volume cases")
     args = parser.parse_args()
     size = (256 if args.quick else 1024) * MIB
     seconds = 2 if args.quick else 8
     base = {"bench": "nbd", "cpu": cpu_model(), "commit": git_commit(), "quick": args.quick}
     lines: list[dict[str, Any]] = []
     root = Path(tempfile.mkdtemp(prefix="nbd-bench-", dir=args.dir))
+    servers: list[tuple[str, Callable[[Path, int], tuple[str, subprocess.Popen[bytes]]]]] = [
+        ("store", start_store),
+        ("nbdkit", start_nbdkit),
+        ("qemu-nbd", start_qemu_nbd),
+    ]
     try:
-        for name, start in [
-            ("store", start_store),
-            ("nbdkit", start_nbdkit),
-            ("qemu-nbd", start_qemu_nbd),
-        ]:
+        for name, start in [] if args.volumes_only else servers:
             uri, proc = start(root, size)
             try:
                 fio(uri, "write", "1m", 8, 1, size, 0)  # fill: reads then hit data, not holes
@@ -159,9 +221,19 @@ def main() -> int:
             finally:
                 proc.terminate()
                 proc.wait(30)
+        if not args.no_volumes:
+            lines += every_core(root, size, seconds, base)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    by = {(ln["server"], ln["job"], ln["connections"]): ln for ln in lines}
+    one = {ln["job"]: ln for ln in lines if ln.get("workers") == 1}
+    for ln in lines:
+        if ln.get("workers", 1) > 1 and ln["job"] in one:
+            print(
+                f"{ln['job']:<26} {ln['workers']} workers {ln['iops']:>8} IOPS, 1 worker "
+                f"{one[ln['job']]['iops']:>8}: x{ln['iops'] / max(one[ln['job']]['iops'], 1):.2f}",
+                file=sys.stderr,
+            )
+    by = {(ln["server"], ln["job"], ln["connections"]): ln for ln in lines if "workers" not in ln}
     for ln in lines:
         peer = by.get(("nbdkit", ln["job"], ln["connections"]))
         if ln["server"] == "store" and peer:

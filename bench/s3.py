@@ -13,7 +13,13 @@ In one run, against `store serve` and `moto_server` (moto keeps objects in memor
   connections, one thread, ``--seconds`` per case; ``apt install wrk``). Without wrk, a small
   asynchronous HTTP/1.1 client (Trio + h11) stands in: it costs about a core itself, so on a
   two-core machine it takes a worker's CPU away from the server;
-- raw TCP over loopback: one stream sending 256 MiB to a reader that discards it (the limit).
+- raw TCP over loopback: one stream sending 256 MiB to a reader that discards it (the limit);
+- durable PUT on disk (``--disk DIR``, default the system temp directory; ``--no-disk`` skips):
+  a second store with its data on that disk, 16 MiB and 64 MiB objects, 4 streams, beside the
+  disk's own durable write bandwidth measured just before and after each case on the same
+  directory (``DISK_PROBE_BYTES`` in 4 MiB writes, then one fsync: what ``dd bs=4M
+  conv=fsync`` does). EC k+m writes (k+m)/k bytes per byte stored, so the limit is
+  disk x k/(k+m); ``fraction`` = PUT / limit (issue 14's bar: >= 0.85).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ import trio
 from benchlib import cpu_model, free_port, git_commit, save, wait_port
 
 MIB = 1 << 20
+DISK_PROBE_BYTES = 512 * MIB
+STORE_EC = (4, 2)  # what `store serve` picks for 6 drives (scheme "auto")
 WRK = shutil.which("wrk")
 WRK_SCRIPT = Path(__file__).with_name("wrk_presigned.lua")
 AK, SK = "benchaccesskey", "benchsecretkey1"
@@ -85,22 +93,26 @@ def client(endpoint: str) -> Any:
     )
 
 
-def large(endpoint: str, size: int, streams: int, reps: int) -> tuple[float, float]:
+def large(
+    endpoint: str, size: int, streams: int, reps: int, get: bool = True
+) -> tuple[float, float]:
     s3 = client(endpoint)
     body = os.urandom(size)
     put_best = get_best = 0.0
     for rep in range(reps):
-        keys = [f"large-{rep}-{i}" for i in range(streams)]
+        keys = [f"large-{size}-{rep}-{i}" for i in range(streams)]
         with ThreadPoolExecutor(streams) as pool:
             t = time.perf_counter()
             list(pool.map(lambda k: s3.put_object(Bucket="bench", Key=k, Body=body), keys))
             put_best = max(put_best, streams * size / (time.perf_counter() - t) / 1e6)
+            if not get:
+                continue
             t = time.perf_counter()
             sizes = list(
                 pool.map(lambda k: len(s3.get_object(Bucket="bench", Key=k)["Body"].read()), keys)
             )
             get_best = max(get_best, streams * size / (time.perf_counter() - t) / 1e6)
-        assert sizes == [size] * streams
+            assert sizes == [size] * streams
     return put_best, get_best
 
 
@@ -220,6 +232,60 @@ def small(endpoint: str, count: int, clients: int, seconds: float) -> dict[str, 
     return out
 
 
+def disk_mbps(directory: Path, size: int) -> float:
+    """Durable write MB/s of the disk under ``directory``: 4 MiB writes, one fsync, file removed."""
+    block = os.urandom(4 * MIB)
+    path = directory / "disk-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        t = time.perf_counter()
+        for _ in range(size // len(block)):
+            os.write(fd, block)
+        os.fsync(fd)
+        return size / (time.perf_counter() - t) / 1e6
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def durable_puts(
+    directory: Path, workers: int, sizes: list[int], reps: int
+) -> list[dict[str, Any]]:
+    """PUT MB/s (4 streams) of a store whose data is on ``directory``'s disk, each case between
+    two measurements of the disk itself."""
+    root = Path(tempfile.mkdtemp(prefix="s3-bench-disk-", dir=directory))
+    endpoint, proc = start_store(root, workers)
+    k, m = STORE_EC
+    out = []
+    try:
+        client(endpoint).create_bucket(Bucket="bench")
+        for size in sizes:
+            before = disk_mbps(root, DISK_PROBE_BYTES)
+            put, _ = large(endpoint, size, 4, reps, get=False)
+            after = disk_mbps(root, DISK_PROBE_BYTES)
+            disk = (before + after) / 2
+            limit = disk * k / (k + m)
+            out.append(
+                {
+                    "server": "store",
+                    "case": "durable_put",
+                    "medium": "disk",
+                    "streams": 4,
+                    "object_bytes": size,
+                    "mbps": round(put, 1),
+                    "disk_mbps": [round(before, 1), round(after, 1)],
+                    "scheme": f"ec:{k}+{m}",
+                    "limit_mbps": round(limit, 1),
+                    "fraction": round(put / limit, 3),
+                }
+            )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 async def raw_tcp(size: int) -> float:
     """One loopback TCP stream: a reader that discards, a writer with 1 MiB sends."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -245,34 +311,10 @@ async def raw_tcp(size: int) -> float:
     return size / elapsed / 1e6
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--tmpfs", type=Path, default=Path("/dev/shm"))
-    parser.add_argument(
-        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="store serve --workers"
-    )
-    args = parser.parse_args()
-    size = (8 if args.quick else 64) * MIB
-    reps = 1 if args.quick else 2
-    count = 300 if args.quick else 1000
-    seconds = 2 if args.quick else 8
-    base = {
-        "bench": "s3",
-        "cpu": cpu_model(),
-        "commit": git_commit(),
-        "quick": args.quick,
-        "store_workers": args.workers,
-    }
-    lines: list[dict[str, Any]] = []
-
-    def emit(**fields: Any) -> None:
-        line = {**base, **fields}
-        lines.append(line)
-        print(json.dumps(line), flush=True)
-
-    emit(server="raw-tcp", case="stream", mbps=round(trio.run(raw_tcp, 4 * size), 1))
+def run_tmpfs(
+    args: argparse.Namespace, size: int, reps: int, count: int, seconds: float, emit: Any
+) -> None:
+    """Store (data on tmpfs) beside moto: large PUT/GET and small ops."""
     root = Path(
         tempfile.mkdtemp(prefix="s3-bench-", dir=args.tmpfs if args.tmpfs.is_dir() else None)
     )
@@ -307,6 +349,50 @@ def main() -> int:
             proc.terminate()
             proc.wait(10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--tmpfs", type=Path, default=Path("/dev/shm"))
+    parser.add_argument("--disk", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--no-disk", action="store_true", help="skip the durable PUT cases")
+    parser.add_argument("--disk-only", action="store_true", help="only the durable PUT cases")
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="store serve --workers"
+    )
+    args = parser.parse_args()
+    size = (8 if args.quick else 64) * MIB
+    reps = 1 if args.quick else 2
+    count = 300 if args.quick else 1000
+    seconds = 2 if args.quick else 8
+    base = {
+        "bench": "s3",
+        "cpu": cpu_model(),
+        "commit": git_commit(),
+        "quick": args.quick,
+        "store_workers": args.workers,
+    }
+    lines: list[dict[str, Any]] = []
+
+    def emit(**fields: Any) -> None:
+        line = {**base, **fields}
+        lines.append(line)
+        print(json.dumps(line), flush=True)
+
+    if not args.disk_only:
+        emit(server="raw-tcp", case="stream", mbps=round(trio.run(raw_tcp, 4 * size), 1))
+        run_tmpfs(args, size, reps, count, seconds, emit)
+    if not args.no_disk:
+        sizes = [8 * MIB] if args.quick else [16 * MIB, 64 * MIB]
+        for line in durable_puts(args.disk, args.workers, sizes, reps):
+            emit(**line)
+            print(
+                f"durable_put {line['object_bytes'] // MIB} MiB x4: {line['mbps']} MB/s, disk "
+                f"{line['disk_mbps']} MB/s, limit {line['limit_mbps']}: {line['fraction']:.2f}",
+                file=sys.stderr,
+            )
     by = {(ln["server"], ln["case"], ln.get("streams")): ln for ln in lines}
     for ln in lines:
         peer = by.get(("moto", ln["case"], ln.get("streams")))

@@ -44,6 +44,7 @@ from store.gateway.admin import AdminApi
 from store.gateway.http import Drain, Limits, serve_http
 from store.gateway.metrics import NbdMetrics
 from store.gateway.nbd import NbdServer
+from store.gateway.nbd_handoff import Handoffs, socket_pairs
 from store.gateway.s3 import S3Gateway, bad_request_response
 from store.nbd.budget import NbdLimits
 from store.node import local_volumes, master_keys, open_local_engine
@@ -85,16 +86,18 @@ def workers_of(config: Config) -> int:
 
 @dataclass(frozen=True)
 class WorkerFds:
-    """What a supervisor hands a worker: its index, its inherited sockets, its lifeline.
+    """What a supervisor hands a worker: its index, its inherited sockets, its lifeline, and
+    for NBD handoffs its inbox then every worker's outbox (store/gateway/nbd_handoff.py).
 
-    >>> WorkerFds.parse(WorkerFds(1, (3, 4), (5,), 6).format())
-    WorkerFds(index=1, s3=(3, 4), nbd=(5,), lifeline=6)
+    >>> WorkerFds.parse(WorkerFds(1, (3, 4), (5,), 6, (7, 8, 9)).format())
+    WorkerFds(index=1, s3=(3, 4), nbd=(5,), lifeline=6, handoff=(7, 8, 9))
     """
 
     index: int
     s3: tuple[int, ...]
     nbd: tuple[int, ...]
     lifeline: int
+    handoff: tuple[int, ...] = ()
 
     def format(self) -> str:
         return ";".join(
@@ -103,18 +106,25 @@ class WorkerFds:
                 ",".join(map(str, self.s3)),
                 ",".join(map(str, self.nbd)),
                 str(self.lifeline),
+                ",".join(map(str, self.handoff)),
             ]
         )
 
     @classmethod
     def parse(cls, text: str) -> WorkerFds:
-        index, s3, nbd, lifeline = text.split(";")
+        index, s3, nbd, lifeline, handoff = text.split(";")
         fds = lambda part: tuple(int(fd) for fd in part.split(",") if fd)  # noqa: E731
-        return cls(int(index), fds(s3), fds(nbd), int(lifeline))
+        return cls(int(index), fds(s3), fds(nbd), int(lifeline), fds(handoff))
 
     @property
     def all(self) -> list[int]:
-        return [*self.s3, *self.nbd, self.lifeline]
+        return [*self.s3, *self.nbd, self.lifeline, *self.handoff]
+
+    def handoffs(self) -> Handoffs | None:
+        if not self.handoff:
+            return None
+        inbox, *outboxes = (socket.socket(fileno=fd) for fd in self.handoff)
+        return Handoffs(self.index, inbox, outboxes)
 
 
 def format_address(host: str, port: int) -> str:
@@ -175,7 +185,11 @@ def _server_tls_context(config: Config, client_ca: str = "") -> ssl.SSLContext:
 
 
 def _nbd_server(
-    config: Config, volumes: Volumes, registry: CollectorRegistry, draining: Drain
+    config: Config,
+    volumes: Volumes,
+    registry: CollectorRegistry,
+    draining: Drain,
+    handoffs: Handoffs | None,
 ) -> NbdServer:
     context = None
     mode = nbd_tls_mode(config)
@@ -189,6 +203,7 @@ def _nbd_server(
         tls_required=mode == "required",
         # The [nbd] keys of the same names (config.py keeps them beside the listener's).
         limits=NbdLimits(**{f.name: getattr(config.nbd, f.name) for f in fields(NbdLimits)}),
+        handoffs=handoffs,
     )
 
 
@@ -232,6 +247,7 @@ async def _run_gateway(
     *,
     primary: bool,
     lifeline_fd: int | None = None,
+    handoffs: Handoffs | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve S3 (and NBD, given its sockets) until drained (SIGTERM/SIGINT, or the
@@ -254,7 +270,7 @@ async def _run_gateway(
     async with trio.open_nursery() as nursery:
         await nursery.start(jobs.serve)
         if nbd_socks:
-            nbd = _nbd_server(config, ctx.volumes, gateway.metrics.registry, draining)
+            nbd = _nbd_server(config, ctx.volumes, gateway.metrics.registry, draining, handoffs)
             tcp = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in nbd_socks]
             await nursery.start(nbd.serve, tcp)
         nursery.start_soon(partial(maintenance.run_housekeeping, engine, primary=primary))
@@ -308,14 +324,24 @@ async def serve(
             task_status.started(port)
 
 
-def _nbd_sockets(config: Config) -> list[socket.socket]:
+def _nbd_sockets(config: Config, *, reuse_port: bool = False) -> list[socket.socket]:
     address = nbd_address(config)
-    return [] if address is None else open_listen_sockets(*address)
+    return [] if address is None else open_listen_sockets(*address, reuse_port=reuse_port)
+
+
+def nbd_on_every_worker(config: Config) -> bool:
+    """Whether every worker accepts NBD (handing each connection to its export's owner), or
+    worker 0 serves it all: with TLS, as a TLS session cannot move between processes."""
+    return (
+        workers_of(config) > 1
+        and nbd_address(config) is not None
+        and (nbd_tls_mode(config) == "off")
+    )
 
 
 async def serve_worker(config: Config, fds: WorkerFds) -> None:
-    """One worker of a supervisor: serve on the inherited sockets (NBD: worker 0 only, as a
-    volume is open in one process at a time)."""
+    """One worker of a supervisor: serve on the inherited sockets. NBD: on every worker, each
+    volume served by its owner (handoffs), or on worker 0 only (see nbd_on_every_worker)."""
     socks = [socket.socket(fileno=fd) for fd in fds.s3]
     nbd_socks = [socket.socket(fileno=fd) for fd in fds.nbd]
     async with open_local_engine(
@@ -329,7 +355,13 @@ async def serve_worker(config: Config, fds: WorkerFds) -> None:
         clean_tmp=False,
     ) as engine:
         await _run_gateway(
-            config, engine, socks, nbd_socks, primary=fds.index == 0, lifeline_fd=fds.lifeline
+            config,
+            engine,
+            socks,
+            nbd_socks,
+            primary=fds.index == 0,
+            lifeline_fd=fds.lifeline,
+            handoffs=fds.handoffs(),
         )
 
 
@@ -354,33 +386,50 @@ async def supervise(
 ) -> None:
     """Run the worker processes on shared sockets until SIGTERM/SIGINT."""
     host, wanted = s3_address(config)
+    workers = workers_of(config)
     socks = [open_listen_sockets(host, wanted, reuse_port=True)]
     port = socks[0][0].getsockname()[1]
+    spread = nbd_on_every_worker(config)
+    nbd_socks: list[list[socket.socket]] = []
+    pairs: list[tuple[socket.socket, socket.socket]] = []
     try:
-        socks += [
-            open_listen_sockets(host, port, reuse_port=True) for _ in range(workers_of(config) - 1)
-        ]
-        socks.append(_nbd_sockets(config))  # for worker 0
+        socks += [open_listen_sockets(host, port, reuse_port=True) for _ in range(workers - 1)]
+        nbd_socks.append(_nbd_sockets(config, reuse_port=spread))  # worker 0's
+        address = nbd_address(config)
+        if spread and address is not None:
+            bound = nbd_socks[0][0].getsockname()[1]  # port 0 resolved once, for every worker
+            nbd_socks += [
+                open_listen_sockets(address[0], bound, reuse_port=True) for _ in range(workers - 1)
+            ]
+            pairs = socket_pairs(workers)
+        elif workers > 1 and address is not None:
+            log.info("NBD on worker 0 only: a TLS session cannot move between processes")
         # Nobody ever writes to the lifeline: its read end sees EOF when the supervisor is gone.
         lifeline_r, _lifeline_w = os.pipe()
-        await _supervise(config, socks, port, lifeline_r, task_status)
+        await _supervise(config, socks, nbd_socks, pairs, port, lifeline_r, task_status)
     finally:
-        for sock in itertools.chain.from_iterable(socks):
+        for sock in itertools.chain(
+            itertools.chain.from_iterable(socks),
+            itertools.chain.from_iterable(nbd_socks),
+            itertools.chain.from_iterable(pairs),
+        ):
             sock.close()
 
 
 async def _supervise(
     config: Config,
-    socks: list[list[socket.socket]],
+    s3_socks: list[list[socket.socket]],
+    nbd_socks: list[list[socket.socket]],
+    pairs: list[tuple[socket.socket, socket.socket]],
     port: int,
     lifeline_fd: int,
     task_status: trio.TaskStatus[int],
 ) -> None:
-    """``socks``: one S3 socket set per worker, then the NBD sockets."""
+    """One S3 socket set per worker; NBD socket sets for the workers that accept NBD (all, or
+    worker 0); the handoff socket pairs, one per worker (none when NBD stays on worker 0)."""
     from prometheus_client.multiprocess import mark_process_dead
 
-    *s3_socks, nbd_socks = socks
-    nbd_port = nbd_socks[0].getsockname()[1] if nbd_socks else None
+    nbd_port = nbd_socks[0][0].getsockname()[1] if nbd_socks[0] else None
     async with open_local_engine(
         config.data_dir,
         drives=drives_of(config),
@@ -409,8 +458,9 @@ async def _supervise(
         fds = WorkerFds(
             index,
             tuple(s.fileno() for s in s3_socks[index]),
-            tuple(s.fileno() for s in nbd_socks) if index == 0 else (),
+            tuple(s.fileno() for s in nbd_socks[index]) if index < len(nbd_socks) else (),
             lifeline_fd,
+            (pairs[index][0].fileno(), *(out.fileno() for _, out in pairs)) if pairs else (),
         )
         while not stop.is_set():
             argv, extra = worker_process(config, fds, port, nbd_port)

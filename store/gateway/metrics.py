@@ -175,6 +175,12 @@ class NbdMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.handoffs = Counter(
+            "nbd_connections_handed_off",
+            "NBD connections passed to the worker that owns their export",
+            ["result"],  # sent | received | failed
+            registry=registry,
+        )
         self._children: dict[tuple[int, int], tuple[Any, Any]] = {}
 
     def _child(self, command: int, error: int) -> tuple[Any, Any]:

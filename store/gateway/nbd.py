@@ -15,7 +15,10 @@ budget runs alone; small inline batches go uncounted. A reply stalled for
 ``send_stall_timeout_s`` closes the connection.
 
 Every connection to a volume in this process shares one ``OpenVolume`` (``VolumeHub``), so a
-FLUSH on any of them covers the writes of all: MULTI_CONN is advertised.
+FLUSH on any of them covers the writes of all: MULTI_CONN is advertised. With several worker
+processes (``handoffs``), a connection whose GO names a volume another worker owns is passed to
+that worker before the option is answered (store/nbd/handoff.py), so each volume is served by
+one process and every process serves some.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from store.errors import NotFound, StoreError
 from store.gateway.admission import Admission
 from store.gateway.http import Drain
 from store.gateway.metrics import NbdMetrics
+from store.gateway.nbd_handoff import Handoffs
 from store.nbd import handshake as hs
 from store.nbd import transmission as tx
 from store.nbd.budget import ByteBudget, NbdLimits, held_bytes
 from store.nbd.constants import BASE_ALLOCATION, Command, CommandFlag, Errno, Info, Option, Reply
 from store.nbd.errors import errno_for
+from store.nbd.handoff import Handoff, HandoffError
 from store.volumes.admin import Volumes
 from store.volumes.hub import VolumeHub
 from store.volumes.open_volume import OpenVolume
@@ -67,7 +72,11 @@ class NbdServer:
         tls_context: Any = None,
         tls_required: bool = False,
         limits: NbdLimits | None = None,
+        handoffs: Handoffs | None = None,
     ) -> None:
+        if handoffs is not None and tls_context is not None:
+            raise ValueError("a TLS session cannot be handed to another process")
+        self.handoffs = handoffs
         self.volumes = volumes
         self.metrics = metrics
         self.draining = draining
@@ -89,6 +98,8 @@ class NbdServer:
                 async with trio.open_nursery() as acceptors:
                     for listener in listeners:
                         acceptors.start_soon(self._accept, listener, connections)
+                    if self.handoffs is not None:
+                        acceptors.start_soon(self._receive_handoffs, self.handoffs, connections)
                     task_status.started()
                     await self.draining.started.wait()
                     acceptors.cancel_scope.cancel()
@@ -111,12 +122,27 @@ class NbdServer:
                 continue
             nursery.start_soon(self._guarded, stream)
 
-    async def _guarded(self, stream: trio.SocketStream) -> None:
+    async def _receive_handoffs(self, handoffs: Handoffs, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                sock, handoff = await handoffs.receive()
+            except (HandoffError, OSError) as e:
+                log.warning("NBD handoff not received: %s", e)
+                self.metrics.handoffs.labels("failed").inc()
+                continue
+            self.metrics.handoffs.labels("received").inc()
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            if not self.admission.enter():
+                await trio.aclose_forcefully(stream)
+                continue
+            nursery.start_soon(self._guarded, stream, handoff)
+
+    async def _guarded(self, stream: trio.SocketStream, handoff: Handoff | None = None) -> None:
         with contextlib.suppress(OSError):
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         self.metrics.connections.inc()
         try:
-            await _Connection(self, stream).run()
+            await _Connection(self, stream).run(handoff)
         # except*: a client that goes away while requests are in flight surfaces from the
         # connection's nursery as a group
         except* (trio.BrokenResourceError, trio.ClosedResourceError, hs.ProtocolError) as group:
@@ -148,19 +174,29 @@ class _Connection:
 
     # -- handshake ------------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, handoff: Handoff | None = None) -> None:
+        """The handshake, then transmission; or, from ``handoff``, the rest of a handshake that
+        another worker began."""
         server = self.server
-        shake = hs.Handshake(tls=server.tls_context is not None, tls_required=server.tls_required)
-        await self.stream.send_all(shake.greeting())
+        tls = {"tls": server.tls_context is not None, "tls_required": server.tls_required}
+        pending: hs.Event | None = None
+        if handoff is None:
+            shake = hs.Handshake(**tls)
+            await self.stream.send_all(shake.greeting())
+        else:
+            shake, pending = handoff.resume(**tls), handoff.event
         assert self.server.hub is not None
         async with contextlib.AsyncExitStack() as stack:
             volume = None
             with trio.fail_after(HANDSHAKE_TIMEOUT_S):
                 while volume is None:
-                    event = shake.next_event()
+                    event = shake.next_event() if pending is None else pending
+                    pending = None
                     if isinstance(event, hs.NeedData):
                         shake.receive_data(await self._receive())
                         continue
+                    if handoff is None and await self._handed_off(shake, event):
+                        return
                     reply, export = await self._option(shake, event)
                     if export is not None:
                         # Open the volume before agreeing to serve it: a volume another gateway
@@ -185,6 +221,31 @@ class _Connection:
                         )
                         await self.stream.do_handshake()
             await self._transmission(shake, volume)
+
+    async def _handed_off(self, shake: hs.Handshake, event: hs.Event) -> bool:
+        """Pass the connection to the worker that owns the export ``event`` opens, if that is
+        another one; True once it is theirs (this worker then only closes its descriptor)."""
+        handoffs = self.server.handoffs
+        if handoffs is None or not isinstance(event, hs.InfoOption | hs.ExportNameOption):
+            return False
+        if isinstance(event, hs.InfoOption) and not event.go:
+            return False  # INFO opens nothing: answered here
+        owner = handoffs.owner(event.name)
+        handoff = Handoff.of(shake, event)
+        if (
+            owner == handoffs.index
+            or handoff is None
+            or not isinstance(self.stream, trio.SocketStream)
+        ):
+            return False
+        try:
+            await handoffs.send(owner, self.stream, handoff)
+        except (OSError, trio.TooSlowError) as e:
+            self.server.metrics.handoffs.labels("failed").inc()
+            message = f"could not hand {event.name!r} to worker {owner}: {e}"
+            raise trio.BrokenResourceError(message) from None
+        self.server.metrics.handoffs.labels("sent").inc()
+        return True
 
     async def _option(self, shake: hs.Handshake, event: hs.Event) -> tuple[bytes, str | None]:
         """The reply bytes for one option, and the export once the handshake is done."""

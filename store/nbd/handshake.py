@@ -157,6 +157,29 @@ class Handshake:
         self.done = False
         self._pending: int | None = None  # the option being answered
 
+    @classmethod
+    def resumed(
+        cls,
+        *,
+        tls: bool,
+        tls_required: bool,
+        no_zeroes: bool,
+        structured: bool,
+        meta_contexts: dict[int, str],
+        option: int,
+        trailing: bytes,
+    ) -> Handshake:
+        """A handshake that another process began (store/nbd/handoff.py): the client's flags and
+        ``option`` already read, that option not yet answered, ``trailing`` the bytes after it."""
+        shake = cls(tls=tls, tls_required=tls_required)
+        shake._got_flags = True
+        shake.no_zeroes = no_zeroes
+        shake.structured = structured
+        shake.meta_contexts = dict(meta_contexts)
+        shake._pending = option
+        shake._buffer += trailing
+        return shake
+
     # -- input ----------------------------------------------------------------------------------
 
     def greeting(self) -> bytes:
