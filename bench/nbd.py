@@ -20,13 +20,14 @@ IOPS and the ratio of N workers to one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def every_core(root: Path, size: int, seconds: float, base: dict[str, Any]) -> l
         names = spread_names(cpus)
         uri, proc = start_store(root, size, names, workers)
         uris = [uri.rsplit("/", 1)[0] + "/" + name for name in names]
-        try:
+        with stopping(proc):
             for u in uris:
                 fio(u, "write", "1m", 8, 1, size, 0)
             for job, rw, bs, depth in JOBS[:2]:
@@ -115,11 +116,7 @@ def every_core(root: Path, size: int, seconds: float, base: dict[str, Any]) -> l
                     "per_volume_iops": [round(side["iops"]) for side in sides],
                     "server_cpu_us_per_io": round(1e6 * cpu / ios, 1),
                 }
-                lines.append(line)
-                print(json.dumps(line), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(30)
+                record(lines, line)
     return lines
 
 
@@ -168,6 +165,20 @@ def fio(uri: str, rw: str, bs: str, depth: int, jobs: int, size: int, seconds: f
     return json.loads(out[out.index("{") :])["jobs"][0]
 
 
+def record(lines: list[dict[str, Any]], line: dict[str, Any]) -> None:
+    lines.append(line)
+    print(json.dumps(line), flush=True)
+
+
+@contextlib.contextmanager
+def stopping(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def fio_together(jobs: list[tuple[Any, ...]]) -> list[Any]:
     """Several fio runs at the same time (one per volume), each as ``fio`` runs one."""
     with ThreadPoolExecutor(len(jobs)) as pool:
@@ -195,7 +206,7 @@ def main() -> int:
     try:
         for name, start in [] if args.volumes_only else servers:
             uri, proc = start(root, size)
-            try:
+            with stopping(proc):
                 fio(uri, "write", "1m", 8, 1, size, 0)  # fill: reads then hit data, not holes
                 for connections in (1, 2):
                     for job, rw, bs, depth in JOBS:
@@ -216,11 +227,7 @@ def main() -> int:
                             "p99_us": round(pct.get("99.000000", 0) / 1e3, 1),
                             "server_cpu_us_per_io": round(1e6 * cpu / ios, 1),
                         }
-                        lines.append(line)
-                        print(json.dumps(line), flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(30)
+                        record(lines, line)
         if not args.no_volumes:
             lines += every_core(root, size, seconds, base)
     finally:

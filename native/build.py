@@ -35,6 +35,14 @@ def _cdef_from_header() -> str:
     return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
 
 
+def have_liburing() -> bool:
+    """liburing's header and library are installed (Debian: liburing-dev); STORE_NO_LIBURING=1
+    builds without it, as on a machine that lacks it."""
+    if os.environ.get("STORE_NO_LIBURING"):
+        return False
+    return any(Path(d, "liburing.h").exists() for d in ("/usr/include", "/usr/local/include"))
+
+
 def make_ffi(sanitize: bool = False) -> FFI:
     ffi = FFI()
     ffi.cdef(_cdef_from_header())
@@ -48,6 +56,9 @@ def make_ffi(sanitize: bool = False) -> FFI:
     sources = sorted(path(p) for p in (NATIVE / "src").glob("*.c"))
     flags = ["-O3", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-fvisibility=hidden"]
     link = ["-lpthread"]
+    if have_liburing():  # else the ring reports ENOSYS and drives use their threads
+        flags.append("-DSTORE_HAVE_LIBURING")
+        link.append("-luring")
     if sanitize:
         flags = [*flags, *SANITIZE_FLAGS, "-g", "-O1"]
         link = [*link, *SANITIZE_FLAGS]

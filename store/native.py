@@ -14,6 +14,7 @@ k of the k + m shards rebuild the others and parity is bit-identical to ISA-L's.
 from __future__ import annotations
 
 import array
+import errno
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -444,3 +445,69 @@ def crc32c_with(kernel: str, buf: Buffer, value: int = 0) -> int:
         return int(lib.store_crc32c_with(index, value, buf, len(buf), ffi.NULL))
     view = _view(buf, "crc32c input")
     return int(lib.store_crc32c_with(index, value, view, len(view), ffi.NULL))
+
+
+class Ring:
+    """An io_uring ring for file I/O (store_native.h): operations queued with a tag, submitted
+    together, their completions reaped without waiting; ``eventfd`` is signalled as they arrive.
+
+    Each queueing call returns the buffer's pin (or None when the submission queue is full:
+    submit, then queue again). The caller must hold the pin until the operation's tag is reaped:
+    the kernel writes into or reads from the buffer until then, and a pinned bytearray cannot
+    be resized or freed. OSError when the kernel or the build has no io_uring.
+    """
+
+    REAP_MAX = 256
+
+    def __init__(self, entries: int, eventfd: int) -> None:
+        status = ffi.new("int *")
+        ring = lib.store_ring_new(entries, eventfd, status)
+        if ring == ffi.NULL:
+            raise OSError(-status[0], f"io_uring: {os.strerror(-status[0])}")
+        self._ring = ffi.gc(ring, lib.store_ring_free)
+        self._tags = ffi.new("uint64_t[]", self.REAP_MAX)
+        self._results = ffi.new("int32_t[]", self.REAP_MAX)
+
+    @staticmethod
+    def _queued(rc: int, pin: Any) -> Any:
+        if rc == -errno.EBUSY:
+            return None
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        return pin
+
+    def read(self, fd: int, buf: Buffer, offset: int, tag: int, *, link: bool = False) -> Any:
+        """Queue a read of len(buf) bytes at ``offset`` into ``buf`` (writable)."""
+        pin = _writable(buf, "read buffer")
+        return self._queued(
+            lib.store_ring_read(self._ring, fd, pin, len(pin), offset, tag, link), pin
+        )
+
+    def write(self, fd: int, buf: Buffer, offset: int, tag: int, *, link: bool = False) -> Any:
+        """Queue a write of ``buf`` at ``offset``."""
+        pin = _view(buf, "write buffer")
+        return self._queued(
+            lib.store_ring_write(self._ring, fd, pin, len(pin), offset, tag, link), pin
+        )
+
+    def fsync(self, fd: int, tag: int, *, datasync: bool = True, link: bool = False) -> Any:
+        """Queue an fdatasync (``datasync``) or fsync; a link from the operation before it makes
+        it wait for that one (a write, then its sync)."""
+        return self._queued(lib.store_ring_fsync(self._ring, fd, datasync, tag, link), True)
+
+    def submit(self) -> int:
+        rc = int(lib.store_ring_submit(self._ring))
+        if rc < 0:
+            raise OSError(-rc, f"io_uring submit: {os.strerror(-rc)}")
+        return rc
+
+    def reap(self) -> list[tuple[int, int]]:
+        """The (tag, result) of every completion ready now: bytes moved, or -errno."""
+        out: list[tuple[int, int]] = []
+        while True:
+            n = int(lib.store_ring_reap(self._ring, self._tags, self._results, self.REAP_MAX))
+            if n < 0:
+                raise OSError(-n, f"io_uring reap: {os.strerror(-n)}")
+            out += zip(self._tags[0:n], self._results[0:n], strict=True)
+            if n < self.REAP_MAX:
+                return out

@@ -96,4 +96,24 @@ long store_crc32c_verify_blocks(const uint8_t *buf, size_t len, size_t block_len
  * store_crc32c_verify_blocks checks. Returns the number of blocks. */
 long store_crc32c_blocks(const uint8_t *buf, size_t len, size_t block_len, uint8_t *crcs);
 
+/* io_uring for drive I/O (liburing), one ring per event loop: operations are queued with a tag,
+ * submitted together, and reaped without waiting; ``eventfd`` (>= 0) is signalled as
+ * completions arrive. Every call returns 0 (or a count) or -errno: store_ring_new fails with
+ * -ENOSYS when the library was built without liburing, -EPERM/-ENOSYS where the kernel refuses
+ * (kernel.io_uring_disabled, seccomp, old kernels). Buffers must stay valid until their
+ * operation's completion is reaped. ``link``: the next queued operation starts only after this
+ * one succeeded (a write then its fdatasync). -EBUSY: the submission queue is full (submit). */
+typedef struct store_ring store_ring;
+store_ring *store_ring_new(unsigned entries, int eventfd, int *status);
+void store_ring_free(store_ring *ring);
+int store_ring_read(store_ring *ring, int fd, uint8_t *buf, size_t len, uint64_t offset,
+                    uint64_t tag, int link);
+int store_ring_write(store_ring *ring, int fd, const uint8_t *buf, size_t len, uint64_t offset,
+                     uint64_t tag, int link);
+int store_ring_fsync(store_ring *ring, int fd, int datasync, uint64_t tag, int link);
+/* Submit what is queued: the number submitted. */
+int store_ring_submit(store_ring *ring);
+/* Up to max completions that are ready: tags[i] finished with results[i] (bytes, or -errno). */
+int store_ring_reap(store_ring *ring, uint64_t *tags, int32_t *results, int max);
+
 #endif

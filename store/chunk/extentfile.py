@@ -200,7 +200,6 @@ class ExtentFile:
         first bad one). With ``nowait``, BlockingIOError unless the page cache holds them all."""
         g = self.geometry
         g.check_range(offset, length)
-        first, count = offset // g.block_bytes, length // g.block_bytes
         data = bytearray(length)
         flags = self._read_flags if nowait else 0
         try:
@@ -212,9 +211,16 @@ class ExtentFile:
                 errno.EAGAIN, "this file system cannot read without waiting"
             ) from None
 
-        if got != length:
-            if nowait:  # RWF_NOWAIT may return a short read: take the slow path
-                raise BlockingIOError(errno.EAGAIN, "partly cached")
+        if got != length and nowait:  # RWF_NOWAIT may return a short read: take the slow path
+            raise BlockingIOError(errno.EAGAIN, "partly cached")
+        return self.verified(offset, data, got)
+
+    def verified(self, offset: int, data: bytearray, got: int) -> bytearray:
+        """``data``, read from ``offset`` (``got`` bytes of it), once every block matches its
+        CRC: Corrupt names the first that does not. For reads done elsewhere (io_uring)."""
+        g = self.geometry
+        first, count = offset // g.block_bytes, len(data) // g.block_bytes
+        if got != len(data):
             raise Corrupt(f"extent file {self.path.name} is truncated")
         crcs = memoryview(self._crcs)[4 * first : 4 * (first + count)]
         bad = crc32c_verify_blocks(data, g.block_bytes, crcs)
@@ -246,14 +252,19 @@ class ExtentFile:
     # -- writes ---------------------------------------------------------------------------------
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        g = self.geometry
-        g.check_range(offset, len(data))
-        block = g.block_bytes
-        view = memoryview(data)
-        count = len(view) // block
-        crcs = crc32c_blocks(view, block)
-        _pwrite_all(self.fd, view, offset)
-        self._set_table(offset // block, crcs, bytes([DATA]) * count)
+        crcs = self.checksums(offset, data)
+        _pwrite_all(self.fd, data, offset)
+        self.written(offset, crcs)
+
+    def checksums(self, offset: int, data: bytes | bytearray | memoryview) -> bytes:
+        """The CRC table entries of a write of ``data`` at ``offset`` (range checked)."""
+        self.geometry.check_range(offset, len(data))
+        return crc32c_blocks(data, self.geometry.block_bytes)
+
+    def written(self, offset: int, crcs: bytes) -> None:
+        """Record a write (its ``checksums``) once its data is in the file."""
+        count = len(crcs) // 4
+        self._set_table(offset // self.geometry.block_bytes, crcs, bytes([DATA]) * count)
 
     def zero(self, offset: int, length: int, *, punch: bool) -> None:
         """Make the range read as zeros: punch holes (HOLE) or, with ``punch`` false or where the
@@ -276,11 +287,21 @@ class ExtentFile:
 
     def save_table(self) -> None:
         """Write the tables held in memory to the file (no fsync)."""
-        if self._table_dirty:
-            self._table_dirty = False  # first: an update racing with this is saved next time
-            _pwrite_all(
-                self.fd, bytes(self._crcs) + bytes(self._states), self.geometry.extent_bytes
-            )
+        table = self.unsaved_table()
+        if table is not None:
+            _pwrite_all(self.fd, table, self.geometry.extent_bytes)
+
+    def table_changed(self) -> None:
+        """The tables must be saved again (a save handed out by ``unsaved_table`` failed)."""
+        self._table_dirty = True
+
+    def unsaved_table(self) -> bytes | None:
+        """The tables to write at ``geometry.extent_bytes`` if they changed since the last
+        save, else None; from now on they count as saved (a later change is saved next time)."""
+        if not self._table_dirty:
+            return None
+        self._table_dirty = False  # first: an update racing with this is saved next time
+        return bytes(self._crcs) + bytes(self._states)
 
     def sync(self) -> None:
         self.save_table()

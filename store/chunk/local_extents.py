@@ -30,6 +30,7 @@ from store.chunk import extentfile
 from store.chunk.extentfile import ExtentFile, ExtentGeometry, ExtentImage
 from store.chunk.fsio import Threads, fsync_dir
 from store.chunk.ids import check_extent_id
+from store.chunk.uring import drive_io
 from store.errors import Conflict, Corrupt, InvalidArgument
 
 OPEN_EXTENTS = 256  # extent files kept open per drive (the gateway sizes RLIMIT_NOFILE for them)
@@ -221,8 +222,13 @@ class LocalExtents:
         try:
             try:
                 return handle.file.read(offset, length, nowait=True)
-            except BlockingIOError:
-                return await self._threads.run(handle.file.read, offset, length)
+            except BlockingIOError:  # not all in the page cache
+                io = drive_io()
+                if io is None:
+                    return await self._threads.run(handle.file.read, offset, length)
+                data = bytearray(length)
+                got = await io.pread(handle.file.fd, data, offset)
+                return handle.file.verified(offset, data, got)
         finally:
             self._done(eid, handle)
 
@@ -240,7 +246,17 @@ class LocalExtents:
     ) -> None:
         self.extent_path(eid)  # a bad id is refused before anything else
         await self._fenced(eid, fence)
-        await self._in_thread(eid, geometry, lambda f: f.write(offset, data))
+        io = drive_io()
+        if io is None:
+            await self._in_thread(eid, geometry, lambda f: f.write(offset, data))
+            return
+        handle = await self._settled(eid, geometry)
+        try:
+            crcs = handle.file.checksums(offset, data)
+            await io.pwrite(handle.file.fd, data, offset)
+            handle.file.written(offset, crcs)
+        finally:
+            self._done(eid, handle)
 
     async def extent_zero(
         self,
@@ -259,7 +275,24 @@ class LocalExtents:
     async def extent_sync(self, eid: str, geometry: ExtentGeometry, *, fence: int = 0) -> None:
         self.extent_path(eid)
         await self._fenced(eid, fence)
-        await self._in_thread(eid, geometry, ExtentFile.sync)
+        io = drive_io()
+        if io is None:
+            await self._in_thread(eid, geometry, ExtentFile.sync)
+            return
+        handle = await self._settled(eid, geometry)
+        try:
+            table = handle.file.unsaved_table()
+            try:  # the tables, then an fdatasync linked after them: one submission
+                if table is None:
+                    await io.fdatasync(handle.file.fd)
+                else:
+                    await io.pwrite(handle.file.fd, table, geometry.extent_bytes, sync=True)
+            except BaseException:
+                if table is not None:
+                    handle.file.table_changed()  # not saved: the next sync tries again
+                raise
+        finally:
+            self._done(eid, handle)
 
     async def extent_verify(self, eid: str, geometry: ExtentGeometry) -> None:
         await self._in_thread(eid, geometry, ExtentFile.verify)

@@ -1,0 +1,193 @@
+"""io_uring file I/O for one Trio run (the native ring, through ``store.native.Ring``).
+
+Tasks queue operations on the ring as they ask; one submit per event-loop turn sends everything
+queued in that turn (a ``run_sync_soon`` callback); completions signal an eventfd that a system
+task waits on, which reaps them and wakes their tasks. No thread blocks in the kernel. A task
+waiting on an operation is not cancelled out of it (the kernel holds its buffer until the
+completion): a cancellation takes effect when the operation completes, as with a thread.
+
+``drive_io()`` decides once per Trio run: io_uring, unless ``STORE_DRIVE_IO=threads`` or the
+kernel refuses a ring (``kernel.io_uring_disabled``, seccomp, an old kernel, a build without
+liburing); then None, and callers use their drive's thread pool. The choice is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import outcome
+import trio
+
+from store import native
+from store.native import Buffer
+
+log = logging.getLogger(__name__)
+
+MODE_ENV = "STORE_DRIVE_IO"  # auto (default) | io_uring | threads
+MODES = ("auto", "io_uring", "threads")
+ENTRIES = 256
+Queue = Callable[[native.Ring, int, bool], Any]  # (ring, tag, link) -> pin, or None if full
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Operations one task waits on together (a write linked to its sync): done when all are."""
+
+    task: Any
+    results: list[int]
+    pins: list[Any] = field(default_factory=list)
+    remaining: int = 0
+
+
+class Uring:
+    def __init__(self, ring: native.Ring, eventfd: int) -> None:
+        self._ring = ring
+        self._eventfd = eventfd
+        self._next_tag = 0
+        self._waiting: dict[int, tuple[_Batch, int]] = {}  # tag -> (batch, index in it)
+        self._unsubmitted: list[int] = []
+        self._token = trio.lowlevel.current_trio_token()
+        self.submits = 0  # io_uring_enter calls (for tests and metrics)
+
+    @classmethod
+    def open(cls) -> Uring:
+        eventfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            uring = cls(native.Ring(ENTRIES, eventfd), eventfd)
+        except OSError:
+            os.close(eventfd)
+            raise
+        trio.lowlevel.spawn_system_task(uring._complete_forever, name="io_uring completions")
+        return uring
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def pread(self, fd: int, buf: Buffer, offset: int) -> int:
+        """Read into ``buf`` from ``offset``: the bytes read (short only at the end of file)."""
+        (got,) = await self._run([_read_op(fd, buf, offset)])
+        return got
+
+    async def pwrite(self, fd: int, data: Buffer, offset: int, *, sync: bool = False) -> None:
+        """Write all of ``data`` at ``offset``; with ``sync``, an fdatasync linked after it
+        (issued once the write completed, in the same submission)."""
+        view = memoryview(data).cast("B")
+        while len(view):
+            ops = [_write_op(fd, view, offset), *([_sync_op(fd)] if sync else [])]
+            results = await self._run(ops)
+            if len(results) > 1 and results[0] == len(view):
+                return  # written and synced
+            view, offset = view[results[0] :], offset + results[0]
+            if results[0] == 0:
+                raise OSError(f"io_uring: a write at {offset} made no progress")
+        if sync:
+            await self.fdatasync(fd)
+
+    async def fdatasync(self, fd: int) -> None:
+        await self._run([_sync_op(fd)])
+
+    async def _run(self, ops: Sequence[Queue]) -> list[int]:
+        """Queue ``ops`` (each linked to the next), wait for all: their results, or OSError for
+        the first that failed (a linked operation after a failure is cancelled: ECANCELED)."""
+        batch = _Batch(trio.lowlevel.current_task(), [0] * len(ops))
+        for index, queue in enumerate(ops):
+            tag = self._next_tag
+            self._next_tag += 1
+            link = index + 1 < len(ops)
+            pin = queue(self._ring, tag, link)
+            if pin is None:  # the submission queue is full: send it, then queue again
+                self._submit()
+                pin = queue(self._ring, tag, link)
+                assert pin is not None
+            batch.pins.append(pin)
+            batch.remaining += 1
+            self._waiting[tag] = (batch, index)
+            if not self._unsubmitted:
+                self._token.run_sync_soon(self._submit)
+            self._unsubmitted.append(tag)
+        results: list[int] = await trio.lowlevel.wait_task_rescheduled(
+            lambda _: trio.lowlevel.Abort.FAILED
+        )
+        for result in results:
+            if result < 0:
+                raise OSError(-result, f"io_uring: {os.strerror(-result)}")
+        return results
+
+    # -- the loop's side --------------------------------------------------------------------------
+
+    def _submit(self) -> None:
+        if not self._unsubmitted:
+            return
+        tags, self._unsubmitted = self._unsubmitted, []
+        try:
+            self._ring.submit()
+            self.submits += 1
+        except OSError as e:  # nothing went in: every task waiting on these fails
+            for tag in tags:
+                batch, _ = self._waiting.pop(tag)
+                if batch.remaining:
+                    batch.remaining = 0
+                    trio.lowlevel.reschedule(batch.task, outcome.Error(e))
+
+    async def _complete_forever(self) -> None:
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._eventfd)
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self._eventfd)
+                for tag, result in self._ring.reap():
+                    self._complete(tag, result)
+        finally:
+            os.close(self._eventfd)
+
+    def _complete(self, tag: int, result: int) -> None:
+        # A function of its own: no frame of the loop keeps the last batch (and so its buffers'
+        # pins, which block resizing them) alive while the loop waits.
+        batch, index = self._waiting.pop(tag)
+        batch.results[index] = result
+        batch.remaining -= 1
+        if batch.remaining == 0:
+            batch.pins.clear()
+            trio.lowlevel.reschedule(batch.task, outcome.Value(batch.results))
+
+
+def _read_op(fd: int, buf: Buffer, offset: int) -> Queue:
+    return lambda ring, tag, link: ring.read(fd, buf, offset, tag, link=link)
+
+
+def _write_op(fd: int, data: Buffer, offset: int) -> Queue:
+    return lambda ring, tag, link: ring.write(fd, data, offset, tag, link=link)
+
+
+def _sync_op(fd: int) -> Queue:
+    return lambda ring, tag, link: ring.fsync(fd, tag, link=link)
+
+
+_DRIVER: trio.lowlevel.RunVar[Uring | None] = trio.lowlevel.RunVar("store_drive_io")
+
+
+def drive_io() -> Uring | None:
+    """This Trio run's io_uring, or None: the drives' thread pools do their file I/O."""
+    try:
+        return _DRIVER.get()
+    except LookupError:
+        pass
+    mode = os.environ.get(MODE_ENV, "auto") or "auto"
+    if mode not in MODES:
+        raise ValueError(f"{MODE_ENV}={mode!r}: one of {', '.join(MODES)}")
+    driver = None
+    why = f"{MODE_ENV}=threads"
+    if mode != "threads":
+        try:
+            driver = Uring.open()
+        except OSError as e:
+            if mode == "io_uring":
+                raise
+            why = f"io_uring unavailable: {e}"
+    _DRIVER.set(driver)
+    log.info("drive I/O: %s", "io_uring" if driver else f"thread pool ({why})")
+    return driver
