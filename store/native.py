@@ -495,6 +495,10 @@ class Ring:
         it wait for that one (a write, then its sync)."""
         return self._queued(lib.store_ring_fsync(self._ring, fd, datasync, tag, link), True)
 
+    def space(self) -> int:
+        """Free submission-queue entries (a linked chain must fit whole before a submit)."""
+        return int(lib.store_ring_space(self._ring))
+
     def submit(self) -> int:
         rc = int(lib.store_ring_submit(self._ring))
         if rc < 0:

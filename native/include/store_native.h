@@ -113,6 +113,9 @@ int store_ring_write(store_ring *ring, int fd, const uint8_t *buf, size_t len, u
 int store_ring_fsync(store_ring *ring, int fd, int datasync, uint64_t tag, int link);
 /* Submit what is queued: the number submitted. */
 int store_ring_submit(store_ring *ring);
+/* Free entries in the submission queue: a linked chain must be queued whole before a submit,
+ * as a link does not reach across submissions. */
+int store_ring_space(store_ring *ring);
 /* Up to max completions that are ready: tags[i] finished with results[i] (bytes, or -errno). */
 int store_ring_reap(store_ring *ring, uint64_t *tags, int32_t *results, int max);
 

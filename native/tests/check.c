@@ -168,8 +168,10 @@ static void check_ring(void) {
     got = 0;
     while (!got) got = store_ring_reap(ring, tags, res, 8);
     CHECK(tags[0] == 4 && res[0] == -EBADF, "bad fd: %d", res[0]);
+    CHECK(store_ring_space(ring) == 8, "an empty queue has its 8 entries free");
     int queued = 0;
     while (store_ring_fsync(ring, fd, 1, 10, 0) == 0) queued++;
+    CHECK(store_ring_space(ring) == 0, "a full queue has none");
     CHECK(queued == 8, "a full queue says EBUSY after its 8 entries (%d)", queued);
     CHECK(store_ring_submit(ring) == 8, "all submitted");
     for (got = 0; got < 8;) got += store_ring_reap(ring, tags, res, 8 - got);

@@ -28,6 +28,12 @@ class Threads:
     def __init__(self, count: int) -> None:
         self._limiter = trio.CapacityLimiter(count)
 
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """The same bound for the drive's io_uring operations (``async with``): a slow drive
+        cannot hold every operation in flight either."""
+        return self._limiter
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 

@@ -6,6 +6,12 @@ task waits on, which reaps them and wakes their tasks. No thread blocks in the k
 waiting on an operation is not cancelled out of it (the kernel holds its buffer until the
 completion): a cancellation takes effect when the operation completes, as with a thread.
 
+At most ``ENTRIES`` operations are in flight (the completion queue holds twice that, so it never
+overflows and no completion is dropped). A submit that fails leaves its entries queued, their
+tasks waiting and their buffers pinned: the completion task tries again every
+``RESUBMIT_S`` until the kernel takes them (a task is never told an operation failed while the
+kernel may still run it: its buffer, or its file descriptor's number, could be reused).
+
 ``drive_io()`` decides once per Trio run: io_uring, unless ``STORE_DRIVE_IO=threads`` or the
 kernel refuses a ring (``kernel.io_uring_disabled``, seccomp, an old kernel, a build without
 liburing); then None, and callers use their drive's thread pool. The choice is logged.
@@ -31,6 +37,7 @@ log = logging.getLogger(__name__)
 MODE_ENV = "STORE_DRIVE_IO"  # auto (default) | io_uring | threads
 MODES = ("auto", "io_uring", "threads")
 ENTRIES = 256
+RESUBMIT_S = 0.01
 Queue = Callable[[native.Ring, int, bool], Any]  # (ring, tag, link) -> pin, or None if full
 
 
@@ -50,7 +57,9 @@ class Uring:
         self._eventfd = eventfd
         self._next_tag = 0
         self._waiting: dict[int, tuple[_Batch, int]] = {}  # tag -> (batch, index in it)
-        self._unsubmitted: list[int] = []
+        self._unsubmitted = 0  # entries queued since the last submit that took them
+        self._resubmit = False  # a submit failed or fell short: the completion task retries
+        self._slots = trio.Semaphore(ENTRIES)  # operations in flight
         self._token = trio.lowlevel.current_trio_token()
         self.submits = 0  # io_uring_enter calls (for tests and metrics)
 
@@ -78,43 +87,59 @@ class Uring:
         view = memoryview(data).cast("B")
         while len(view):
             ops = [_write_op(fd, view, offset), *([_sync_op(fd)] if sync else [])]
-            results = await self._run(ops)
-            if len(results) > 1 and results[0] == len(view):
-                return  # written and synced
-            view, offset = view[results[0] :], offset + results[0]
-            if results[0] == 0:
+            results = await self._run(ops, check=False)
+            written = _checked(results[0])
+            if written == len(view):
+                if sync:
+                    _checked(results[1])
+                return  # written (and synced)
+            # A short write breaks the link: its sync was cancelled (ECANCELED); write the rest.
+            if written == 0:
                 raise OSError(f"io_uring: a write at {offset} made no progress")
+            view, offset = view[written:], offset + written
         if sync:
             await self.fdatasync(fd)
 
     async def fdatasync(self, fd: int) -> None:
         await self._run([_sync_op(fd)])
 
-    async def _run(self, ops: Sequence[Queue]) -> list[int]:
-        """Queue ``ops`` (each linked to the next), wait for all: their results, or OSError for
-        the first that failed (a linked operation after a failure is cancelled: ECANCELED)."""
+    async def _run(self, ops: Sequence[Queue], *, check: bool = True) -> list[int]:
+        """Queue ``ops`` (each linked to the next), wait for all: their results (``check``:
+        OSError for the first that failed; a linked operation after a failure or a short
+        transfer is cancelled, ECANCELED)."""
+        acquired = 0
+        try:
+            for _ in ops:
+                await self._slots.acquire()
+                acquired += 1
+            # A chain must go in one submission (a link does not reach across two): make room.
+            # With at most ENTRIES in flight and the queue sent each turn, one submit makes it.
+            while self._ring.space() < len(ops):
+                self._submit()
+                if self._ring.space() < len(ops):
+                    await trio.sleep(RESUBMIT_S)
+        except BaseException:
+            for _ in range(acquired):
+                self._slots.release()
+            raise
         batch = _Batch(trio.lowlevel.current_task(), [0] * len(ops))
         for index, queue in enumerate(ops):
             tag = self._next_tag
             self._next_tag += 1
-            link = index + 1 < len(ops)
-            pin = queue(self._ring, tag, link)
-            if pin is None:  # the submission queue is full: send it, then queue again
-                self._submit()
-                pin = queue(self._ring, tag, link)
-                assert pin is not None
+            pin = queue(self._ring, tag, index + 1 < len(ops))
+            assert pin is not None  # room was made above, with no checkpoint since
             batch.pins.append(pin)
             batch.remaining += 1
             self._waiting[tag] = (batch, index)
-            if not self._unsubmitted:
-                self._token.run_sync_soon(self._submit)
-            self._unsubmitted.append(tag)
+        if not self._unsubmitted and not self._resubmit:
+            self._token.run_sync_soon(self._submit)
+        self._unsubmitted += len(ops)
         results: list[int] = await trio.lowlevel.wait_task_rescheduled(
             lambda _: trio.lowlevel.Abort.FAILED
         )
-        for result in results:
-            if result < 0:
-                raise OSError(-result, f"io_uring: {os.strerror(-result)}")
+        if check:
+            for result in results:
+                _checked(result)
         return results
 
     # -- the loop's side --------------------------------------------------------------------------
@@ -122,25 +147,33 @@ class Uring:
     def _submit(self) -> None:
         if not self._unsubmitted:
             return
-        tags, self._unsubmitted = self._unsubmitted, []
         try:
-            self._ring.submit()
+            taken = self._ring.submit()
             self.submits += 1
-        except OSError as e:  # nothing went in: every task waiting on these fails
-            for tag in tags:
-                batch, _ = self._waiting.pop(tag)
-                if batch.remaining:
-                    batch.remaining = 0
-                    trio.lowlevel.reschedule(batch.task, outcome.Error(e))
+        except OSError as e:  # EAGAIN, EBUSY, EINTR: the entries stay queued; try again soon
+            if not self._resubmit:
+                log.warning("io_uring submit failed (%s): retrying", e)
+            taken = 0
+        self._unsubmitted -= min(taken, self._unsubmitted)
+        if self._unsubmitted and not self._resubmit:
+            self._resubmit = True
+            os.eventfd_write(self._eventfd, 1)  # wake the completion task: it retries
+        self._resubmit = self._unsubmitted > 0
 
     async def _complete_forever(self) -> None:
         try:
             while True:
-                await trio.lowlevel.wait_readable(self._eventfd)
+                if self._resubmit:
+                    with trio.move_on_after(RESUBMIT_S):
+                        await trio.lowlevel.wait_readable(self._eventfd)
+                else:
+                    await trio.lowlevel.wait_readable(self._eventfd)
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self._eventfd)
                 for tag, result in self._ring.reap():
                     self._complete(tag, result)
+                if self._resubmit:
+                    self._submit()
         finally:
             os.close(self._eventfd)
 
@@ -150,9 +183,16 @@ class Uring:
         batch, index = self._waiting.pop(tag)
         batch.results[index] = result
         batch.remaining -= 1
+        self._slots.release()
         if batch.remaining == 0:
             batch.pins.clear()
             trio.lowlevel.reschedule(batch.task, outcome.Value(batch.results))
+
+
+def _checked(result: int) -> int:
+    if result < 0:
+        raise OSError(-result, f"io_uring: {os.strerror(-result)}")
+    return result
 
 
 def _read_op(fd: int, buf: Buffer, offset: int) -> Queue:

@@ -126,12 +126,13 @@ class NbdServer:
         while True:
             try:
                 sock, handoff = await handoffs.receive()
-            except (HandoffError, OSError) as e:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            except (HandoffError, OSError, ValueError) as e:  # ValueError: not a TCP stream
                 log.warning("NBD handoff not received: %s", e)
                 self.metrics.handoffs.labels("failed").inc()
+                await trio.sleep(0.1)  # a lasting fault must not spin the loop
                 continue
             self.metrics.handoffs.labels("received").inc()
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             if not self.admission.enter():
                 await trio.aclose_forcefully(stream)
                 continue
@@ -195,7 +196,7 @@ class _Connection:
                     if isinstance(event, hs.NeedData):
                         shake.receive_data(await self._receive())
                         continue
-                    if handoff is None and await self._handed_off(shake, event):
+                    if await self._handed_off(shake, event):
                         return
                     reply, export = await self._option(shake, event)
                     if export is not None:
@@ -231,13 +232,12 @@ class _Connection:
         if isinstance(event, hs.InfoOption) and not event.go:
             return False  # INFO opens nothing: answered here
         owner = handoffs.owner(event.name)
-        handoff = Handoff.of(shake, event)
-        if (
-            owner == handoffs.index
-            or handoff is None
-            or not isinstance(self.stream, trio.SocketStream)
-        ):
+        if owner == handoffs.index:
             return False
+        handoff = Handoff.of(shake, event)
+        if handoff is None or not isinstance(self.stream, trio.SocketStream):
+            # Served here, its volume would be open in two processes: refuse instead.
+            raise hs.ProtocolError(f"cannot hand the connection for {event.name!r} to its worker")
         try:
             await handoffs.send(owner, self.stream, handoff)
         except (OSError, trio.TooSlowError) as e:

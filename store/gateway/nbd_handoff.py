@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import os
 import socket
 from collections.abc import Sequence
 
@@ -59,21 +60,23 @@ class Handoffs:
     async def receive(self) -> tuple[socket.socket, Handoff]:
         """The next connection handed to this worker, and where its handshake stands."""
         message, ancillary, flags, _ = await self._inbox.recvmsg(
-            MAX_MESSAGE_BYTES + 1, socket.CMSG_SPACE(4 * _FD_BYTES)
+            MAX_MESSAGE_BYTES + 1, socket.CMSG_SPACE(4 * _FD_BYTES), socket.MSG_CMSG_CLOEXEC
         )
         fds = array.array("i")
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - len(data) % _FD_BYTES])
-        socks = [socket.socket(fileno=fd) for fd in fds]
         try:
-            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(socks) != 1:
-                raise HandoffError(f"a handoff with {len(socks)} descriptors, flags {flags:#x}")
-            return socks[0], Handoff.decode(message)
-        except HandoffError:
-            for sock in socks:
-                sock.close()
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 1:
+                raise HandoffError(f"a handoff with {len(fds)} descriptors, flags {flags:#x}")
+            handoff = Handoff.decode(message)
+            sock = socket.socket(fileno=fds[0])  # OSError if it is not a socket
+        except BaseException:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             raise
+        return sock, handoff
 
     def close(self) -> None:
         for sock in (self._inbox, *self._outboxes):

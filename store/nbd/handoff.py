@@ -60,7 +60,10 @@ class Handoff:
         trailing = shake.trailing_data
         if shake.tls_active or len(trailing) > MAX_TRAILING_BYTES:
             return None
-        return cls(event, shake.no_zeroes, shake.structured, dict(shake.meta_contexts), trailing)
+        if isinstance(event, hs.InfoOption):  # repeats say nothing more (a GO may carry 32k)
+            event = hs.InfoOption(event.name, tuple(dict.fromkeys(event.requests))[:64], event.go)
+        handoff = cls(event, shake.no_zeroes, shake.structured, dict(shake.meta_contexts), trailing)
+        return handoff if len(handoff.encode()) <= MAX_MESSAGE_BYTES else None
 
     @property
     def export(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -111,20 +112,54 @@ async def test_one_loop_turn_is_one_submit(tmp_path: Path) -> None:
         os.close(fd)
 
 
+async def test_a_linked_chain_is_never_split_across_submits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write and its fdatasync go in one submission (a link does not reach across two): with
+    one free entry left, the queue is sent first."""
+    monkeypatch.setattr(uring, "ENTRIES", 2)
+    io = _driver_or_skip()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    os.pwrite(fd, b"a" * 4096, 0)
+    back = bytearray(4096)
+    try:
+        before = io.submits
+        async with trio.open_nursery() as n:
+            n.start_soon(io.pread, fd, back, 0)  # takes one of the two entries
+            n.start_soon(partial(io.pwrite, fd, b"b" * 4096, 4096, sync=True))
+        assert io.submits - before == 2
+        assert back == b"a" * 4096 and os.pread(fd, 4096, 4096) == b"b" * 4096
+    finally:
+        os.close(fd)
+
+
 async def test_a_cancelled_task_waits_for_its_operation(tmp_path: Path) -> None:
-    """The kernel holds the buffer until the completion, so the operation finishes (and says
-    so); the cancellation comes at the task's next checkpoint, as after a thread."""
+    """Cancelled while its write is in flight, a task stays until the kernel is done with the
+    buffer: the write finishes (and says so), the cancellation comes at the next checkpoint,
+    as after a thread. Cancelled before it starts, nothing is written."""
     io = _driver_or_skip()
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     finished = False
+    data = os.urandom(16 << 20)
     try:
         with trio.CancelScope() as scope:
-            scope.cancel()
-            await io.pwrite(fd, b"x" * 8192, 0, sync=True)
-            finished = True
-            await trio.lowlevel.checkpoint()
+
+            async def cancel_once_in_flight() -> None:
+                while not io._waiting:
+                    await trio.lowlevel.checkpoint()
+                scope.cancel()
+
+            async with trio.open_nursery() as n:
+                n.start_soon(cancel_once_in_flight)
+                await io.pwrite(fd, data, 0, sync=True)
+                finished = True
+                await trio.lowlevel.checkpoint()
         assert finished and scope.cancelled_caught
-        assert os.pread(fd, 8192, 0) == b"x" * 8192
+        assert os.pread(fd, len(data), 0) == data
+        with trio.CancelScope() as early:
+            early.cancel()
+            await io.pwrite(fd, b"late", 0)
+        assert early.cancelled_caught and os.pread(fd, 4, 0) == data[:4]
     finally:
         os.close(fd)
 

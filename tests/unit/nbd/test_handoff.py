@@ -84,6 +84,18 @@ def test_export_name_keeps_the_zeroes_choice_and_trailing_requests() -> None:
     assert resumed.trailing_data == request
 
 
+def test_repeated_information_requests_are_sent_once() -> None:
+    """A GO may repeat an info type thousands of times; the handoff carries each once."""
+    shake = negotiated(3, go("disk", *([C.Info.NAME] * 20000), C.Info.BLOCK_SIZE))
+    event = shake.next_event()
+    assert isinstance(event, InfoOption) and len(event.requests) == 20001
+    handoff = Handoff.of(shake, event)
+    assert handoff is not None
+    assert Handoff.decode(handoff.encode()).event == InfoOption(
+        "disk", (C.Info.NAME, C.Info.BLOCK_SIZE), True
+    )
+
+
 def test_no_handoff_after_tls_or_with_too_much_pipelined() -> None:
     shake = negotiated(3, go("disk"), bytes(MAX_TRAILING_BYTES + 1))
     event = shake.next_event()
