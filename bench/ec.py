@@ -271,9 +271,10 @@ class IsaL:
         """Our kernels whose ISA-L counterpart of the same level this library exports (and this
         CPU runs: it has what our kernel of that level needs)."""
         out = []
-        for ours, (theirs, _init) in ISAL_EC.items():
-            try:
+        for ours, (theirs, init) in ISAL_EC.items():
+            try:  # 2.30 (Debian) has some entry points but not ec_init_tables_base
                 getattr(self.lib, theirs)
+                getattr(self.lib, init)
             except AttributeError:
                 continue
             if ours in native.supported_isas():

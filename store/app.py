@@ -189,7 +189,7 @@ def _nbd_server(
     volumes: Volumes,
     registry: CollectorRegistry,
     draining: Drain,
-    handoffs: Handoffs | None,
+    handoffs: Handoffs | None = None,
 ) -> NbdServer:
     context = None
     mode = nbd_tls_mode(config)

@@ -21,11 +21,12 @@ store_ring *store_ring_new(unsigned entries, int eventfd, int *status) {
         if (status) *status = -ENOMEM;
         return NULL;
     }
-    /* COOP_TASKRUN: completions are run when we enter the kernel anyway, not by an interrupt
-     * (fewer context switches; 5.19+). SUBMIT_ALL: one bad entry does not stop the submission
-     * of the ones after it (5.18+). Older kernels refuse the flags: try without. */
-    int rc = io_uring_queue_init(entries, &r->ring,
-                                 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL);
+    /* SUBMIT_ALL: one bad entry does not stop the submission of the ones after it (5.18+);
+     * older kernels refuse the flag: try without. Not COOP_TASKRUN: it defers completions to
+     * our thread's next return from the kernel, and an idle event loop sleeping in epoll_wait
+     * for the eventfd would then wait for a completion that waits for it (seen: a volume's
+     * closing syncs never finished once the gateway went idle). */
+    int rc = io_uring_queue_init(entries, &r->ring, IORING_SETUP_SUBMIT_ALL);
     if (rc == -EINVAL) rc = io_uring_queue_init(entries, &r->ring, 0);
     if (rc == 0 && eventfd >= 0) {
         rc = io_uring_register_eventfd(&r->ring, eventfd);
