@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NATIVE_SRC := $(wildcard native/src/*.c native/include/*.h) native/build.py
 ASAN_DIR := build/asan
-# io_uring for the drives, when liburing's header is installed (native/build.py decides the same).
-URING = $(shell test -e /usr/include/liburing.h && echo "-DSTORE_HAVE_LIBURING -luring")
+# io_uring for the drives when a recent enough liburing is installed: native/build.py decides,
+# for the cffi build and (through this) the direct gcc builds alike.
+URING = $(shell $(PY) native/build.py --uring-flags)
 
 .PHONY: serve test tools lint typecheck layers unit native asan bench clean fuzz
 
@@ -13,7 +14,7 @@ URING = $(shell test -e /usr/include/liburing.h && echo "-DSTORE_HAVE_LIBURING -
 # dependencies change.
 $(VENV)/.installed: pyproject.toml setup.py $(NATIVE_SRC)
 	-test "$$(id -u)" != 0 || test -e /usr/include/liburing.h || \
-	    (apt-get install -y -qq liburing-dev >/dev/null 2>&1 || \
+	    (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq liburing-dev >/dev/null 2>&1 || \
 	     (apt-get update -qq && apt-get install -y -qq liburing-dev >/dev/null))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -64,8 +64,9 @@ def tree_cpu_s(pid: int) -> float:
 def start_store(
     root: Path, size: int, volumes: tuple[str, ...] = ("bench",), workers: int = 1
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """A store serving ``volumes``; the URI of the first (the others: same server, their name)."""
-    data = root / f"store-{workers}"
+    """A store serving ``volumes`` from its own data directory under ``root``; the URI of the
+    first (the others: same server, their name)."""
+    data = Path(tempfile.mkdtemp(prefix=f"store-{workers}-", dir=root))
     for name in volumes:
         argv = [str(BIN / "store"), "volume", "create", name, "--size", str(size)]
         subprocess.run([*argv, "--data", str(data)], check=True, stdout=subprocess.DEVNULL)

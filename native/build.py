@@ -6,9 +6,12 @@ module into OUTDIR (see `make asan`); nothing else differs between the two build
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from cffi import FFI
@@ -35,12 +38,39 @@ def _cdef_from_header() -> str:
     return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
 
 
+# What ring.c needs of liburing (2.2+): a program that compiles and links only when it is there.
+_URING_PROBE = """#include <liburing.h>
+int main(void) {
+    struct io_uring ring;
+    struct io_uring_sqe sqe;
+    io_uring_sqe_set_data64(&sqe, 1);
+    return io_uring_queue_init(8, &ring, IORING_SETUP_SUBMIT_ALL);
+}
+"""
+
+
+@functools.cache
 def have_liburing() -> bool:
-    """liburing's header and library are installed (Debian: liburing-dev); STORE_NO_LIBURING=1
-    builds without it, as on a machine that lacks it."""
+    """A liburing recent enough for ring.c compiles and links here (Debian 12: liburing-dev);
+    else the ring reports ENOSYS. STORE_NO_LIBURING=1 builds without it, as on a machine that
+    lacks it."""
     if os.environ.get("STORE_NO_LIBURING"):
         return False
-    return any(Path(d, "liburing.h").exists() for d in ("/usr/include", "/usr/local/include"))
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp, "probe.c")
+        source.write_text(_URING_PROBE)
+        cc = os.environ.get("CC", "gcc")
+        argv = [cc, str(source), "-o", str(Path(tmp, "probe")), "-luring"]
+        try:
+            return subprocess.run(argv, capture_output=True).returncode == 0
+        except OSError:
+            return False
+
+
+def uring_flags() -> list[str]:
+    """The compiler and linker flags for the ring (none without liburing): for the Makefile's
+    direct gcc builds (the C self-check), so they decide as this build does."""
+    return ["-DSTORE_HAVE_LIBURING", "-luring"] if have_liburing() else []
 
 
 def make_ffi(sanitize: bool = False) -> FFI:
@@ -76,8 +106,10 @@ def make_ffi(sanitize: bool = False) -> FFI:
 ffibuilder = make_ffi()
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--sanitize":
+    if sys.argv[1:] == ["--uring-flags"]:
+        print(" ".join(uring_flags()))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--sanitize":
         out = make_ffi(sanitize=True).compile(tmpdir=sys.argv[2], verbose=False)
         print(out)
     else:
-        sys.exit("usage: native/build.py --sanitize OUTDIR")
+        sys.exit("usage: native/build.py --sanitize OUTDIR | --uring-flags")

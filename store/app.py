@@ -11,6 +11,9 @@ supervisor and that many worker processes over the same data directory:
 - each worker opens its own engine on the shared data directory (SQLite in WAL mode serialises
   the writers of every process, chunk files are named uniquely) and serves S3; only worker 0
   collects garbage, sweeps orphans and scrubs; metrics from every worker are summed at scrape;
+- NBD: every worker accepts, each volume served by the worker that owns it (a connection is
+  passed there during its handshake over the socket pairs the supervisor makes: store/nbd/
+  handoff.py); with NBD TLS on, worker 0 serves all NBD;
 - SIGTERM/SIGINT to the supervisor drains every worker, then it exits; a worker that dies is
   restarted (with backoff); a worker whose supervisor dies (even by SIGKILL) sees its lifeline
   pipe close, drains and exits.
@@ -385,25 +388,25 @@ async def supervise(
     config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the worker processes on shared sockets until SIGTERM/SIGINT."""
-    host, wanted = s3_address(config)
     workers = workers_of(config)
-    socks = [open_listen_sockets(host, wanted, reuse_port=True)]
-    port = socks[0][0].getsockname()[1]
-    spread = nbd_on_every_worker(config)
+    socks: list[list[socket.socket]] = []
     nbd_socks: list[list[socket.socket]] = []
     pairs: list[tuple[socket.socket, socket.socket]] = []
     try:
-        socks += [open_listen_sockets(host, port, reuse_port=True) for _ in range(workers - 1)]
-        nbd_socks.append(_nbd_sockets(config, reuse_port=spread))  # worker 0's
+        _per_worker_sockets(*s3_address(config), workers, socks)
+        port = socks[0][0].getsockname()[1]
         address = nbd_address(config)
-        if spread and address is not None:
-            bound = nbd_socks[0][0].getsockname()[1]  # port 0 resolved once, for every worker
-            nbd_socks += [
-                open_listen_sockets(address[0], bound, reuse_port=True) for _ in range(workers - 1)
-            ]
+        if address is not None and nbd_on_every_worker(config):
+            _per_worker_sockets(*address, workers, nbd_socks)
             pairs = socket_pairs(workers)
-        elif workers > 1 and address is not None:
-            log.info("NBD on worker 0 only: a TLS session cannot move between processes")
+        else:
+            nbd_socks.append(_nbd_sockets(config))  # worker 0's (none with NBD off)
+            if workers > 1 and address is not None:
+                log.warning(
+                    "NBD TLS is %s: worker 0 serves all NBD (a TLS session cannot move between"
+                    " processes); --nbd-tls off spreads volumes over every worker",
+                    nbd_tls_mode(config),
+                )
         # Nobody ever writes to the lifeline: its read end sees EOF when the supervisor is gone.
         lifeline_r, _lifeline_w = os.pipe()
         await _supervise(config, socks, nbd_socks, pairs, port, lifeline_r, task_status)
@@ -414,6 +417,17 @@ async def supervise(
             itertools.chain.from_iterable(pairs),
         ):
             sock.close()
+
+
+def _per_worker_sockets(
+    host: str, port: int, workers: int, into: list[list[socket.socket]]
+) -> None:
+    """One listening socket set per worker on the same port (SO_REUSEPORT), appended to
+    ``into`` as they open (so the caller closes whatever opened); port 0 resolves once."""
+    into.append(open_listen_sockets(host, port, reuse_port=True))
+    bound = into[0][0].getsockname()[1]
+    for _ in range(workers - 1):
+        into.append(open_listen_sockets(host, bound, reuse_port=True))
 
 
 async def _supervise(

@@ -44,12 +44,14 @@ class NativeConfigError(RuntimeError):
 
 
 def supported_isas() -> list[str]:
-    """The erasure-coding kernels this CPU can run, slowest first."""
+    """The erasure-coding kernels this CPU can run, in id order (``active_isa`` is the one
+    preferred: docs/native.md)."""
     return [name for i, name in enumerate(ISAS) if lib.store_isa_supported(i)]
 
 
 def supported_crc_kernels() -> list[str]:
-    """The CRC32C kernels this CPU can run, slowest first."""
+    """The CRC32C kernels this CPU can run, in id order (``active_crc_kernel`` is the one
+    preferred)."""
     return [name for i, name in enumerate(CRC_KERNELS) if lib.store_crc_supported(i)]
 
 
@@ -205,7 +207,9 @@ class ErasureCode:
     ) -> PreparedCall:
         """encode_into for buffers fixed in advance: checked and pinned once (a pinned bytearray
         cannot be resized), so each call of the result is one native call, as ISA-L's callers
-        pass prebuilt pointer arrays. The call returns the library's status (0: done)."""
+        pass prebuilt pointer arrays. The call returns the library's status (0: done). The
+        operation runs once while preparing (that is its overlap check): the outputs are
+        written then too."""
         size, data, parity = self._encode_args(data_shards, parity_shards)
         args = (self._ec, size, ffi.new("uint8_t *[]", data), ffi.new("uint8_t *[]", parity))
         call = PreparedCall(lib.store_ec_encode, args, (data, parity))

@@ -29,8 +29,8 @@ int store_isa_supported(int isa) {
     }
 }
 
-/* Best first (bench/ec.py): GFNI does a multiply in one instruction where the split-nibble
- * kernels need two shuffles, so 256-bit GFNI comes before 512-bit pshufb. */
+/* Best first (bench/ec.py). A CPU with both avx2gfni and avx512 also has what gfni needs, so
+ * the order between those two only matters when STORE_NATIVE_ISA rules gfni out. */
 static const int isa_preference[] = {STORE_ISA_GFNI, STORE_ISA_AVX2_GFNI, STORE_ISA_AVX512,
                                      STORE_ISA_AVX2, STORE_ISA_REF};
 

@@ -47,38 +47,37 @@ void store_ring_free(store_ring *r) {
     free(r);
 }
 
-static struct io_uring_sqe *next_sqe(store_ring *r, uint64_t tag, int link) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-    if (!sqe) return NULL;
+/* After the prep call: io_uring_prep_* clear the entry's flags and user data. */
+static int finish_sqe(struct io_uring_sqe *sqe, uint64_t tag, int link) {
     io_uring_sqe_set_data64(sqe, tag);
     if (link) io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
-    return sqe;
+    return 0;
 }
 
 int store_ring_read(store_ring *r, int fd, uint8_t *buf, size_t len, uint64_t offset, uint64_t tag,
                     int link) {
     if (!r || (!buf && len) || len > 0x7fffffff) return -EINVAL;
-    struct io_uring_sqe *sqe = next_sqe(r, tag, link);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     if (!sqe) return -EBUSY;
     io_uring_prep_read(sqe, fd, buf, (unsigned)len, offset);
-    return 0;
+    return finish_sqe(sqe, tag, link);
 }
 
 int store_ring_write(store_ring *r, int fd, const uint8_t *buf, size_t len, uint64_t offset,
                      uint64_t tag, int link) {
     if (!r || (!buf && len) || len > 0x7fffffff) return -EINVAL;
-    struct io_uring_sqe *sqe = next_sqe(r, tag, link);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     if (!sqe) return -EBUSY;
     io_uring_prep_write(sqe, fd, buf, (unsigned)len, offset);
-    return 0;
+    return finish_sqe(sqe, tag, link);
 }
 
 int store_ring_fsync(store_ring *r, int fd, int datasync, uint64_t tag, int link) {
     if (!r) return -EINVAL;
-    struct io_uring_sqe *sqe = next_sqe(r, tag, link);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     if (!sqe) return -EBUSY;
     io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
-    return 0;
+    return finish_sqe(sqe, tag, link);
 }
 
 int store_ring_submit(store_ring *r) {

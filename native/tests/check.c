@@ -168,6 +168,14 @@ static void check_ring(void) {
     got = 0;
     while (!got) got = store_ring_reap(ring, tags, res, 8);
     CHECK(tags[0] == 4 && res[0] == -EBADF, "bad fd: %d", res[0]);
+    /* The link holds: a failed write cancels the fdatasync queued after it. */
+    CHECK(store_ring_write(ring, -1, out, 4096, 0, 5, 1) == 0, "failing write queued");
+    CHECK(store_ring_fsync(ring, fd, 1, 6, 0) == 0 && store_ring_submit(ring) == 2, "linked");
+    for (got = 0; got < 2;) got += store_ring_reap(ring, tags + got, res + got, 8 - got);
+    for (int i = 0; i < 2; i++) {
+        if (tags[i] == 5) CHECK(res[i] == -EBADF, "failing write: %d", res[i]);
+        if (tags[i] == 6) CHECK(res[i] == -ECANCELED, "its linked sync cancelled: %d", res[i]);
+    }
     CHECK(store_ring_space(ring) == 8, "an empty queue has its 8 entries free");
     int queued = 0;
     while (store_ring_fsync(ring, fd, 1, 10, 0) == 0) queued++;

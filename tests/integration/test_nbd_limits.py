@@ -296,8 +296,11 @@ def test_pipelined_reads_never_read_hold_a_bounded_amount(
         report(test="other client while one is stuck", seconds=time.monotonic() - started)
         hostile.close()
         closed = True
+        # What must go is what the budget held (128 MiB here). About one 32 MiB read buffer's
+        # worth stays mapped by the allocator after the first such round: 33.7-33.9 MB over
+        # ``before`` 3 s after the close, on the thread-pool and io_uring drive paths alike.
         deadline = time.monotonic() + 20
-        while open_fds(pid) > base_fds or rss(pid) > before + 32 * MIB:
+        while open_fds(pid) > base_fds or rss(pid) > before + 48 * MIB:
             assert time.monotonic() < deadline, (open_fds(pid), base_fds, rss(pid), before)
             time.sleep(0.2)
         report(test="after the stuck client closed", rss=rss(pid), fds=open_fds(pid))
