@@ -123,6 +123,8 @@ static void check_crc(size_t len) {
         uint32_t got = store_crc32c_with(kn, seed, b, len, &st);
         CHECK(got == want, "crc %s len %zu: %08x != %08x", store_crc_name(kn), len, got, want);
     }
+    /* The default path, which picks a kernel by length. */
+    CHECK(store_crc32c(seed, b, len) == want, "crc32c() len %zu", len);
     release(b, len);
 }
 
