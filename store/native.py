@@ -122,6 +122,12 @@ def _crc_table(shards: int, size: int, block_bytes: int, crcs: Buffer | None) ->
     return out, ffi.cast("uint32_t *", view)
 
 
+def _check_status(rc: int, overlap: str) -> None:
+    """The codec calls' one failure once arguments are checked: outputs overlapping buffers."""
+    if rc != lib.STORE_OK:
+        raise ValueError(overlap)
+
+
 class PreparedCall:
     """One codec call on buffers fixed in advance. The buffers stay pinned while this object
     lives (a pinned bytearray cannot be resized, so the saved pointers stay valid)."""
@@ -199,8 +205,7 @@ class ErasureCode:
         """Compute the m parity shards of k equal-length data shards into caller buffers."""
         size, data, parity = self._encode_args(data_shards, parity_shards)
         rc = lib.store_ec_encode(self._ec, size, data, parity)
-        if rc != lib.STORE_OK:
-            raise ValueError("encode: parity buffers must not overlap each other or the data")
+        _check_status(rc, "encode: parity buffers must not overlap each other or the data")
 
     def prepared_encode(
         self, data_shards: Sequence[Buffer], parity_shards: Sequence[Buffer]
@@ -213,8 +218,7 @@ class ErasureCode:
         size, data, parity = self._encode_args(data_shards, parity_shards)
         args = (self._ec, size, ffi.new("uint8_t *[]", data), ffi.new("uint8_t *[]", parity))
         call = PreparedCall(lib.store_ec_encode, args, (data, parity))
-        if call() != lib.STORE_OK:
-            raise ValueError("encode: parity buffers must not overlap each other or the data")
+        _check_status(call(), "encode: parity buffers must not overlap each other or the data")
         return call
 
     def encode(self, data_shards: Sequence[Buffer]) -> list[bytearray]:
@@ -239,8 +243,7 @@ class ErasureCode:
         size, data, parity = self._encode_args(data_shards, parity_shards)
         out, table = _crc_table(self.k + self.m, size, block_bytes, crcs)
         rc = lib.store_ec_encode_crc(self._ec, size, data, parity, block_bytes, table)
-        if rc != lib.STORE_OK:
-            raise ValueError("encode: parity buffers must not overlap each other or the data")
+        _check_status(rc, "encode: parity buffers must not overlap each other or the data")
         return out
 
     # -- reconstruct ----------------------------------------------------------------------------
@@ -255,8 +258,7 @@ class ErasureCode:
         if not want:
             return
         rc = lib.store_ec_reconstruct(self._ec, size, views, want, len(want), outs)
-        if rc != lib.STORE_OK:
-            raise ValueError("reconstruct: output buffers must not overlap each other or the input")
+        _check_status(rc, "reconstruct: output buffers must not overlap each other or the input")
 
     def prepared_reconstruct(
         self, shards: Sequence[Buffer | None], out: Mapping[int, Buffer]
@@ -266,8 +268,9 @@ class ErasureCode:
         ptrs = ffi.new("uint8_t *[]", views), ffi.new("int[]", want), ffi.new("uint8_t *[]", outs)
         args = (self._ec, size, ptrs[0], ptrs[1], len(want), ptrs[2])
         call = PreparedCall(lib.store_ec_reconstruct, args, (views, outs))
-        if call() != lib.STORE_OK:
-            raise ValueError("reconstruct: output buffers must not overlap each other or the input")
+        _check_status(
+            call(), "reconstruct: output buffers must not overlap each other or the input"
+        )
         return call
 
     def _reconstruct_args(

@@ -55,7 +55,7 @@ void store_ec_kernel_avx2_gfni(size_t len, int k, int rows, const uint8_t *tbl,
     STORE_FOR_ROW_GROUPS(gfni256_rows, len, k, rows, tbl, src, dst);
     size_t done = len & ~(size_t)31, tail = len - done;
     if (tail == 0) return;
-    uint8_t in[STORE_EC_MAX_SHARDS][64], out[STORE_EC_MAX_SHARDS][64];
+    uint8_t in[STORE_EC_MAX_SHARDS][32], out[STORE_EC_MAX_SHARDS][32];
     const uint8_t *tail_src[STORE_EC_MAX_SHARDS];
     uint8_t *tail_dst[STORE_EC_MAX_SHARDS];
     for (int j = 0; j < k; j++) {
@@ -64,6 +64,6 @@ void store_ec_kernel_avx2_gfni(size_t len, int k, int rows, const uint8_t *tbl,
         tail_src[j] = in[j];
     }
     for (int r = 0; r < rows; r++) tail_dst[r] = out[r];
-    STORE_FOR_ROW_GROUPS(gfni256_rows, 64, k, rows, tbl, tail_src, tail_dst);
+    STORE_FOR_ROW_GROUPS(gfni256_rows, 32, k, rows, tbl, tail_src, tail_dst);
     for (int r = 0; r < rows; r++) memcpy(dst[r] + done, out[r], tail);
 }
