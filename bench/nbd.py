@@ -11,6 +11,12 @@ at queue depth 8 (MB/s). Also each server's CPU time per I/O (its processes' use
 over the job, divided by the I/Os): the steadiest figure on a shared machine. Needs fio, nbdkit
 and qemu-nbd (``make test`` installs them).
 
+With ``--ceph-nbd URI``, also the durable distributed peer: a Ceph RBD image exported over NBD
+(``../shared/peers/ceph/start.sh`` serves ``rbd/nbd`` through qemu-nbd at
+``nbd://127.0.0.1:10810/rbd``; start it with ``RBD_REPLICAS=2`` to keep two copies as the store
+volume does). Its CPU per I/O counts every Ceph process on the machine (mon, mgr, OSDs,
+qemu-nbd), since the OSDs do the work.
+
 Then every core (``--no-volumes`` skips): two volumes, one fio job on each at the same time (4 KiB
 random read and write, QD 32), against ``store serve --workers 1`` and ``--workers N`` (one per
 CPU; the volumes' names are picked so that different workers own them): the sum of both jobs'
@@ -46,17 +52,26 @@ JOBS = [  # name, fio rw, block size, queue depth
 ]
 
 
-def tree_cpu_s(pid: int) -> float:
-    """User + system seconds of a process and its children (live ones)."""
+CEPH_PROCESSES = {"ceph-mon", "ceph-mgr", "ceph-osd", "qemu-nbd", "radosgw"}
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """User + system seconds of a process and its children (live ones); with no pid, of every
+    Ceph process (a peer not started here)."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            head, tail = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
         except OSError:
             continue
-        if int(entry) == pid or int(fields[1]) == pid:
+        fields = tail.split()
+        if pid is None:
+            mine = head.split("(", 1)[1] in CEPH_PROCESSES and int(entry) != os.getpid()
+        else:
+            mine = int(entry) == pid or int(fields[1]) == pid
+        if mine:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
@@ -172,12 +187,13 @@ def record(lines: list[dict[str, Any]], line: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def stopping(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+def stopping(proc: subprocess.Popen[bytes] | None) -> Iterator[None]:
     try:
         yield
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc is not None:  # a peer this script did not start keeps running
+            proc.terminate()
+            proc.wait(30)
 
 
 def fio_together(jobs: list[tuple[Any, ...]]) -> list[Any]:
@@ -193,17 +209,17 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="on the disk to test")
     parser.add_argument("--no-volumes", action="store_true", help="skip the two-volume cases")
     parser.add_argument("--volumes-only", action="store_true", help="only the two-volume cases")
+    parser.add_argument("--ceph-nbd", metavar="URI", help="also a Ceph RBD image over NBD")
     args = parser.parse_args()
     size = (256 if args.quick else 1024) * MIB
     seconds = 2 if args.quick else 8
     base = {"bench": "nbd", "cpu": cpu_model(), "commit": git_commit(), "quick": args.quick}
     lines: list[dict[str, Any]] = []
     root = Path(tempfile.mkdtemp(prefix="nbd-bench-", dir=args.dir))
-    servers: list[tuple[str, Callable[[Path, int], tuple[str, subprocess.Popen[bytes]]]]] = [
-        ("store", start_store),
-        ("nbdkit", start_nbdkit),
-        ("qemu-nbd", start_qemu_nbd),
-    ]
+    servers: list[tuple[str, Callable[[Path, int], tuple[str, subprocess.Popen[bytes] | None]]]]
+    servers = [("store", start_store), ("nbdkit", start_nbdkit), ("qemu-nbd", start_qemu_nbd)]
+    if args.ceph_nbd:
+        servers.append(("ceph-rbd", lambda root, size: (args.ceph_nbd, None)))
     try:
         for name, start in [] if args.volumes_only else servers:
             uri, proc = start(root, size)
@@ -211,9 +227,10 @@ def main() -> int:
                 fio(uri, "write", "1m", 8, 1, size, 0)  # fill: reads then hit data, not holes
                 for connections in (1, 2):
                     for job, rw, bs, depth in JOBS:
-                        cpu0 = tree_cpu_s(proc.pid)
+                        pid = proc.pid if proc else None
+                        cpu0 = tree_cpu_s(pid)
                         result = fio(uri, rw, bs, depth, connections, size, seconds)
-                        cpu = tree_cpu_s(proc.pid) - cpu0
+                        cpu = tree_cpu_s(pid) - cpu0
                         side = result["read"] if "read" in rw else result["write"]
                         ios = side["total_ios"] or 1
                         pct = side["clat_ns"].get("percentile", {})
@@ -243,11 +260,13 @@ def main() -> int:
             )
     by = {(ln["server"], ln["job"], ln["connections"]): ln for ln in lines if "workers" not in ln}
     for ln in lines:
-        peer = by.get(("nbdkit", ln["job"], ln["connections"]))
-        if ln["server"] == "store" and peer:
+        for name in ("nbdkit", "ceph-rbd"):
+            peer = by.get((name, ln["job"], ln["connections"]))
+            if ln["server"] != "store" or not peer:
+                continue
             key = "iops" if "4k" in ln["job"] else "mbps"
             print(
-                f"{ln['job']:<13} x{ln['connections']} store {ln[key]:>9} nbdkit {peer[key]:>9}"
+                f"{ln['job']:<13} x{ln['connections']} store {ln[key]:>9} {name} {peer[key]:>9}"
                 f"  ratio {ln[key] / max(peer[key], 1e-9):.2f}  cpu/io {ln['server_cpu_us_per_io']}"
                 f" vs {peer['server_cpu_us_per_io']} us",
                 file=sys.stderr,
@@ -261,13 +280,16 @@ def plot(plt: Any, lines: list[dict[str, Any]], path: Path) -> None:
     by = {(ln["server"], ln["job"], ln["connections"]): ln for ln in lines}
     cases = [(job, c) for job, *_ in JOBS for c in (1, 2)]
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    for offset, server in [(-0.25, "store"), (0.0, "nbdkit"), (0.25, "qemu-nbd")]:
+    servers = [s for s in ("store", "nbdkit", "qemu-nbd", "ceph-rbd") if (s, *cases[0]) in by]
+    width = 0.75 / len(servers)
+    for i, server in enumerate(servers):
+        offset = (i - (len(servers) - 1) / 2) * width
         values = []
         for job, c in cases:
             key = "iops" if "4k" in job else "mbps"
             peer = by.get(("nbdkit", job, c), {}).get(key) or 1
             values.append(by.get((server, job, c), {}).get(key, 0) / peer)
-        ax.bar([i + offset for i in range(len(cases))], values, 0.25, label=server)
+        ax.bar([i + offset for i in range(len(cases))], values, width, label=server)
     ax.set_xticks(range(len(cases)), [f"{j}\nx{c}" for j, c in cases], fontsize=8)
     ax.set_ylabel("ratio to nbdkit (IOPS or MB/s)")
     ax.set_title("NBD with fio, loopback, same disk")

@@ -19,12 +19,18 @@ In one run, against `store serve` and `moto_server` (moto keeps objects in memor
   disk's own durable write bandwidth measured just before and after each case on the same
   directory (``DISK_PROBE_BYTES`` in 4 MiB writes, then one fsync: what ``dd bs=4M
   conv=fsync`` does). EC k+m writes (k+m)/k bytes per byte stored, so the limit is
-  disk x k/(k+m); ``fraction`` = PUT / limit (issue 14's bar: >= 0.85).
+  disk x k/(k+m); ``fraction`` = PUT / limit (issue 14's bar: >= 0.85);
+- with ``--rgw ENDPOINT``, the durable distributed peer beside the store on that disk: Ceph RGW
+  (``../shared/peers/ceph/start.sh`` with ``NOSD=6 EC=4+2`` keeps bucket data as the store does,
+  EC 4+2 over 6 drives, on the same disk), case by case in turn: 16 and 64 MiB PUT and GET with
+  4 streams, and 4 KiB PUT and GET with 16 clients. ``--rgw-keys`` defaults to the peer's
+  ``testid`` user.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -50,6 +56,7 @@ DISK_PROBES = 2  # the best counts: the first write to a fresh file often runs f
 WRK = shutil.which("wrk")
 WRK_SCRIPT = Path(__file__).with_name("wrk_presigned.lua")
 AK, SK = "benchaccesskey", "benchsecretkey1"
+RGW_KEYS = "0555b35654ad1656d804:h7GhxuBLTrlhVUyxSPUKUV8r/2EI4ngqJxD7iBdBYLhwluN30JaT3Q=="
 BIN = Path(sys.executable).parent
 
 
@@ -79,15 +86,15 @@ def start_moto() -> tuple[str, subprocess.Popen[bytes]] | None:
     return f"http://127.0.0.1:{port}", proc
 
 
-def client(endpoint: str) -> Any:
+def client(endpoint: str, creds: tuple[str, str] = (AK, SK)) -> Any:
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        aws_access_key_id=AK,
-        aws_secret_access_key=SK,
+        aws_access_key_id=creds[0],
+        aws_secret_access_key=creds[1],
         region_name="us-east-1",
         config=Config(
             max_pool_connections=32, signature_version="s3v4", retries={"max_attempts": 1}
@@ -96,9 +103,14 @@ def client(endpoint: str) -> Any:
 
 
 def large(
-    endpoint: str, size: int, streams: int, reps: int, get: bool = True
+    endpoint: str,
+    size: int,
+    streams: int,
+    reps: int,
+    get: bool = True,
+    creds: tuple[str, str] = (AK, SK),
 ) -> tuple[float, float]:
-    s3 = client(endpoint)
+    s3 = client(endpoint, creds)
     body = os.urandom(size)
     put_best = get_best = 0.0
     for rep in range(reps):
@@ -200,8 +212,10 @@ def _ms(text: str) -> float:
     raise ValueError(text)
 
 
-def small(endpoint: str, count: int, clients: int, seconds: float) -> dict[str, Any]:
-    s3 = client(endpoint)
+def small(
+    endpoint: str, count: int, clients: int, seconds: float, creds: tuple[str, str] = (AK, SK)
+) -> dict[str, Any]:
+    s3 = client(endpoint, creds)
     keys = [f"small/{i:06d}" for i in range(count)]
     body = os.urandom(4096)
     puts = [
@@ -278,7 +292,7 @@ def durable_puts(
     fstype = filesystem_of(root)
     out = []
     try:
-        client(endpoint).create_bucket(Bucket="bench")
+        create_bench_bucket(client(endpoint))
         for size in sizes:
             before = disk_mbps(root, DISK_PROBE_BYTES)
             put, _ = large(endpoint, size, 4, reps, get=False)
@@ -300,6 +314,53 @@ def durable_puts(
                     "fraction": round(put / limit, 3),
                 }
             )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def create_bench_bucket(s3: Any) -> None:
+    """The bucket every case uses; a peer kept from an earlier run may have it already."""
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket="bench")
+
+
+def beside_rgw(
+    directory: Path,
+    workers: int,
+    rgw: str,
+    rgw_keys: tuple[str, str],
+    sizes: list[int],
+    *,
+    reps: int,
+    count: int,
+    seconds: float,
+) -> list[dict[str, Any]]:
+    """The store with its data on ``directory``'s disk and Ceph RGW, case by case in turn (the
+    machine's load drifts, so neither gets the quieter minutes): large PUT and GET with 4
+    streams per size, then 4 KiB PUT and GET."""
+    root = Path(tempfile.mkdtemp(prefix="s3-bench-rgw-", dir=directory))
+    endpoint, proc = start_store(root, workers)
+    servers = [("store", endpoint, (AK, SK)), ("ceph-rgw", rgw, rgw_keys)]
+    out: list[dict[str, Any]] = []
+    try:
+        for _, url, creds in servers:
+            create_bench_bucket(client(url, creds))
+        for size in sizes:
+            for name, url, creds in servers:
+                put, get = large(url, size, 4, reps, creds=creds)
+                for case, mbps in (("disk_large_put", put), ("disk_large_get", get)):
+                    out.append(
+                        {"server": name, "case": case, "streams": 4, "object_bytes": size}
+                        | {"mbps": round(mbps, 1)}
+                    )
+        for name, url, creds in servers:
+            result = small(url, count, 16, seconds, creds)
+            for op, figures in result.items():
+                line = {"server": name, "case": f"disk_small_{op}", "clients": 16}
+                out.append(line | {"object_bytes": 4096, **figures})
     finally:
         proc.terminate()
         proc.wait(10)
@@ -345,7 +406,7 @@ def run_tmpfs(
         servers.append(("moto", *moto))
     try:
         for name, endpoint, _ in servers:
-            client(endpoint).create_bucket(Bucket="bench")
+            create_bench_bucket(client(endpoint))
             for streams in (1, 4):
                 put, get = large(endpoint, size, streams, reps)
                 emit(
@@ -380,6 +441,8 @@ def main() -> int:
     parser.add_argument("--disk", type=Path, default=Path("/var/tmp"), help="on the disk to test")
     parser.add_argument("--no-disk", action="store_true", help="skip the durable PUT cases")
     parser.add_argument("--disk-only", action="store_true", help="only the durable PUT cases")
+    parser.add_argument("--rgw", metavar="ENDPOINT", help="also Ceph RGW, beside the store on disk")
+    parser.add_argument("--rgw-keys", default=RGW_KEYS, help="ACCESS:SECRET for --rgw")
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="store serve --workers"
     )
@@ -414,15 +477,25 @@ def main() -> int:
                 f"{line['disk_mbps']} MB/s, limit {line['limit_mbps']}: {line['fraction']:.2f}",
                 file=sys.stderr,
             )
-    by = {(ln["server"], ln["case"], ln.get("streams")): ln for ln in lines}
+    if args.rgw:
+        access, secret = args.rgw_keys.split(":", 1)
+        sizes = [8 * MIB] if args.quick else [16 * MIB, 64 * MIB]
+        rgw = (args.rgw, (access, secret))
+        for line in beside_rgw(
+            args.disk, args.workers, *rgw, sizes, reps=reps, count=count, seconds=seconds
+        ):
+            emit(**line)
+    by = {(ln["server"], ln["case"], ln.get("streams"), ln.get("object_bytes")): ln for ln in lines}
     for ln in lines:
-        peer = by.get(("moto", ln["case"], ln.get("streams")))
-        if ln["server"] == "store" and peer:
-            key = "mbps" if "mbps" in ln else "ops"
-            ratio = ln[key] / peer[key] if peer[key] else None
+        key = "mbps" if "mbps" in ln else "ops"
+        for name in ("moto", "ceph-rgw"):
+            peer = by.get((name, ln["case"], ln.get("streams"), ln.get("object_bytes")))
+            if ln["server"] != "store" or not peer or not peer.get(key):
+                continue
             print(
-                f"{ln['case']:<10} streams={ln.get('streams', '-')!s:<2} store {ln[key]:>9} "
-                f"moto {peer[key]:>9}  ratio {ratio:.2f}",
+                f"{ln['case']:<14} {ln['object_bytes'] // 1024:>6} KiB "
+                f"streams={ln.get('streams', '-')!s:<2} store {ln[key]:>9} {name} {peer[key]:>9}"
+                f"  ratio {ln[key] / peer[key]:.2f}",
                 file=sys.stderr,
             )
     save(args.out, "s3", lines, plot)

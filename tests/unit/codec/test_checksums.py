@@ -31,6 +31,7 @@ from store.codec.checksums import (
 )
 from store.errors import InvalidArgument
 from store.native import crc32c as native_crc32c
+from store.native import crc32c_with
 from store.testing.oracles import reference_digest, reflected_crc
 
 CHECK = b"123456789"
@@ -92,6 +93,16 @@ def test_matches_bitwise_reference(algorithm: str, data: bytes) -> None:
 @given(data=st.binary(max_size=20_000))
 def test_crc32c_matches_store_native(data: bytes) -> None:
     assert checksum_of("CRC32C", data) == native_crc32c(data).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("value", [-1, 1 << 32, 1 << 64])
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_crc32c_refuses_a_start_value_outside_32_bits(value: int, kind: type) -> None:
+    with pytest.raises(ValueError, match="32-bit unsigned CRC"):
+        native_crc32c(kind(b"abc"), value)
+    with pytest.raises(ValueError, match="32-bit unsigned CRC"):
+        crc32c_with("sw", kind(b"abc"), value)
+    assert native_crc32c(kind(b"6789"), native_crc32c(b"12345")) == KNOWN["CRC32C"]
 
 
 @given(
