@@ -169,20 +169,43 @@ async def test_concurrent_writers(tmp_path: Path) -> None:
         assert await read_all(store, refs[i], 0, len(blob)) == blob
 
 
+THREADS_ONLY = os.environ.get("STORE_DRIVE_IO") == "threads"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "threads",
+        pytest.param(
+            "io_uring",
+            marks=pytest.mark.skipif(THREADS_ONLY, reason="STORE_DRIVE_IO=threads: no ring"),
+        ),
+    ],
+)
 async def test_full_drives_give_no_space_and_leave_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     import errno
 
+    from store.chunk import uring
     from store.chunk.drive import ShardWriter
     from store.errors import NoSpace
 
     store = make_store(tmp_path, ErasureCoded(4, 2))
 
-    def full(self: ShardWriter, data: memoryview) -> None:
+    def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ShardWriter, "_pwrite_sync", full)
+    async def full_ring(*args: object, **kwargs: object) -> None:
+        full()
+
+    if path == "threads":
+        monkeypatch.setenv("STORE_DRIVE_IO", "threads")  # read at this run's first drive call
+        monkeypatch.setattr(ShardWriter, "_pwrite_sync", full)
+    elif uring.drive_io() is None:
+        pytest.skip("this kernel or build refuses io_uring: the threads case covers it")
+    else:
+        monkeypatch.setattr(uring.Uring, "pwrite", full_ring)
     with pytest.raises(NoSpace):
         await store.write(os.urandom(3_000_000))
     for drive in store.drives.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from store.chunk import shardfile
 from store.chunk.drive import Drive, new_chunk_id, shard_id
 from store.chunk.shardfile import HEADER_BYTES, ShardGeometry
 from store.errors import Corrupt, InvalidArgument, NotFound
+from store.native import crc32c
 
 
 def sid(index: int = 0) -> str:
@@ -47,6 +49,50 @@ async def test_streaming_writes_in_odd_pieces(tmp_path: Path) -> None:
     assert pos == len(data)
     await writer.commit()
     assert await drive.read(s) == data
+
+
+@pytest.mark.parametrize(
+    ("how", "pieces"),
+    [
+        ("write", [50_001]),
+        ("write", [1, 4095, 8192, 3]),  # partial blocks wait for the next write, or the commit
+        ("append", [50_001]),
+        ("append", [4096 * 3, 4096, 77]),  # whole blocks, then the shard's short last one
+    ],
+)
+def test_ring_and_threads_write_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pieces: list[int], how: str
+) -> None:
+    """Shard appends and commits go through io_uring where the run has a ring, else a thread:
+    the same bytes either way (data, CRC table, header), and both read back verified."""
+    data, s, block = os.urandom(sum(pieces)), sid(2), 4096
+    files = {}
+    for mode in ("threads", "io_uring"):
+        monkeypatch.setenv("STORE_DRIVE_IO", mode)
+
+        async def write(mode: str = mode) -> bytes:
+            drive = Drive(tmp_path / mode)
+            writer = await drive.create(s, block)
+            pos = 0
+            for n in pieces:
+                piece = data[pos : pos + n]
+                if how == "write":
+                    await writer.write(piece)
+                else:  # whole blocks with their CRCs, as the chunk writer appends (last short)
+                    crcs = [crc32c(piece[i : i + block]) for i in range(0, n, block)]
+                    await writer.append(piece, crcs)
+                pos += n
+            assert await writer.commit() == ShardGeometry(block, len(data))
+            assert await drive.read(s) == data and await drive.verify(s) == []
+            return next((tmp_path / mode / "shards").rglob(s)).read_bytes()
+
+        try:
+            files[mode] = trio.run(write)
+        except OSError as e:  # the ring refused (old kernel, seccomp, a build without liburing)
+            if mode != "io_uring" or e.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+                raise
+            pytest.skip(f"this kernel or build refuses io_uring ({e}): the threads path only")
+    assert files["io_uring"] == files["threads"]
 
 
 async def test_uncommitted_shard_is_invisible(tmp_path: Path) -> None:
