@@ -14,8 +14,8 @@ and qemu-nbd (``make test`` installs them).
 With ``--ceph-nbd URI``, also the durable distributed peer: a Ceph RBD image exported over NBD
 (``../shared/peers/ceph/start.sh`` serves ``rbd/nbd`` through qemu-nbd at
 ``nbd://127.0.0.1:10810/rbd``; start it with ``RBD_REPLICAS=2`` to keep two copies as the store
-volume does). Its CPU per I/O counts every Ceph process on the machine (mon, mgr, OSDs,
-qemu-nbd), since the OSDs do the work.
+volume does). Its CPU per I/O counts every Ceph process on the machine (mon, mgr, OSDs, radosgw,
+qemu-nbd), since the OSDs do the work; their idle load counts too.
 
 Then every core (``--no-volumes`` skips): two volumes, one fio job on each at the same time (4 KiB
 random read and write, QD 32), against ``store serve --workers 1`` and ``--workers N`` (one per
@@ -281,6 +281,8 @@ def plot(plt: Any, lines: list[dict[str, Any]], path: Path) -> None:
     cases = [(job, c) for job, *_ in JOBS for c in (1, 2)]
     fig, ax = plt.subplots(figsize=(9, 3.5))
     servers = [s for s in ("store", "nbdkit", "qemu-nbd", "ceph-rbd") if (s, *cases[0]) in by]
+    if not servers:  # --volumes-only: no per-server jobs to plot
+        return
     width = 0.75 / len(servers)
     for i, server in enumerate(servers):
         offset = (i - (len(servers) - 1) / 2) * width

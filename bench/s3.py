@@ -229,6 +229,8 @@ def small(
         else:  # the keys written: a slow server may not reach all ``count`` in wrk's seconds
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="small/")
             urls = presigned("get_object", [o["Key"] for p in pages for o in p.get("Contents", [])])
+            if not urls:
+                raise RuntimeError(f"{endpoint}: no 4 KiB object was written, none to GET")
         if WRK:
             targets = [u[u.index("/", len("http://")) :] for u in urls]
             ops, p50, p99 = small_wrk(targets, endpoint, method, clients, seconds)

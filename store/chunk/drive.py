@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+import trio
+
 from store.chunk import shardfile
 from store.chunk.api import DriveStat, ShardBlocks
 from store.chunk.fsio import Threads, fsync_dir, remove_durably
@@ -235,6 +237,7 @@ class ShardWriter:
         self._length = 0
         self._written = 0  # bytes of whole blocks already in the file
         self._crcs = array.array("I")
+        self._failed = False  # a write or commit failed: the file is not what the tables say
 
     def _pwrite_sync(self, data: memoryview) -> None:
         assert self._fd is not None
@@ -257,12 +260,9 @@ class ShardWriter:
         whole = len(self._pending) // self._block * self._block
         if not whole:
             return
-        view = memoryview(self._pending)
-        try:
+        with memoryview(self._pending) as view:
             await self._put(view[:whole], None)
-        finally:
-            view.release()
-        del self._pending[:whole]
+        self._pending = self._pending[whole:]  # a new buffer: no view of the old one matters
 
     async def append(self, data: bytes | bytearray | memoryview, crcs: Sequence[int]) -> None:
         """Append blocks whose CRC32Cs the caller already has (from the fused encode).
@@ -275,28 +275,35 @@ class ShardWriter:
             raise InvalidArgument("append() after a partial block")
         if len(crcs) != -(-len(data) // self._block):
             raise InvalidArgument(f"{len(crcs)} CRCs for {len(data)} bytes of data")
-        self._length += len(data)
         await self._put(memoryview(data).cast("B"), crcs)
+        self._length += len(data)
 
     async def _put(self, view: memoryview, crcs: Sequence[int] | None) -> None:
         """Whole blocks (or a shard's final short one) to the file, and their CRCs to the table:
-        on the ring, else (no ring, or too large to checksum on the event loop) in a thread."""
-        io = drive_io()
-        if io is None or len(view) > RING_MAX_BYTES:
-            await self._threads.run(self._append_sync, view, crcs)
-            return
-        assert self._fd is not None
-        if crcs is None:
-            raw = crc32c_blocks(view, self._block)  # one native call (little-endian uint32s)
-            crcs = struct.unpack(f"<{len(raw) // 4}I", raw)
-        async with self._threads.limiter:
-            await io.pwrite(self._fd, view, HEADER_BYTES + self._written)
-        self._written += len(view)
-        self._crcs.extend(crcs)
+        on the ring (at most 4 MiB at a time, checksummed on the event loop if need be), else in
+        a thread. One task writes a shard at a time. A failure leaves the writer only to abort."""
+        try:
+            io = drive_io()
+            if io is None or len(view) > RING_MAX_BYTES:
+                await self._threads.run(self._append_sync, view, crcs)
+                return
+            assert self._fd is not None
+            if crcs is None:
+                raw = crc32c_blocks(view, self._block)  # one native call (little-endian uint32s)
+                crcs = struct.unpack(f"<{len(raw) // 4}I", raw)
+            async with self._threads.limiter:
+                await io.pwrite(self._fd, view, HEADER_BYTES + self._written)
+            self._written += len(view)
+            self._crcs.extend(crcs)
+        except BaseException:
+            self._failed = True
+            raise
 
     def _check_open(self) -> None:
         if self._fd is None:
             raise InvalidArgument("shard writer is closed")
+        if self._failed:
+            raise InvalidArgument("a write to this shard failed: it can only be aborted")
 
     def _commit_sync(self) -> None:
         assert self._fd is not None
@@ -308,17 +315,28 @@ class ShardWriter:
         self._publish_sync()
 
     async def commit(self) -> ShardGeometry:
-        """fsync the file, rename it into place, fsync the directory: durable and visible."""
+        """Sync the file (fsync, or on the ring an fdatasync linked after the header), rename it
+        into place, fsync the directory: durable and visible. On failure it is aborted (closed,
+        removed), never left for a retry to publish."""
         self._check_open()
+        try:
+            return await self._commit()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.abort()
+            raise
+
+    async def _commit(self) -> ShardGeometry:
+        geometry = ShardGeometry(self._block, self._length)
         io = drive_io()
         if io is None:
             await self._threads.run(self._commit_sync)
-            return ShardGeometry(self._block, self._length)
+            return geometry
         if self._pending:
-            await self._put(memoryview(self._pending), None)
-            self._pending.clear()
+            with memoryview(self._pending) as view:
+                await self._put(view, None)
+            self._pending = bytearray()
         assert self._fd is not None
-        geometry = ShardGeometry(self._block, self._length)
         async with self._threads.limiter:  # the table, then the header with an fdatasync after
             await io.pwrite(self._fd, shardfile.crc_table(self._crcs), HEADER_BYTES + self._length)
             await io.pwrite(self._fd, shardfile.encode_header(geometry), 0, sync=True)
@@ -328,8 +346,8 @@ class ShardWriter:
     def _publish_sync(self) -> None:
         """Close the synced file, rename it into place and fsync the directory."""
         assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
+        fd, self._fd = self._fd, None  # closed once, whatever close says
+        os.close(fd)
         self._final.parent.mkdir(exist_ok=True)
         os.replace(self._tmp, self._final)
         fsync_dir(self._final.parent)

@@ -12,8 +12,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.chunk import shardfile
-from store.chunk.drive import Drive, new_chunk_id, shard_id
+from store.chunk import shardfile, uring
+from store.chunk.drive import Drive, ShardWriter, new_chunk_id, shard_id
 from store.chunk.shardfile import HEADER_BYTES, ShardGeometry
 from store.errors import Corrupt, InvalidArgument, NotFound
 from store.native import crc32c
@@ -67,11 +67,20 @@ def test_ring_and_threads_write_the_same_file(
     the same bytes either way (data, CRC table, header), and both read back verified."""
     data, s, block = os.urandom(sum(pieces)), sid(2), 4096
     files = {}
-    for mode in ("threads", "io_uring"):
+    for mode in ("threads", "auto"):
         monkeypatch.setenv("STORE_DRIVE_IO", mode)
 
         async def write(mode: str = mode) -> bytes:
-            drive = Drive(tmp_path / mode)
+            if mode == "auto":
+                if uring.drive_io() is None:
+                    pytest.skip("this kernel or build refuses io_uring: the threads path only")
+                with monkeypatch.context() as m:  # the ring's run must not fall back to threads
+                    m.setattr(ShardWriter, "_append_sync", _no_thread)
+                    m.setattr(ShardWriter, "_commit_sync", _no_thread)
+                    return await write_shard(Drive(tmp_path / mode))
+            return await write_shard(Drive(tmp_path / mode))
+
+        async def write_shard(drive: Drive) -> bytes:
             writer = await drive.create(s, block)
             pos = 0
             for n in pieces:
@@ -84,15 +93,55 @@ def test_ring_and_threads_write_the_same_file(
                 pos += n
             assert await writer.commit() == ShardGeometry(block, len(data))
             assert await drive.read(s) == data and await drive.verify(s) == []
-            return next((tmp_path / mode / "shards").rglob(s)).read_bytes()
+            return next(drive.root.joinpath("shards").rglob(s)).read_bytes()
 
-        try:
-            files[mode] = trio.run(write)
-        except OSError as e:  # the ring refused (old kernel, seccomp, a build without liburing)
-            if mode != "io_uring" or e.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
-                raise
-            pytest.skip(f"this kernel or build refuses io_uring ({e}): the threads path only")
-    assert files["io_uring"] == files["threads"]
+        files[mode] = trio.run(write)
+    assert files["auto"] == files["threads"]
+
+
+def _no_thread(*args: object) -> None:
+    raise AssertionError("a shard write went to a thread in a run with a ring")
+
+
+@pytest.mark.parametrize("path", ["threads", "io_uring"])
+def test_a_failed_commit_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The sync of a commit fails (EIO): the error reaches the caller, the file is closed and
+    removed, nothing is published, and the writer refuses to go on."""
+
+    def eio(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    async def eio_on_sync(self: object, fd: int, data: object, offset: int, *, sync: bool = False):
+        if sync:
+            eio()
+        return await real_pwrite(self, fd, data, offset)
+
+    real_pwrite = uring.Uring.pwrite
+    monkeypatch.setenv("STORE_DRIVE_IO", "threads" if path == "threads" else "auto")
+
+    async def main() -> None:
+        if path == "io_uring":
+            if uring.drive_io() is None:
+                pytest.skip("this kernel or build refuses io_uring: the threads case covers it")
+            monkeypatch.setattr(uring.Uring, "pwrite", eio_on_sync)
+        else:
+            monkeypatch.setattr(os, "fsync", eio)
+        drive, s = Drive(tmp_path), sid()
+        fds = len(os.listdir("/proc/self/fd"))
+        writer = await drive.create(s, 4096)
+        await writer.write(os.urandom(10_000))
+        with pytest.raises(OSError, match="Input/output"):
+            await writer.commit()
+        monkeypatch.undo()
+        assert len(os.listdir("/proc/self/fd")) == fds
+        assert list((tmp_path / "tmp").iterdir()) == []
+        assert [x async for x in drive.list_shards()] == []
+        with pytest.raises(InvalidArgument):
+            await writer.commit()
+
+    trio.run(main)
 
 
 async def test_uncommitted_shard_is_invisible(tmp_path: Path) -> None:
