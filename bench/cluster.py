@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def main() -> int:
             embedded.terminate()
             embedded.wait(10)
         lab.stop()
+        shutil.rmtree(root, ignore_errors=True)  # both setups' data: gigabytes per run
     by = {(ln["setup"], ln["case"], ln.get("streams")): ln for ln in lines}
     for ln in lines:
         peer = by.get(("embedded", ln["case"], ln.get("streams")))

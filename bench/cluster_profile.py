@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,7 @@ def main() -> int:
             process.wait()
     finally:
         lab.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the cluster's data (the profiles are in --out)
     for path in files:
         if path.exists():
             report(path)
