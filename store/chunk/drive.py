@@ -35,11 +35,11 @@ from store.chunk import shardfile
 from store.chunk.api import DriveStat, ShardBlocks
 from store.chunk.fsio import Threads, fsync_dir, remove_durably
 from store.chunk.ids import _SHARD_ID, check_shard_id, new_chunk_id, shard_id
-from store.chunk.local_extents import OPEN_EXTENTS, RING_MAX_BYTES, LocalExtents
+from store.chunk.local_extents import OPEN_EXTENTS, LocalExtents
 from store.chunk.shardfile import CRC_BYTES, HEADER_BYTES, ShardGeometry
-from store.chunk.uring import drive_io
+from store.chunk.uring import RING_MAX_BYTES, drive_io
 from store.errors import InvalidArgument, NotFound
-from store.native import crc32c, crc32c_blocks
+from store.native import crc32c_blocks
 
 VERIFY_BYTES = 4 << 20  # scrub reads this much per call
 # Reads this large map the file instead of copying it: the CRC pass and the consumer then read
@@ -248,7 +248,7 @@ class ShardWriter:
 
     def _append_sync(self, view: memoryview, crcs: Sequence[int] | None) -> None:
         if crcs is None:
-            crcs = [crc32c(view[p : p + self._block]) for p in range(0, len(view), self._block)]
+            crcs = self._block_crcs(view)
         self._pwrite_sync(view)
         self._crcs.extend(crcs)
 
@@ -289,8 +289,7 @@ class ShardWriter:
                 return
             assert self._fd is not None
             if crcs is None:
-                raw = crc32c_blocks(view, self._block)  # one native call (little-endian uint32s)
-                crcs = struct.unpack(f"<{len(raw) // 4}I", raw)
+                crcs = self._block_crcs(view)
             async with self._threads.limiter:
                 await io.pwrite(self._fd, view, HEADER_BYTES + self._written)
             self._written += len(view)
@@ -298,6 +297,11 @@ class ShardWriter:
         except BaseException:
             self._failed = True
             raise
+
+    def _block_crcs(self, view: memoryview) -> tuple[int, ...]:
+        """The CRC32C of each block of ``view`` (the last may be short): one native call."""
+        raw = crc32c_blocks(view, self._block)  # little-endian uint32s
+        return struct.unpack(f"<{len(raw) // 4}I", raw)
 
     def _check_open(self) -> None:
         if self._fd is None:

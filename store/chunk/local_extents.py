@@ -30,12 +30,9 @@ from store.chunk import extentfile
 from store.chunk.extentfile import ExtentFile, ExtentGeometry, ExtentImage
 from store.chunk.fsio import Threads, fsync_dir
 from store.chunk.ids import check_extent_id
-from store.chunk.uring import drive_io
+from store.chunk.uring import RING_MAX_BYTES, drive_io
 from store.errors import Conflict, Corrupt, InvalidArgument
 
-# io_uring takes reads and writes up to this size; larger ones go to the drive's threads, where
-# their CRC work (~40 us a MiB) does not hold the event loop up.
-RING_MAX_BYTES = 4 << 20
 OPEN_EXTENTS = 256  # extent files kept open per drive (the gateway sizes RLIMIT_NOFILE for them)
 
 Buffer = bytes | bytearray | memoryview

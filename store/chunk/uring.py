@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 MODE_ENV = "STORE_DRIVE_IO"  # auto (default) | io_uring | threads
 MODES = ("auto", "io_uring", "threads")
 ENTRIES = 256
+# Callers put reads and writes up to this size on the ring; larger ones go to the drive's threads,
+# where their CRC work (~40 us a MiB) does not hold the event loop up.
+RING_MAX_BYTES = 4 << 20
 RESUBMIT_S = 0.01
 Queue = Callable[[native.Ring, int, bool], Any]  # (ring, tag, link) -> pin, or None if full
 

@@ -190,6 +190,7 @@ async def test_full_drives_give_no_space_and_leave_nothing(
     from store.chunk import uring
     from store.chunk.drive import ShardWriter
     from store.errors import NoSpace
+    from tests.unit.chunk.rings import drive_ring_or_skip
 
     store = make_store(tmp_path, ErasureCoded(4, 2))
 
@@ -202,9 +203,8 @@ async def test_full_drives_give_no_space_and_leave_nothing(
     if path == "threads":
         monkeypatch.setenv("STORE_DRIVE_IO", "threads")  # read at this run's first drive call
         monkeypatch.setattr(ShardWriter, "_pwrite_sync", full)
-    elif uring.drive_io() is None:
-        pytest.skip("this kernel or build refuses io_uring: the threads case covers it")
     else:
+        drive_ring_or_skip(monkeypatch)
         monkeypatch.setattr(uring.Uring, "pwrite", full_ring)
     with pytest.raises(NoSpace):
         await store.write(os.urandom(3_000_000))

@@ -17,6 +17,7 @@ from store.chunk.drive import Drive, ShardWriter, new_chunk_id, shard_id
 from store.chunk.shardfile import HEADER_BYTES, ShardGeometry
 from store.errors import Corrupt, InvalidArgument, NotFound
 from store.native import crc32c
+from tests.unit.chunk.rings import drive_ring_or_skip
 
 
 def sid(index: int = 0) -> str:
@@ -67,13 +68,12 @@ def test_ring_and_threads_write_the_same_file(
     the same bytes either way (data, CRC table, header), and both read back verified."""
     data, s, block = os.urandom(sum(pieces)), sid(2), 4096
     files = {}
-    for mode in ("threads", "auto"):
+    for mode in ("threads", "io_uring"):
         monkeypatch.setenv("STORE_DRIVE_IO", mode)
 
         async def write(mode: str = mode) -> bytes:
-            if mode == "auto":
-                if uring.drive_io() is None:
-                    pytest.skip("this kernel or build refuses io_uring: the threads path only")
+            if mode == "io_uring":
+                drive_ring_or_skip(monkeypatch)
                 with monkeypatch.context() as m:  # the ring's run must not fall back to threads
                     m.setattr(ShardWriter, "_append_sync", _no_thread)
                     m.setattr(ShardWriter, "_commit_sync", _no_thread)
@@ -96,7 +96,7 @@ def test_ring_and_threads_write_the_same_file(
             return next(drive.root.joinpath("shards").rglob(s)).read_bytes()
 
         files[mode] = trio.run(write)
-    assert files["auto"] == files["threads"]
+    assert files["io_uring"] == files["threads"]
 
 
 def _no_thread(*args: object) -> None:
@@ -119,12 +119,11 @@ def test_a_failed_commit_leaves_nothing(
         return await real_pwrite(self, fd, data, offset)
 
     real_pwrite = uring.Uring.pwrite
-    monkeypatch.setenv("STORE_DRIVE_IO", "threads" if path == "threads" else "auto")
+    monkeypatch.setenv("STORE_DRIVE_IO", path)
 
     async def main() -> None:
         if path == "io_uring":
-            if uring.drive_io() is None:
-                pytest.skip("this kernel or build refuses io_uring: the threads case covers it")
+            drive_ring_or_skip(monkeypatch)
             monkeypatch.setattr(uring.Uring, "pwrite", eio_on_sync)
         else:
             monkeypatch.setattr(os, "fsync", eio)

@@ -14,18 +14,7 @@ import trio
 
 from store import native
 from store.chunk import uring
-
-# The refusals that mean "no io_uring on this machine", where drives use their thread pools
-# (tested by the rest of the suite, and by `make test`'s STORE_DRIVE_IO=threads run): a build
-# without liburing or an old kernel (ENOSYS), kernel.io_uring_disabled or seccomp (EPERM,
-# EACCES). Any other error is a failure, not a skip.
-REFUSED = (errno.ENOSYS, errno.EPERM, errno.EACCES)
-
-
-def _skip_if_refused(e: OSError) -> None:
-    if e.errno not in REFUSED:
-        raise e
-    pytest.skip(f"this kernel or build refuses io_uring ({e}); drives use their thread pools")
+from tests.unit.chunk.rings import skip_if_refused
 
 
 def _ring_or_skip() -> tuple[native.Ring, int]:
@@ -34,7 +23,7 @@ def _ring_or_skip() -> tuple[native.Ring, int]:
         return native.Ring(8, efd), efd
     except OSError as e:
         os.close(efd)
-        _skip_if_refused(e)
+        skip_if_refused(e)
         raise
 
 
@@ -194,5 +183,5 @@ def _driver_or_skip() -> uring.Uring:
     try:
         return uring.Uring.open()
     except OSError as e:
-        _skip_if_refused(e)
+        skip_if_refused(e)
         raise
